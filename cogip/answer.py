@@ -1,0 +1,93 @@
+"""The one answer grammar of cogalign: ``"<label> <score>"``, optionally inside ``<answer>...</answer>``.
+
+Rewards, evaluation and generation judging all parse model text through :func:`parse_answer`, so they can never
+disagree about what a completion said.
+
+>>> render_answer("Aesthetics", 8.13)
+'very high 8.130'
+>>> a = parse_answer("I think <answer>negative -2</answer>", "Emotional_Valence")
+>>> a.label, a.score, a.well_formed, a.label_consistent
+('negative', -2.0, True, True)
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+from cogip.traits import Trait, get_trait
+
+# A number as models write it: optional sign (ASCII or Unicode minus), digits, optional decimals.
+_NUMBER = r"[-+\u2212]?(?:\d+(?:\.\d*)?|\.\d+)"
+_TAGGED = re.compile(r"<answer>(.*?)(?:</answer>|$)", re.IGNORECASE | re.DOTALL)
+
+
+@dataclass(frozen=True)
+class ParsedAnswer:
+    """What a piece of model text says about one trait.
+
+    ``score`` is set whenever a finite number could be read (even without a label); ``well_formed`` means a label
+    of the trait followed by a number; ``label_consistent`` means that label is the bin of its own score.
+    """
+
+    label: str | None
+    score: float | None
+    well_formed: bool
+    label_consistent: bool
+    in_range: bool = False
+
+
+_EMPTY = ParsedAnswer(None, None, False, False, False)
+
+
+@lru_cache(maxsize=256)
+def _patterns(labels: tuple[str, ...]) -> tuple[re.Pattern, re.Pattern]:
+    # Longest labels first so "very high" wins over "high".
+    alts = "|".join(re.escape(lbl).replace(r"\ ", r"\s+") for lbl in sorted(labels, key=len, reverse=True))
+    pair = re.compile(rf"(?<![A-Za-z])({alts})\b[\s:=,]*({_NUMBER})", re.IGNORECASE)
+    return pair, re.compile(_NUMBER)
+
+
+def _to_float(text: str) -> float | None:
+    try:
+        value = float(text.replace("\u2212", "-"))
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def render_answer(trait: str | Trait, score: float) -> str:
+    """The ground-truth answer for ``score``: label of its (rounded) bin and the score with the trait's decimals."""
+    t = get_trait(trait)
+    if not t.in_range(float(score)):
+        raise ValueError(f"{t.name} score {score!r} is outside [{t.low}, {t.high}]")
+    s = t.round(score)
+    return f"{t.label_for(s)} {s:.{t.decimals}f}"
+
+
+def parse_answer(text: object, trait: str | Trait) -> ParsedAnswer:
+    """Read label and score from model text. Never raises on any input.
+
+    The last ``<answer>`` block is used when there is one, else the whole text; inside it, the last
+    ``<label> <number>`` pair wins (models that reason first state the answer last). With no pair, the last bare
+    number is kept as the score and the answer is not well-formed.
+    """
+    if not isinstance(text, str):
+        return _EMPTY
+    t = get_trait(trait)
+    blocks = _TAGGED.findall(text)
+    body = blocks[-1] if blocks else text
+    pair_re, num_re = _patterns(t.labels)
+    for m in reversed(list(pair_re.finditer(body))):
+        score = _to_float(m.group(2))
+        if score is None:
+            continue
+        label = next(lbl for lbl in t.labels if lbl.lower() == " ".join(m.group(1).lower().split()))
+        return ParsedAnswer(label, score, True, label == t.label_for(t.round(score)), t.in_range(score))
+    for m in reversed(list(num_re.finditer(body))):
+        score = _to_float(m.group(0))
+        if score is not None:
+            return ParsedAnswer(None, score, False, False, t.in_range(score))
+    return _EMPTY

@@ -1,0 +1,66 @@
+"""The ``cogalign`` console script: ``cogalign sft|grpo|eval|generate|demo|validate-data ...``.
+
+Each training/eval subcommand forwards its arguments to the ``main`` of the stage's entry script, so
+``cogalign grpo --config x.yaml`` and ``python rl/train_grpo.py --config x.yaml`` are the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# subcommand -> (module whose cli_main(argv) runs it, one-line help)
+STAGES = {
+    "sft": ("sft_warmstart.train_sft", "SFT warm-start with the soft-label loss (same flags as train_sft.py)"),
+    "grpo": ("rl.train_grpo", "GRPO with trait rewards (same flags as rl/train_grpo.py)"),
+    "eval": ("eval.run", "evaluate checkpoints against human scores (same flags as eval/run.py)"),
+    "generate": ("generation.generate", "generate images with the aligned encoder (same flags as generate.py)"),
+}
+
+
+def _validate_data(argv: list[str]) -> int:
+    from cogip.data import validate
+
+    p = argparse.ArgumentParser(prog="cogalign validate-data",
+                                description="Check CogIP-Bench files: counts per file and trait, every problem.")
+    p.add_argument("path", help="an upstream file, a test_msg_file/ or cognition_scores/ folder, or a release folder")
+    p.add_argument("--image-root", default=None, help="folder the <Trait>/<id>.jpg image paths are relative to")
+    args = p.parse_args(argv)
+    try:
+        _, report = validate(args.path, args.image_root)
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(report)
+    print("OK" if report.ok else f"FAILED: {len(report.problems)} problem(s)")
+    return 0 if report.ok else 1
+
+
+def _demo(argv: list[str]) -> int:
+    from cogip.demo import main as demo_main
+
+    return demo_main(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands = {name: help_ for name, (_, help_) in STAGES.items()}
+    commands |= {"demo": "run the whole pipeline on the synthetic benchmark (CPU)",
+                 "validate-data": "check CogIP-Bench files before training"}
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
+        print("usage: cogalign <command> [args]\n\ncommands:")
+        for name, help_ in commands.items():
+            print(f"  {name:<14} {help_}")
+        return 0 if not argv or argv[0] in ("-h", "--help") else 2
+    cmd, rest = argv[0], argv[1:]
+    if cmd == "validate-data":
+        return _validate_data(rest)
+    if cmd == "demo":
+        return _demo(rest)
+    module = importlib.import_module(STAGES[cmd][0])
+    return module.cli_main(rest) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

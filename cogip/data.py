@@ -1,0 +1,378 @@
+"""Datasets in one canonical schema, loaders for every upstream CogIP-Bench file format, validation, and converters
+to the formats trl's trainers take.
+
+Canonical schema (a ``datasets.Dataset``): ``id`` (str), ``image`` (``datasets.Image``), ``trait`` (registry name),
+``score`` (float), ``score_std`` (float or None), ``answer`` (``"<label> <score>"``), ``prompt`` (chat messages: one
+user turn with an image part and a text part).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cogip.answer import parse_answer, render_answer
+from cogip.traits import get_trait, has_trait
+
+CANONICAL_COLUMNS = ("id", "image", "trait", "score", "score_std", "answer", "prompt")
+RELEASE_FILES = {  # split name -> file or folder inside a release folder
+    "train": "cognition_training.json",
+    "grpo": "training_grpo.json",
+    "test": "test_msg_file",
+    "scores": "cognition_scores",
+}
+
+
+class DataValidationError(ValueError):
+    """Raised when data has problems and dropping them was not asked for; carries the full report."""
+
+    def __init__(self, report: ValidationReport):
+        self.report = report
+        super().__init__(str(report))
+
+
+@dataclass
+class Problem:
+    file: str
+    index: int | None
+    message: str
+
+    def __str__(self) -> str:
+        where = self.file if self.index is None else f"{self.file}[{self.index}]"
+        return f"{where}: {self.message}"
+
+
+@dataclass
+class ValidationReport:
+    counts: dict[str, Counter] = field(default_factory=dict)  # file -> trait -> number of good items
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def merge(self, other: ValidationReport) -> None:
+        self.counts.update(other.counts)
+        self.problems.extend(other.problems)
+
+    def __str__(self) -> str:
+        lines = []
+        for f, c in self.counts.items():
+            lines.append(f"{f}: {sum(c.values())} valid items ({', '.join(f'{t} {n}' for t, n in sorted(c.items()))})")
+        if self.problems:
+            lines.append(f"{len(self.problems)} problem(s):")
+            lines.extend(f"  {p}" for p in self.problems)
+        return "\n".join(lines)
+
+
+def make_prompt(text: str) -> list[dict]:
+    """One user turn holding the image and the instruction, the conversational format of trl and transformers."""
+    return [{"role": "user", "content": [{"type": "image", "text": None}, {"type": "text", "text": text}]}]
+
+
+def prompt_text(prompt: list[dict]) -> str:
+    """The instruction text of a canonical prompt."""
+    return "".join(p.get("text") or "" for m in prompt for p in m["content"] if p.get("type") == "text")
+
+
+def _features():
+    from datasets import Features, Image, List, Value
+
+    part = {"type": Value("string"), "text": Value("string")}
+    return Features({
+        "id": Value("string"), "image": Image(), "trait": Value("string"), "score": Value("float64"),
+        "score_std": Value("float64"), "answer": Value("string"),
+        "prompt": List({"role": Value("string"), "content": List(part)}),
+    })
+
+
+def items_to_dataset(items: list[dict]):
+    """Canonical items (dicts; ``image`` a path or a PIL image) to a ``datasets.Dataset``; extra keys are kept."""
+    from datasets import Dataset, Features, List, Value
+
+    feats = _features()
+    extra = {k: v for k, v in (items[0].items() if items else []) if k not in feats}
+    for k, v in extra.items():
+        feats[k] = List(Value("float64")) if isinstance(v, list) else Value("float64")
+    return Dataset.from_list(items, features=Features(feats))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Upstream readers: each returns (records, report). A record is a canonical item whose image is a relative path.
+
+
+def _clean_prompt(text: str) -> str:
+    return text.replace("<image>", "").strip()
+
+
+def _record(file: str, index: int, image: str, answer_text: str, prompt: str, report: ValidationReport,
+            item_id: str | None = None) -> dict | None:
+    trait_name = Path(image).parts[0] if Path(image).parts else ""
+    if not has_trait(trait_name):
+        report.problems.append(Problem(file, index, f"unknown trait {trait_name!r} (from image path {image!r})"))
+        return None
+    trait = get_trait(trait_name)
+    parsed = parse_answer(answer_text, trait)
+    if not parsed.well_formed:
+        report.problems.append(Problem(file, index, f"malformed answer {answer_text!r}"))
+        return None
+    if not parsed.in_range:
+        report.problems.append(
+            Problem(file, index, f"{trait.name} score {parsed.score} outside [{trait.low:g}, {trait.high:g}]"))
+        return None
+    if not parsed.label_consistent:
+        report.problems.append(Problem(file, index, f"label {parsed.label!r} does not match score {parsed.score}"))
+        return None
+    return {
+        "id": item_id or str(Path(image).with_suffix("")), "image": image, "trait": trait.name,
+        "score": parsed.score, "score_std": None, "answer": render_answer(trait, parsed.score),
+        "prompt": make_prompt(prompt or trait.prompt),
+    }
+
+
+def _load_json(path: Path, report: ValidationReport) -> list | None:
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        report.problems.append(Problem(str(path), None, f"cannot read JSON: {e}"))
+        return None
+    if not isinstance(data, list):
+        report.problems.append(Problem(str(path), None, "expected a JSON list of items"))
+        return None
+    return data
+
+
+def read_conversations(path: str | Path) -> tuple[list[dict], ValidationReport]:
+    """``cognition_training.json`` (``image`` a list) or ``training_grpo.json`` (``image`` a string, answers in
+    ``<answer>`` tags): LLaVA-style items with a human and a gpt turn."""
+    path, report, records = Path(path), ValidationReport(), []
+    for i, item in enumerate(_load_json(path, report) or []):
+        try:
+            image = item["image"]
+            if isinstance(image, list):
+                if len(image) != 1:
+                    raise ValueError(f"expected one image, got {len(image)}")
+                image = image[0]
+            turns = {t["from"]: t["value"] for t in item["conversations"]}
+            human, gpt = turns["human"], turns["gpt"]
+            if not isinstance(image, str) or not isinstance(human, str) or not isinstance(gpt, str):
+                raise TypeError("image, human and gpt values must be strings")
+        except (KeyError, TypeError, ValueError) as e:
+            report.problems.append(Problem(str(path), i, f"malformed entry: {type(e).__name__}: {e}"))
+            continue
+        rec = _record(str(path), i, image, gpt, _clean_prompt(human), report)
+        if rec:
+            records.append(rec)
+    return records, report
+
+
+def read_messages(path: str | Path) -> tuple[list[dict], ValidationReport]:
+    """``test_msg_file/<Trait>/<Trait>_messages.json`` with its ``<Trait>_scores.json`` beside it."""
+    path, report, records = Path(path), ValidationReport(), []
+    scores_path = path.with_name(path.name.replace("_messages.json", "_scores.json"))
+    messages, answers = _load_json(path, report), _load_json(scores_path, report)
+    if messages is None or answers is None:
+        return records, report
+    if len(messages) != len(answers):
+        report.problems.append(Problem(str(scores_path), None,
+                                       f"{len(answers)} answers for {len(messages)} messages in {path.name}"))
+    for i, (conv, answer) in enumerate(zip(messages, answers)):
+        try:
+            parts = [p for m in conv if m["role"] == "user" for p in m["content"]]
+            images = [p["image"] for p in parts if p.get("type") == "image"]
+            text = " ".join(p["text"] for p in parts if p.get("type") == "text")
+            if len(images) != 1 or not isinstance(images[0], str) or not isinstance(answer, str):
+                raise ValueError(f"expected one image path and an answer string, got {len(images)} image(s)")
+        except (KeyError, TypeError, ValueError) as e:
+            report.problems.append(Problem(str(path), i, f"malformed entry: {type(e).__name__}: {e}"))
+            continue
+        rec = _record(str(path), i, images[0], answer, _clean_prompt(text), report)
+        if rec:
+            records.append(rec)
+    return records, report
+
+
+def read_scores_txt(path: str | Path) -> tuple[list[dict], ValidationReport]:
+    """``cognition_scores/<Trait>_scores.txt``: ``file<TAB>score`` lines; prompts come from the trait registry."""
+    path, report, records = Path(path), ValidationReport(), []
+    trait_name = path.name.removesuffix("_scores.txt")
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        report.problems.append(Problem(str(path), None, f"cannot read: {e}"))
+        return records, report
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        try:
+            if len(fields) != 2:
+                raise ValueError(f"expected 'file<TAB>score', got {len(fields)} field(s)")
+            score = float(fields[1])
+        except ValueError as e:
+            report.problems.append(Problem(str(path), i, f"malformed entry: {e}"))
+            continue
+        image = f"{trait_name}/{fields[0].strip()}"
+        answer = f"{get_trait(trait_name).label_for(score)} {score}" if has_trait(trait_name) else str(score)
+        rec = _record(str(path), i, image, answer, "", report)
+        if rec:
+            records.append(rec)
+    return records, report
+
+
+def _files_of(path: Path) -> list[Path]:
+    """The upstream files that make up ``path`` (a file, a ``test_msg_file`` / ``cognition_scores`` folder, or a
+    release folder)."""
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path} does not exist")
+    found = sorted(path.glob("cognition_training.json")) + sorted(path.glob("training_grpo.json"))
+    found += sorted(path.glob("**/*_messages.json")) + sorted(path.glob("**/*_scores.txt"))
+    if not found:
+        raise FileNotFoundError(f"{path} holds no CogIP-Bench files ({', '.join(RELEASE_FILES.values())})")
+    return found
+
+
+def read_file(path: str | Path) -> tuple[list[dict], ValidationReport]:
+    path = Path(path)
+    if path.name.endswith("_scores.txt"):
+        return read_scores_txt(path)
+    if path.name.endswith("_messages.json"):
+        return read_messages(path)
+    return read_conversations(path)
+
+
+def check_images(records: list[dict], image_root: str | Path | None, file: str, report: ValidationReport,
+                 indices: list[int] | None = None) -> list[dict]:
+    """Resolve each record's image under ``image_root`` and keep those that exist and decode."""
+    from PIL import Image, UnidentifiedImageError
+
+    good = []
+    for k, rec in enumerate(records):
+        p = Path(image_root or ".") / rec["image"]
+        try:
+            with Image.open(p) as im:
+                im.verify()
+        except FileNotFoundError:
+            report.problems.append(Problem(file, indices[k] if indices else k, f"missing image {p}"))
+            continue
+        except (OSError, UnidentifiedImageError, SyntaxError) as e:
+            report.problems.append(Problem(file, indices[k] if indices else k, f"unreadable image {p}: {e}"))
+            continue
+        good.append({**rec, "image": str(p)})
+    return good
+
+
+def validate(path: str | Path, image_root: str | Path | None) -> tuple[dict[str, list[dict]], ValidationReport]:
+    """Read every upstream file under ``path`` and check every item. Returns the valid records per file and the
+    report (counts per file and trait, every problem with file and index)."""
+    report, by_file = ValidationReport(), {}
+    for f in _files_of(Path(path)):
+        records, rep = read_file(f)
+        records = check_images(records, image_root, str(f), rep)
+        rep.counts[str(f)] = Counter(r["trait"] for r in records)
+        report.merge(rep)
+        by_file[str(f)] = records
+    return by_file, report
+
+
+def _finish(records: list[dict], report: ValidationReport, drop_invalid: bool):
+    import logging
+
+    if report.problems:
+        if not drop_invalid:
+            raise DataValidationError(report)
+        logging.getLogger(__name__).warning("dropped %d invalid item(s):\n%s", len(report.problems), report)
+    return items_to_dataset(records)
+
+
+def load_upstream(path: str | Path, image_root: str | Path | None = None, drop_invalid: bool = False):
+    """One upstream file (or a folder of them) as a canonical Dataset. Refuses bad data unless ``drop_invalid``."""
+    by_file, report = validate(path, image_root)
+    return _finish([r for recs in by_file.values() for r in recs], report, drop_invalid)
+
+
+def load_release(root: str | Path, image_root: str | Path | None = None, drop_invalid: bool = False):
+    """A release folder as a ``DatasetDict`` with the splits it holds: ``train`` (cognition_training.json),
+    ``grpo`` (training_grpo.json), ``test`` (test_msg_file/) and ``scores`` (cognition_scores/)."""
+    from datasets import DatasetDict
+
+    root, out, report = Path(root), {}, ValidationReport()
+    for split, name in RELEASE_FILES.items():
+        if (root / name).exists():
+            by_file, rep = validate(root / name, image_root)
+            report.merge(rep)
+            out[split] = [r for recs in by_file.values() for r in recs]
+    if not out:
+        raise FileNotFoundError(f"{root} holds no CogIP-Bench files ({', '.join(RELEASE_FILES.values())})")
+    _finish([], report, drop_invalid)
+    return DatasetDict({split: items_to_dataset(recs) for split, recs in out.items()})
+
+
+def load_hf(name_or_path: str, split: str | None = None, *, image_column: str = "image", trait_column: str = "trait",
+            score_column: str = "score", score_std_column: str | None = None, trait: str | None = None,
+            prompt_style: str = "full", drop_invalid: bool = False):
+    """A Hugging Face dataset (hub id, ``load_from_disk`` folder, or a Dataset) with image / trait / score columns,
+    as a canonical Dataset. ``trait`` fixes the trait for datasets without a trait column."""
+    import datasets
+
+    if isinstance(name_or_path, datasets.Dataset):
+        ds = name_or_path
+    elif Path(name_or_path).is_dir() and (Path(name_or_path) / "dataset_info.json").exists() or (
+            Path(name_or_path) / "dataset_dict.json").exists():
+        ds = datasets.load_from_disk(name_or_path)
+    else:
+        ds = datasets.load_dataset(name_or_path, split=split)
+    if isinstance(ds, datasets.DatasetDict):
+        ds = ds[split or "train"]
+    report, records = ValidationReport(), []
+    src = str(name_or_path if isinstance(name_or_path, str) else "dataset")
+    for i, row in enumerate(ds):
+        name = trait or row.get(trait_column)
+        if not has_trait(name or ""):
+            report.problems.append(Problem(src, i, f"unknown trait {name!r}"))
+            continue
+        t = get_trait(name)
+        score = row.get(score_column)
+        if not isinstance(score, (int, float)) or not t.in_range(float(score)):
+            report.problems.append(Problem(src, i, f"{t.name} score {score!r} outside [{t.low:g}, {t.high:g}]"))
+            continue
+        if row.get(image_column) is None:
+            report.problems.append(Problem(src, i, "missing image"))
+            continue
+        std = row.get(score_std_column) if score_std_column else None
+        records.append({
+            "id": str(row.get("id", i)), "image": row[image_column], "trait": t.name, "score": t.round(score),
+            "score_std": None if std is None else float(std), "answer": render_answer(t, score),
+            "prompt": make_prompt(t.prompt_text(prompt_style)),
+        })
+    report.counts[src] = Counter(r["trait"] for r in records)
+    return _finish(records, report, drop_invalid)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Converters to trl's VLM formats.
+
+
+def to_sft_format(ds, answer_tags: bool = False):
+    """Prompt-completion conversational format with an ``images`` column, as trl's ``SFTTrainer`` takes for VLMs.
+    ``trait``, ``score`` and ``score_std`` stay for the soft-label loss."""
+
+    def conv(row):
+        text = f"<answer>{row['answer']}</answer>" if answer_tags else row["answer"]
+        return {"images": [row["image"]],
+                "completion": [{"role": "assistant", "content": [{"type": "text", "text": text}]}]}
+
+    keep = {"prompt", "trait", "score", "score_std", "id"}
+    return ds.map(conv, remove_columns=[c for c in ds.column_names if c not in keep])
+
+
+def to_grpo_format(ds):
+    """Conversational prompts with an ``image`` column, as trl's ``GRPOTrainer`` takes for VLMs; ``trait``,
+    ``score``, ``score_std`` and ``answer`` are passed on to the reward functions."""
+    keep = {"id", "image", "prompt", "trait", "score", "score_std", "answer"}
+    return ds.remove_columns([c for c in ds.column_names if c not in keep])

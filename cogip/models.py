@@ -1,0 +1,192 @@
+"""Model and processor loading, for real checkpoints and for the tiny offline models that tests and the demo use.
+
+The tiny factory writes a complete Qwen2.5-VL checkpoint (tokenizer, the stock ``Qwen2_5_VLProcessor``, config and
+random safetensors weights) to a folder; it is then loaded by exactly the same :func:`load_policy` path as
+``Qwen/Qwen2.5-VL-7B-Instruct``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+QWEN_SPECIAL_TOKENS = (
+    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+    "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>",
+)
+
+
+@dataclass
+class TinySizes:
+    """Sizes of the tiny Qwen2.5-VL. The defaults train on CPU in minutes and learn the synthetic traits."""
+
+    hidden_size: int = 64
+    intermediate_size: int = 128
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 2
+    vision_depth: int = 2
+    vision_hidden_size: int = 64
+    vision_heads: int = 4
+    image_size: int = 56  # the processor keeps images of this many pixels square (min = max pixels)
+
+
+def _chat_template() -> str:
+    return resources.files("trl").joinpath("chat_templates/qwen2_5_vl.jinja").read_text()
+
+
+def build_tiny_tokenizer():
+    """A byte-level Qwen2 tokenizer: the 256 byte symbols (so every digit is its own token, as in real Qwen) plus
+    the Qwen special tokens; no merges."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import Qwen2TokenizerFast
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    tok = Tokenizer(models.BPE(vocab={ch: i for i, ch in enumerate(alphabet)}, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+    fast = Qwen2TokenizerFast(tokenizer_object=tok, errors="replace", clean_up_tokenization_spaces=False)
+    fast.add_special_tokens({"additional_special_tokens": list(QWEN_SPECIAL_TOKENS)})
+    fast.eos_token, fast.pad_token = "<|im_end|>", "<|endoftext|>"
+    fast.chat_template = _chat_template()
+    return fast
+
+
+def build_tiny_processor(image_size: int = 56):
+    from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor
+
+    pixels = image_size * image_size
+    image_processor = Qwen2VLImageProcessor(min_pixels=pixels, max_pixels=pixels)
+    return Qwen2_5_VLProcessor(
+        image_processor=image_processor, tokenizer=build_tiny_tokenizer(), video_processor=Qwen2VLVideoProcessor(),
+        chat_template=_chat_template(),
+    )
+
+
+def tiny_qwen2_5_vl_config(tokenizer, sizes: TinySizes):
+    from transformers import Qwen2_5_VLConfig
+
+    head_dim = sizes.hidden_size // sizes.num_attention_heads
+    half = head_dim // 2  # mrope splits the rotary half-dimension over (time, height, width)
+    section = [half - 2 * (half // 4), half // 4, half // 4]
+    ids = {name: tokenizer.convert_tokens_to_ids(tok) for name, tok in (
+        ("image_token_id", "<|image_pad|>"), ("video_token_id", "<|video_pad|>"),
+        ("vision_start_token_id", "<|vision_start|>"), ("vision_end_token_id", "<|vision_end|>"))}
+    return Qwen2_5_VLConfig(
+        text_config={
+            "vocab_size": len(tokenizer), "hidden_size": sizes.hidden_size,
+            "intermediate_size": sizes.intermediate_size, "num_hidden_layers": sizes.num_hidden_layers,
+            "num_attention_heads": sizes.num_attention_heads, "num_key_value_heads": sizes.num_key_value_heads,
+            "max_position_embeddings": 4096, "tie_word_embeddings": True,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": section},
+            "bos_token_id": tokenizer.convert_tokens_to_ids("<|endoftext|>"),
+            "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id,
+        },
+        vision_config={
+            "depth": sizes.vision_depth, "hidden_size": sizes.vision_hidden_size,
+            "intermediate_size": 2 * sizes.vision_hidden_size, "num_heads": sizes.vision_heads,
+            "out_hidden_size": sizes.hidden_size, "patch_size": 14, "spatial_merge_size": 2,
+            "temporal_patch_size": 2, "window_size": 56, "fullatt_block_indexes": [sizes.vision_depth - 1],
+        },
+        tie_word_embeddings=True,
+        **ids,
+    )
+
+
+def build_tiny_qwen2_5_vl(out_dir: str | Path, sizes: TinySizes | None = None, seed: int = 0) -> Path:
+    """Write a tiny random Qwen2.5-VL checkpoint (model, tokenizer, processor) to ``out_dir`` and return it."""
+    from transformers import GenerationConfig, Qwen2_5_VLForConditionalGeneration
+
+    sizes = sizes or TinySizes()
+    out = Path(out_dir)
+    processor = build_tiny_processor(sizes.image_size)
+    config = tiny_qwen2_5_vl_config(processor.tokenizer, sizes)
+    torch.manual_seed(seed)
+    model = Qwen2_5_VLForConditionalGeneration(config)
+    model.generation_config = GenerationConfig(
+        eos_token_id=processor.tokenizer.eos_token_id, pad_token_id=processor.tokenizer.pad_token_id,
+        bos_token_id=config.text_config.bos_token_id)
+    model.save_pretrained(out, safe_serialization=True)
+    processor.save_pretrained(out)
+    (out / "cogalign_tiny.json").write_text(json.dumps({"seed": seed, **sizes.__dict__}, indent=2))
+    return out
+
+
+def is_adapter_dir(path: str | Path) -> bool:
+    return (Path(path) / "adapter_config.json").exists()
+
+
+def load_processor(model_name_or_path: str | Path, **kwargs):
+    from transformers import AutoProcessor
+
+    path = Path(model_name_or_path)
+    if is_adapter_dir(path) and not (path / "preprocessor_config.json").exists():
+        from peft import PeftConfig
+
+        model_name_or_path = PeftConfig.from_pretrained(path).base_model_name_or_path
+    processor = AutoProcessor.from_pretrained(model_name_or_path, **kwargs)
+    processor.tokenizer.padding_side = "left"  # generation pads on the left
+    return processor
+
+
+def load_policy(model_name_or_path: str | Path, *, dtype: str | torch.dtype = "auto",
+                attn_implementation: str | None = None, device_map: str | dict | None = None,
+                trust_remote_code: bool = False, merge_adapter: bool = False, is_trainable: bool = False):
+    """Load a policy and its processor from a hub id or a folder: full weights, or a peft LoRA adapter folder (its
+    base is loaded, then the adapter; ``merge_adapter=True`` folds it into the weights).
+
+    Returns ``(model, processor)``.
+    """
+    from transformers import AutoModelForImageTextToText
+
+    if isinstance(dtype, str) and dtype not in ("auto", None):
+        dtype = getattr(torch, dtype)
+    kw = {"dtype": dtype, "trust_remote_code": trust_remote_code}
+    if attn_implementation:
+        kw["attn_implementation"] = attn_implementation
+    if device_map is not None:
+        kw["device_map"] = device_map
+    path = Path(model_name_or_path)
+    if is_adapter_dir(path):
+        from peft import PeftConfig, PeftModel
+
+        base = PeftConfig.from_pretrained(path).base_model_name_or_path
+        model = AutoModelForImageTextToText.from_pretrained(base, **kw)
+        model = PeftModel.from_pretrained(model, path, is_trainable=is_trainable and not merge_adapter)
+        if merge_adapter:
+            model = model.merge_and_unload()
+    else:
+        model = AutoModelForImageTextToText.from_pretrained(model_name_or_path, **kw)
+    return model, load_processor(model_name_or_path, trust_remote_code=trust_remote_code)
+
+
+def lora_config_from(model_args):
+    """A peft ``LoraConfig`` from trl's ``ModelConfig`` (``use_peft``, ``lora_r`` ...), or None without ``use_peft``."""
+    from trl import get_peft_config
+
+    return get_peft_config(model_args)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Tiny QwenImage components (diffusers), sized to sit on the tiny text encoder.
+
+
+def build_tiny_qwen_image_components(text_hidden_size: int = 64, seed: int = 0) -> dict:
+    """Transformer, VAE and scheduler for a ``QwenImagePipeline`` whose joint attention matches a text encoder of
+    ``text_hidden_size``. 32x32 images, a couple of steps, on CPU."""
+    from diffusers import AutoencoderKLQwenImage, FlowMatchEulerDiscreteScheduler, QwenImageTransformer2DModel
+
+    torch.manual_seed(seed)
+    transformer = QwenImageTransformer2DModel(
+        patch_size=2, in_channels=16, out_channels=4, num_layers=2, attention_head_dim=16, num_attention_heads=3,
+        joint_attention_dim=text_hidden_size, guidance_embeds=False, axes_dims_rope=(8, 4, 4),
+    )
+    vae = AutoencoderKLQwenImage(
+        base_dim=24, z_dim=4, dim_mult=[1, 2, 4], num_res_blocks=1, temperal_downsample=[False, True],
+        latents_mean=[0.0] * 4, latents_std=[1.0] * 4,
+    )
+    return {"transformer": transformer.eval(), "vae": vae.eval(), "scheduler": FlowMatchEulerDiscreteScheduler()}
