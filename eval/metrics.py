@@ -1,0 +1,217 @@
+"""Agreement between model scores and human scores: correlations, errors, bootstrap intervals, paired tests.
+
+Every function takes plain arrays (``pred``, ``human``) of one trait's items. :func:`trait_metrics` bundles them
+into the dict that reports, curves and the GRPO callback read.
+
+>>> import numpy as np
+>>> round(srcc(np.array([1.0, 2.0, 3.0]), np.array([10.0, 30.0, 20.0])), 3)
+0.5
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+
+import numpy as np
+from scipy import optimize, stats
+
+# Metrics whose bootstrap interval is reported; the logistic PLCC refits per resample and is the slowest.
+CI_METRICS = ("srcc", "plcc", "plcc_logistic", "krcc", "mae", "rmse")
+HIGHER_IS_BETTER = {"srcc": True, "plcc": True, "plcc_logistic": True, "krcc": True, "mae": False, "rmse": False,
+                    "label_accuracy": True}
+
+
+def _constant(x: np.ndarray) -> bool:
+    return len(x) < 2 or float(np.ptp(x)) == 0.0
+
+
+def srcc(pred: np.ndarray, human: np.ndarray) -> float:
+    """Spearman rank correlation (ties get average ranks); NaN when either side is constant."""
+    if _constant(pred) or _constant(human):
+        return math.nan
+    return _pearson(stats.rankdata(pred), stats.rankdata(human))
+
+
+def _pearson(x: np.ndarray, y: np.ndarray) -> float:
+    x, y = np.asarray(x, float) - np.mean(x), np.asarray(y, float) - np.mean(y)
+    den = math.sqrt(float(x @ x) * float(y @ y))
+    return float(x @ y / den) if den > 0 else math.nan
+
+
+def plcc(pred: np.ndarray, human: np.ndarray) -> float:
+    """Pearson linear correlation of the raw scores."""
+    if _constant(pred) or _constant(human):
+        return math.nan
+    return _pearson(pred, human)
+
+
+def krcc(pred: np.ndarray, human: np.ndarray) -> float:
+    """Kendall rank correlation (tau-b, the tie-corrected form scipy computes)."""
+    if _constant(pred) or _constant(human):
+        return math.nan
+    return float(stats.kendalltau(pred, human).statistic)
+
+
+def mae(pred: np.ndarray, human: np.ndarray) -> float:
+    return float(np.mean(np.abs(np.asarray(pred, float) - human))) if len(pred) else math.nan
+
+
+def rmse(pred: np.ndarray, human: np.ndarray) -> float:
+    return float(np.sqrt(np.mean((np.asarray(pred, float) - human) ** 2))) if len(pred) else math.nan
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The 4-parameter logistic of the VQEG quality-assessment protocol: PLCC is computed after mapping the model's
+# scores through a monotonic logistic fitted to the human scores, so that a model is not punished for a
+# nonlinear-but-monotonic scale.
+
+
+def logistic4(x: np.ndarray, b1: float, b2: float, b3: float, b4: float) -> np.ndarray:
+    """``(b1 - b2) / (1 + exp(-(x - b3) / |b4|)) + b2``: rises from ``b2`` to ``b1`` around ``b3``."""
+    z = np.clip(-(np.asarray(x, float) - b3) / (abs(b4) + 1e-12), -60.0, 60.0)
+    return (b1 - b2) / (1.0 + np.exp(z)) + b2
+
+
+def fit_logistic4(pred: np.ndarray, human: np.ndarray, p0: tuple[float, ...] | None = None) -> np.ndarray | None:
+    """Least-squares fit of :func:`logistic4` mapping ``pred`` onto ``human``; None when the fit fails."""
+    pred, human = np.asarray(pred, float), np.asarray(human, float)
+    if p0 is None:
+        p0 = (float(human.max()), float(human.min()), float(np.mean(pred)), float(np.std(pred)) / 4 or 1.0)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            params, _ = optimize.curve_fit(logistic4, pred, human, p0=p0, maxfev=5000)
+    except (RuntimeError, ValueError, optimize.OptimizeWarning):
+        return None
+    return params if np.all(np.isfinite(params)) else None
+
+
+def plcc_logistic(pred: np.ndarray, human: np.ndarray, p0: tuple[float, ...] | None = None) -> float:
+    """PLCC between the logistic-mapped model scores and the human scores; falls back to the raw PLCC when the
+    fit fails or maps everything to one value."""
+    if _constant(pred) or _constant(human):
+        return math.nan
+    params = fit_logistic4(pred, human, p0)
+    if params is None:
+        return plcc(pred, human)
+    mapped = logistic4(pred, *params)
+    return plcc(pred, human) if _constant(mapped) else _pearson(mapped, human)
+
+
+METRIC_FNS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
+    "srcc": srcc, "plcc": plcc, "plcc_logistic": plcc_logistic, "krcc": krcc, "mae": mae, "rmse": rmse,
+}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Bootstrap
+
+
+def _resamples(n: int, n_boot: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, n, size=(n_boot, n))  # (n_boot, n) item indices
+
+
+def _row_pearson(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Pearson per row of (B, n) arrays; NaN for rows where a side is constant."""
+    x = x - x.mean(1, keepdims=True)
+    y = y - y.mean(1, keepdims=True)
+    den = np.sqrt((x * x).sum(1) * (y * y).sum(1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, (x * y).sum(1) / den, np.nan)
+
+
+def bootstrap_distribution(metric: str, pred: np.ndarray, human: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """The metric on every resample ``idx`` (B, n). SRCC, PLCC, MAE and RMSE are vectorised over resamples; KRCC
+    and the logistic PLCC loop (the latter refits, warm-started from the full-sample fit)."""
+    p, h = np.asarray(pred, float)[idx], np.asarray(human, float)[idx]  # (B, n)
+    if metric == "srcc":
+        return _row_pearson(stats.rankdata(p, axis=1), stats.rankdata(h, axis=1))
+    if metric == "plcc":
+        return _row_pearson(p, h)
+    if metric == "mae":
+        return np.abs(p - h).mean(1)
+    if metric == "rmse":
+        return np.sqrt(((p - h) ** 2).mean(1))
+    if metric == "plcc_logistic":
+        full = fit_logistic4(pred, human)
+        p0 = None if full is None else tuple(full)
+        return np.array([plcc_logistic(a, b, p0) for a, b in zip(p, h, strict=True)])
+    fn = METRIC_FNS[metric]
+    return np.array([fn(a, b) for a, b in zip(p, h, strict=True)])
+
+
+def bootstrap_ci(metric: str, pred: np.ndarray, human: np.ndarray, n_boot: int = 1000, level: float = 0.95,
+                 seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``metric`` over items (resampled with replacement)."""
+    if len(pred) < 3:
+        return (math.nan, math.nan)
+    dist = bootstrap_distribution(metric, pred, human, _resamples(len(pred), n_boot, seed))
+    dist = dist[np.isfinite(dist)]
+    if len(dist) < n_boot // 2:
+        return (math.nan, math.nan)
+    a = (1 - level) / 2
+    lo, hi = np.quantile(dist, [a, 1 - a])
+    return float(lo), float(hi)
+
+
+def paired_bootstrap(metric: str, pred_a: np.ndarray, pred_b: np.ndarray, human: np.ndarray, n_boot: int = 2000,
+                     level: float = 0.95, seed: int = 0) -> dict:
+    """Compare two models scored on the same items: the same resamples are applied to both, so the item-to-item
+    difficulty cancels. Returns the observed difference ``a - b``, its interval and a two-sided bootstrap p-value
+    (twice the share of resampled differences on the far side of zero), and whether ``a`` is better."""
+    pred_a, pred_b, human = (np.asarray(x, float) for x in (pred_a, pred_b, human))
+    if not len(pred_a) == len(pred_b) == len(human):
+        raise ValueError("paired comparison needs both models' scores on the same items")
+    fn = METRIC_FNS[metric]
+    diff = fn(pred_a, human) - fn(pred_b, human)
+    idx = _resamples(len(human), n_boot, seed)
+    d = bootstrap_distribution(metric, pred_a, human, idx) - bootstrap_distribution(metric, pred_b, human, idx)
+    d = d[np.isfinite(d)]
+    a = (1 - level) / 2
+    if len(d) == 0 or not math.isfinite(diff):
+        lo = hi = p = math.nan
+    else:
+        lo, hi = (float(v) for v in np.quantile(d, [a, 1 - a]))
+        p = float(min(1.0, 2 * min(np.mean(d <= 0), np.mean(d >= 0))))
+    better = (diff > 0) == HIGHER_IS_BETTER[metric] if math.isfinite(diff) and diff != 0 else None
+    return {"metric": metric, "a": fn(pred_a, human), "b": fn(pred_b, human), "diff": diff, "ci": [lo, hi],
+            "p_value": p, "a_better": better, "n": len(human)}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Reference lines and collapse
+
+
+def spread(pred: np.ndarray, human: np.ndarray, collapse_ratio: float = 0.25) -> dict:
+    """Prediction spread against human spread. A model whose scores barely vary (std ratio below
+    ``collapse_ratio``, or at most two distinct values) has collapsed onto a safe constant: its MAE can look fine
+    while it ranks nothing."""
+    ps, hs = float(np.std(pred)), float(np.std(human))
+    ratio = ps / hs if hs > 0 else math.nan
+    distinct = len(np.unique(np.round(pred, 6)))
+    return {"pred_std": ps, "human_std": hs, "std_ratio": ratio, "distinct": distinct,
+            "collapsed": bool(distinct <= 2 or (math.isfinite(ratio) and ratio < collapse_ratio))}
+
+
+def label_oracle_srcc(human: np.ndarray, bin_index: Callable[[float], int]) -> float:
+    """SRCC of a predictor that knows each item's true label bin and nothing finer: what answering only the
+    describe-then-predict label can reach."""
+    return srcc(np.array([bin_index(float(h)) for h in human], float), np.asarray(human, float))
+
+
+def constant_mae(human: np.ndarray, constant: float) -> float:
+    """MAE of always answering ``constant`` (the train-set mean): a model must beat this to know anything."""
+    return mae(np.full(len(human), constant), np.asarray(human, float))
+
+
+def correlations_and_errors(pred: np.ndarray, human: np.ndarray, n_boot: int = 1000, seed: int = 0,
+                            ci_metrics: tuple[str, ...] = CI_METRICS) -> dict:
+    """Every point metric, plus ``<metric>_ci`` for those in ``ci_metrics`` (``n_boot=0`` skips intervals)."""
+    pred, human = np.asarray(pred, float), np.asarray(human, float)
+    out: dict = {name: fn(pred, human) for name, fn in METRIC_FNS.items()}
+    if n_boot:
+        for name in ci_metrics:
+            out[f"{name}_ci"] = list(bootstrap_ci(name, pred, human, n_boot=n_boot, seed=seed))
+    return out

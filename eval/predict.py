@@ -1,0 +1,268 @@
+"""Batched prediction of trait scores with any policy (base model, SFT or GRPO output, LoRA adapter).
+
+Three decodings:
+
+- ``greedy``: the parsed greedy answer.
+- ``sample``: ``num_samples`` sampled answers per item; the score is the mean of the parsable ones.
+- ``expected``: deterministic. The greedy answer fixes the format (sign, number of digits, decimal point); at each
+  digit of its score we take the model's distribution restricted to the ten digit tokens and replace the digit by
+  its expectation, so ``score = sign * sum_i place_i * E[digit_i]``. Label-bin probabilities are the ones implied
+  by those digit distributions (treated as independent given the greedy prefix; the four most significant digits
+  are enumerated exactly), not the probabilities of the label words.
+
+Every :class:`Prediction` keeps the raw text and the :class:`~cogip.answer.ParsedAnswer`, so nothing is hidden
+from the metrics: ``score is None`` means unparsable, and :mod:`eval.scoring` says how those are counted.
+
+The GRPO callback calls :func:`predict` on the live model; the model's train/eval mode is restored afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from cogip.answer import ParsedAnswer, parse_answer
+from cogip.traits import Trait, get_trait
+
+DECODINGS = ("greedy", "expected", "sample")
+# Locates (does not parse) the number parse_answer read, to find its digit tokens; same number shape as cogip.answer.
+_NUMBER_SPAN = re.compile(r"[-+\u2212]?(?:\d+(?:\.\d*)?|\.\d+)")
+_MAX_ENUM_DIGITS = 4  # 10**4 score values per item when turning digit distributions into label-bin probabilities
+
+
+@dataclass
+class Prediction:
+    """One item's prediction. ``score`` is the decoded score (greedy parse, expectation, or sample mean), None
+    when no number could be read; ``text`` is the raw greedy (or first sampled) completion."""
+
+    id: str
+    trait: str
+    human: float
+    text: str
+    parsed: ParsedAnswer
+    score: float | None
+    decoding: str = "greedy"
+    label_probs: dict[str, float] | None = None
+    expected_exact: bool | None = None  # expected decoding: every digit of the greedy score was its own token
+    samples: list[str] | None = None
+    sample_scores: list[float | None] | None = None
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["parsed"] = asdict(self.parsed)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Prediction:
+        return cls(**{**d, "parsed": ParsedAnswer(**d["parsed"])})
+
+
+def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The module that can ``generate``: DeepSpeed engines and DDP wrap it as ``.module``; peft models generate
+    themselves. (ZeRO-3 callers gather the parameters first, e.g. trl's ``unwrap_model_for_generation``.)"""
+    while isinstance(getattr(model, "module", None), torch.nn.Module):
+        model = model.module
+    return model
+
+
+@contextlib.contextmanager
+def eval_mode(model: torch.nn.Module):
+    """Eval mode and no grad inside; the previous train/eval mode is restored on exit."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            yield model
+    finally:
+        model.train(was_training)
+
+
+def _device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _digit_token_ids(tokenizer) -> list[int]:
+    ids = []
+    for d in range(10):
+        enc = tokenizer.encode(str(d), add_special_tokens=False)
+        if len(enc) != 1:
+            raise ValueError(f"digit {d} is not a single token in this tokenizer ({enc}); expected decoding needs it")
+        ids.append(enc[0])
+    return ids
+
+
+def _rgb(img):
+    return img.convert("RGB") if getattr(img, "mode", "RGB") != "RGB" else img
+
+
+def _batch_inputs(processor, prompts: list, images: list, device: torch.device) -> dict:
+    texts = [processor.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
+    enc = processor(text=texts, images=[[_rgb(im)] for im in images], padding=True, return_tensors="pt")
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in enc.items()}
+
+
+def _completion_ids(seq: torch.Tensor, stop_ids: set[int]) -> list[int]:
+    """Generated ids up to (not including) the first end-of-turn or pad token."""
+    out = []
+    for t in seq.tolist():
+        if t in stop_ids:
+            break
+        out.append(t)
+    return out
+
+
+def _score_digits(pieces: list[str], parsed: ParsedAnswer) -> tuple[list[tuple[int, float]], float] | None:
+    """For the number parse_answer read, the (token index, place value) of each of its digits and its sign.
+
+    ``pieces`` are the decoded generated tokens (their concatenation is the completion text). None when the number
+    cannot be located or a digit shares its token with other characters."""
+    if parsed.score is None:
+        return None
+    text = "".join(pieces)
+    owner = [i for i, p in enumerate(pieces) for _ in p]  # char offset -> token index
+    for m in reversed(list(_NUMBER_SPAN.finditer(text))):
+        try:
+            value = float(m.group().replace("\u2212", "-"))
+        except ValueError:
+            continue
+        if value != parsed.score:
+            continue
+        body = m.group().lstrip("+-\u2212")
+        start = m.end() - len(body)
+        int_part = body.split(".")[0]
+        digits = []
+        for k, ch in enumerate(body):
+            if not ch.isdigit():
+                continue
+            pos = start + k
+            tok = owner[pos]
+            if pieces[tok] != ch:
+                return None
+            place = 10.0 ** (len(int_part) - 1 - k) if k < len(int_part) else 10.0 ** -(k - len(int_part))
+            digits.append((tok, place))
+        sign = -1.0 if m.group()[0] in "-\u2212" else 1.0
+        return digits, sign
+    return None
+
+
+def _bin_probs(trait: Trait, digit_probs: np.ndarray, places: list[float], sign: float) -> dict[str, float]:
+    """Label-bin probabilities implied by independent digit distributions ``digit_probs`` (P, 10)."""
+    keep = min(len(places), _MAX_ENUM_DIGITS)  # most significant first; the rest truncated toward zero
+    grid_values = np.zeros(1)
+    grid_probs = np.ones(1)
+    for i in range(keep):
+        grid_values = (grid_values[:, None] + places[i] * np.arange(10)[None, :]).ravel()
+        grid_probs = (grid_probs[:, None] * digit_probs[i][None, :]).ravel()
+    values = sign * grid_values
+    # Bin edges increase, so the bins a value passes form a prefix: their count is its bin index.
+    index = np.zeros(len(values), dtype=int)
+    for b in trait.bins[1:]:
+        index += (values >= b.lower) if b.inclusive else (values > b.lower)
+    probs = np.bincount(index, weights=grid_probs, minlength=len(trait.bins))
+    probs = probs / probs.sum()
+    return {lbl: float(p) for lbl, p in zip(trait.labels, probs, strict=True)}
+
+
+def _expected(trait: Trait, pieces: list[str], parsed: ParsedAnswer, step_logits: torch.Tensor,
+              digit_ids: list[int]) -> tuple[float | None, dict[str, float] | None, bool]:
+    """Expected score from ``step_logits`` (T, V), the raw logits that produced each generated token."""
+    located = _score_digits(pieces, parsed)
+    if located is None:
+        return parsed.score, None, False
+    digits, sign = located
+    if not digits:
+        return parsed.score, None, False
+    rows = step_logits[[t for t, _ in digits]][:, digit_ids].float()  # (P, 10): logits of the ten digits
+    probs = torch.softmax(rows, dim=-1).cpu().numpy()
+    places = [p for _, p in digits]
+    value = sign * float(sum(pl * (pr @ np.arange(10)) for pl, pr in zip(places, probs, strict=True)))
+    value = min(max(value, trait.low), trait.high)
+    return value, _bin_probs(trait, probs, places, sign), True
+
+
+def predict(model, processor, dataset, decoding: str = "greedy", batch_size: int = 16, max_new_tokens: int = 24,
+            num_samples: int = 8, temperature: float = 1.0, seed: int = 0, images: Sequence | None = None,
+            progress: bool | str = True) -> list[Prediction]:
+    """Predict every item of ``dataset`` (canonical schema). ``images`` replaces the dataset's images (blindness
+    checks pass blank or shuffled ones). Batched with left padding; the model's mode is restored afterwards."""
+    if decoding not in DECODINGS:
+        raise ValueError(f"decoding must be one of {DECODINGS}, not {decoding!r}")
+    tokenizer = processor.tokenizer
+    if tokenizer.padding_side != "left":
+        tokenizer.padding_side = "left"  # decoder-only generation must pad on the left
+    model = unwrap_model(model)
+    digit_ids = _digit_token_ids(tokenizer) if decoding == "expected" else []
+    stop_ids = {i for i in (tokenizer.eos_token_id, tokenizer.pad_token_id,
+                            tokenizer.convert_tokens_to_ids("<|im_end|>")) if isinstance(i, int) and i >= 0}
+    n = len(dataset)
+    out: list[Prediction] = []
+    bar = tqdm(total=n, desc=progress if isinstance(progress, str) else f"predict ({decoding})",
+               disable=not progress, leave=False)
+    device = _device(model)
+    rng = torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
+    with eval_mode(model), rng:
+        torch.manual_seed(seed)
+        for start in range(0, n, batch_size):
+            rows = dataset[start:start + batch_size]
+            batch_images = list(images[start:start + batch_size]) if images is not None else rows["image"]
+            inputs = _batch_inputs(processor, rows["prompt"], batch_images, device)
+            prompt_len = inputs["input_ids"].shape[1]
+            gen_kw = {"max_new_tokens": max_new_tokens, "pad_token_id": tokenizer.pad_token_id,
+                      "return_dict_in_generate": True}
+            if decoding == "sample":
+                gen_kw |= {"do_sample": True, "temperature": temperature, "num_return_sequences": num_samples,
+                           "top_k": 0, "top_p": 1.0}
+            else:
+                gen_kw |= {"do_sample": False, "output_logits": decoding == "expected",
+                           "temperature": None, "top_k": None, "top_p": None}
+            gen = model.generate(**inputs, **gen_kw)
+            seqs = gen.sequences[:, prompt_len:]  # (B * num_return_sequences, T)
+            for b in range(len(rows["id"])):
+                trait = get_trait(rows["trait"][b])
+                common = {"id": str(rows["id"][b]), "trait": trait.name, "human": float(rows["score"][b]),
+                          "decoding": decoding}
+                if decoding == "sample":
+                    texts = [tokenizer.decode(_completion_ids(s, stop_ids), skip_special_tokens=True)
+                             for s in seqs[b * num_samples:(b + 1) * num_samples]]
+                    parses = [parse_answer(t, trait) for t in texts]
+                    scores = [p.score for p in parses]
+                    good = [s for s in scores if s is not None]
+                    out.append(Prediction(**common, text=texts[0], parsed=parses[0],
+                                          score=float(np.mean(good)) if good else None, samples=texts,
+                                          sample_scores=scores))
+                    continue
+                ids = _completion_ids(seqs[b], stop_ids)
+                text = tokenizer.decode(ids, skip_special_tokens=True)
+                parsed = parse_answer(text, trait)
+                pred = Prediction(**common, text=text, parsed=parsed, score=parsed.score)
+                if decoding == "expected":
+                    pieces = [tokenizer.decode([t], skip_special_tokens=True) for t in ids]
+                    step_logits = torch.stack([lg[b] for lg in gen.logits[:len(ids)]]) if ids else None
+                    if step_logits is not None:
+                        pred.score, pred.label_probs, pred.expected_exact = _expected(
+                            trait, pieces, parsed, step_logits, digit_ids)
+                    else:
+                        pred.expected_exact = False
+                out.append(pred)
+            bar.update(len(rows["id"]))
+    bar.close()
+    return out
+
+
+def scores_of(predictions: Sequence[Prediction]) -> list[float]:
+    """Decoded scores with NaN for unparsable items (for quick looks; :mod:`eval.scoring` applies the policy)."""
+    return [math.nan if p.score is None else p.score for p in predictions]
+
+
+def by_trait(predictions: Sequence[Prediction]) -> dict[str, list[Prediction]]:
+    key = lambda p: p.trait
+    return {t: list(g) for t, g in itertools.groupby(sorted(predictions, key=key), key=key)}
