@@ -96,6 +96,8 @@ def items_to_dataset(items: list[dict]):
     extra = {k: v for k, v in (items[0].items() if items else []) if k not in feats}
     for k, v in extra.items():
         feats[k] = List(Value("float64")) if isinstance(v, list) else Value("float64")
+    if not items:
+        return Dataset.from_dict({k: [] for k in feats}, features=Features(feats))
     return Dataset.from_list(items, features=Features(feats))
 
 
@@ -126,7 +128,7 @@ def _record(file: str, index: int, image: str, answer_text: str, prompt: str, re
         report.problems.append(Problem(file, index, f"label {parsed.label!r} does not match score {parsed.score}"))
         return None
     return {
-        "id": item_id or str(Path(image).with_suffix("")), "image": image, "trait": trait.name,
+        "_index": index, "id": item_id or str(Path(image).with_suffix("")), "image": image, "trait": trait.name,
         "score": parsed.score, "score_std": None, "answer": render_answer(trait, parsed.score),
         "prompt": make_prompt(prompt or trait.prompt),
     }
@@ -246,22 +248,24 @@ def read_file(path: str | Path) -> tuple[list[dict], ValidationReport]:
     return read_conversations(path)
 
 
-def check_images(records: list[dict], image_root: str | Path | None, file: str, report: ValidationReport,
-                 indices: list[int] | None = None) -> list[dict]:
-    """Resolve each record's image under ``image_root`` and keep those that exist and decode."""
+def check_images(records: list[dict], image_root: str | Path | None, file: str,
+                 report: ValidationReport) -> list[dict]:
+    """Resolve each record's image under ``image_root`` and keep those that exist and decode (problems are reported
+    at the record's index in its file)."""
     from PIL import Image, UnidentifiedImageError
 
     good = []
-    for k, rec in enumerate(records):
+    for rec in records:
+        index = rec.pop("_index")
         p = Path(image_root or ".") / rec["image"]
         try:
             with Image.open(p) as im:
                 im.verify()
         except FileNotFoundError:
-            report.problems.append(Problem(file, indices[k] if indices else k, f"missing image {p}"))
+            report.problems.append(Problem(file, index, f"missing image {p}"))
             continue
         except (OSError, UnidentifiedImageError, SyntaxError) as e:
-            report.problems.append(Problem(file, indices[k] if indices else k, f"unreadable image {p}: {e}"))
+            report.problems.append(Problem(file, index, f"unreadable image {p}: {e}"))
             continue
         good.append({**rec, "image": str(p)})
     return good
@@ -280,20 +284,21 @@ def validate(path: str | Path, image_root: str | Path | None) -> tuple[dict[str,
     return by_file, report
 
 
-def _finish(records: list[dict], report: ValidationReport, drop_invalid: bool):
+def _refuse_or_warn(report: ValidationReport, drop_invalid: bool) -> None:
+    """Raise on any problem unless dropping was asked for; then say how many items were dropped."""
     import logging
 
     if report.problems:
         if not drop_invalid:
             raise DataValidationError(report)
         logging.getLogger(__name__).warning("dropped %d invalid item(s):\n%s", len(report.problems), report)
-    return items_to_dataset(records)
 
 
 def load_upstream(path: str | Path, image_root: str | Path | None = None, drop_invalid: bool = False):
     """One upstream file (or a folder of them) as a canonical Dataset. Refuses bad data unless ``drop_invalid``."""
     by_file, report = validate(path, image_root)
-    return _finish([r for recs in by_file.values() for r in recs], report, drop_invalid)
+    _refuse_or_warn(report, drop_invalid)
+    return items_to_dataset([r for recs in by_file.values() for r in recs])
 
 
 def load_release(root: str | Path, image_root: str | Path | None = None, drop_invalid: bool = False):
@@ -309,7 +314,7 @@ def load_release(root: str | Path, image_root: str | Path | None = None, drop_in
             out[split] = [r for recs in by_file.values() for r in recs]
     if not out:
         raise FileNotFoundError(f"{root} holds no CogIP-Bench files ({', '.join(RELEASE_FILES.values())})")
-    _finish([], report, drop_invalid)
+    _refuse_or_warn(report, drop_invalid)
     return DatasetDict({split: items_to_dataset(recs) for split, recs in out.items()})
 
 
@@ -351,7 +356,8 @@ def load_hf(name_or_path: str, split: str | None = None, *, image_column: str = 
             "prompt": make_prompt(t.prompt_text(prompt_style)),
         })
     report.counts[src] = Counter(r["trait"] for r in records)
-    return _finish(records, report, drop_invalid)
+    _refuse_or_warn(report, drop_invalid)
+    return items_to_dataset(records)
 
 
 # ---------------------------------------------------------------------------------------------------------------

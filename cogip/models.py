@@ -124,7 +124,7 @@ def load_processor(model_name_or_path: str | Path, **kwargs):
     from transformers import AutoProcessor
 
     path = Path(model_name_or_path)
-    if is_adapter_dir(path) and not (path / "preprocessor_config.json").exists():
+    if is_adapter_dir(path) and not (path / "tokenizer_config.json").exists():
         from peft import PeftConfig
 
         model_name_or_path = PeftConfig.from_pretrained(path).base_model_name_or_path
@@ -165,7 +165,7 @@ def load_policy(model_name_or_path: str | Path, *, dtype: str | torch.dtype = "a
 
 
 def lora_config_from(model_args):
-    """A peft ``LoraConfig`` from trl's ``ModelConfig`` (``use_peft``, ``lora_r`` ...), or None without ``use_peft``."""
+    """A peft ``LoraConfig`` from trl's ``ModelConfig`` (``use_peft``, ``lora_r``, ...); None without ``use_peft``."""
     from trl import get_peft_config
 
     return get_peft_config(model_args)

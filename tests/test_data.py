@@ -1,0 +1,131 @@
+import json
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+from release_fixture import FULL_TEST, TRAITS, write_release
+
+from cogip.answer import parse_answer
+from cogip.cli import main as cli
+from cogip.data import (
+    CANONICAL_COLUMNS,
+    DataValidationError,
+    load_hf,
+    load_release,
+    load_upstream,
+    to_grpo_format,
+    to_sft_format,
+    validate,
+)
+
+SMALL = {t: 6 for t in TRAITS}
+
+
+@pytest.fixture(scope="module")
+def full_release(tmp_path_factory):
+    return write_release(tmp_path_factory.mktemp("full"))
+
+
+def test_full_release_counts_and_answers(full_release):
+    rel, images = full_release
+    splits = load_release(rel, images)
+    assert {k: len(v) for k, v in splits.items()} == {"train": 3200, "grpo": 3200, "test": 1719, "scores": 3200}
+    for split in splits.values():
+        assert tuple(split.column_names[:7]) == CANONICAL_COLUMNS
+    test = splits["test"]
+    assert {t: test["trait"].count(t) for t in TRAITS} == FULL_TEST
+    for split in ("train", "test"):
+        for trait, answer, score in zip(splits[split]["trait"], splits[split]["answer"], splits[split]["score"]):
+            p = parse_answer(answer, trait)
+            assert p.well_formed and p.label_consistent and p.score == score
+    # the same items in the SFT and the GRPO files
+    assert splits["train"]["answer"] == splits["grpo"]["answer"]
+    assert splits["train"]["id"][:2] == ["Aesthetics/000000", "Aesthetics/000001"]
+    # boundary scores land in the upper bin, as upstream labels them
+    answers = set(splits["train"]["answer"])
+    assert {"low 3.500", "medium 5.000", "neutral 0.000", "low 0.350", "very high 8.000"} <= answers
+
+
+def test_single_files_load(tmp_path):
+    rel, images = write_release(tmp_path, SMALL, SMALL)
+    assert len(load_upstream(rel / "training_grpo.json", images)) == 24
+    assert len(load_upstream(rel / "cognition_scores" / "Memorability_scores.txt", images)) == 6
+    ds = load_upstream(rel / "test_msg_file" / "Emotional_Valence" / "Emotional_Valence_messages.json", images)
+    assert set(ds["trait"]) == {"Emotional_Valence"} and len(ds) == 6
+    row = ds[0]
+    assert isinstance(row["image"], Image.Image)
+    assert row["prompt"][0]["content"][0]["type"] == "image"
+    assert "<image>" not in row["prompt"][0]["content"][1]["text"]
+
+
+def _break_release(rel, images):
+    conv = json.loads((rel / "cognition_training.json").read_text())
+    conv[1]["conversations"][1]["value"] = "medium 11.000"  # Aesthetics out of range
+    conv[2]["image"] = ["Cuteness/000002.jpg"]  # unknown trait
+    conv[3]["conversations"] = [{"from": "human", "value": "x"}]  # no answer turn
+    conv[4]["conversations"][1]["value"] = "pretty good"  # no label or score
+    conv[5]["conversations"][1]["value"] = "very high 1.000"  # label disagrees with score
+    (rel / "cognition_training.json").write_text(json.dumps(conv))
+    (images / "Funniness" / "000001.jpg").unlink()  # missing image (Funniness item 1 of each train file)
+    (images / "Funniness" / "000002.jpg").write_bytes(b"not a jpeg")  # unreadable
+    lines = (rel / "cognition_scores" / "Memorability_scores.txt").read_text().splitlines()
+    lines[3] = "000003.jpg 0.5"  # no tab
+    (rel / "cognition_scores" / "Memorability_scores.txt").write_text("\n".join(lines))
+    (rel / "test_msg_file" / "Aesthetics" / "Aesthetics_scores.json").write_text('["low 4.000"]')  # count mismatch
+
+
+def test_validate_reports_every_problem(tmp_path, capsys):
+    rel, images = write_release(tmp_path, SMALL, SMALL)
+    assert cli(["validate-data", str(rel), "--image-root", str(images)]) == 0
+    assert "OK" in capsys.readouterr().out
+    _break_release(rel, images)
+    _, report = validate(rel, images)
+    found = {(p.file.rsplit("/", 1)[-1], p.index, p.message.split(" ")[0]) for p in report.problems}
+    conv = "cognition_training.json"
+    for expected in [(conv, 1, "Aesthetics"), (conv, 2, "unknown"), (conv, 3, "malformed"), (conv, 4, "malformed"),
+                     (conv, 5, "label"), (conv, 7, "missing"), (conv, 8, "unreadable"),
+                     ("Memorability_scores.txt", 3, "malformed"), ("Aesthetics_scores.json", None, "1")]:
+        assert expected in found, (expected, sorted(found, key=str))
+    assert cli(["validate-data", str(rel), "--image-root", str(images)]) == 1
+    out = capsys.readouterr().out
+    assert f"FAILED: {len(report.problems)} problem(s)" in out
+    assert "cognition_training.json[1]: Aesthetics score 11.0 outside [0, 10]" in out
+    assert "cognition_training.json: 17 valid items" in out
+    with pytest.raises(DataValidationError) as err:
+        load_upstream(rel / "cognition_training.json", images)
+    assert "cognition_training.json[2]: unknown trait 'Cuteness'" in str(err.value)
+    kept = load_upstream(rel / "cognition_training.json", images, drop_invalid=True)
+    assert len(kept) == 24 - 7
+
+
+def test_validate_data_console_script(tmp_path):
+    rel, images = write_release(tmp_path, SMALL, SMALL, images=False)
+    r = subprocess.run([sys.executable, "-m", "cogip.cli", "validate-data", str(rel / "training_grpo.json"),
+                        "--image-root", str(images)], capture_output=True, text=True)
+    assert r.returncode == 1 and r.stdout.count("missing image") == 24
+
+
+def test_load_hf_and_converters(tmp_path, synthetic_splits):
+    from datasets import Dataset
+
+    src = Dataset.from_dict({
+        "image": [Image.new("RGB", (8, 8), (i * 40, 0, 0)) for i in range(4)],
+        "label_name": ["aesthetics", "valence", "Memorability", "Funniness"],
+        "mos": [7.25, -1.0, 0.5, 11.0],
+    })
+    src.save_to_disk(tmp_path / "hf")
+    with pytest.raises(DataValidationError, match=r"\[3\]: Funniness score 11.0 outside"):
+        load_hf(str(tmp_path / "hf"), trait_column="label_name", score_column="mos")
+    ds = load_hf(str(tmp_path / "hf"), trait_column="label_name", score_column="mos", drop_invalid=True)
+    assert ds["trait"] == ["Aesthetics", "Emotional_Valence", "Memorability"]
+    assert ds["answer"] == ["high 7.250", "negative -1.000", "medium 0.500"]
+
+    sft = to_sft_format(synthetic_splits["train"])
+    row = sft[0]
+    assert set(sft.column_names) >= {"prompt", "completion", "images", "trait", "score"}
+    assert row["completion"][0]["content"][0]["text"] == synthetic_splits["train"][0]["answer"]
+    assert len(row["images"]) == 1
+    grpo = to_grpo_format(synthetic_splits["train"])
+    assert {"prompt", "image", "trait", "score", "score_std"} <= set(grpo.column_names)
+    assert "ratings" not in grpo.column_names

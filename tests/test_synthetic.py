@@ -1,0 +1,72 @@
+import numpy as np
+import pytest
+from scipy.stats import spearmanr
+
+from cogip.answer import parse_answer
+from cogip.synthetic import TRAITS, generate_items, reliability
+from cogip.traits import get_trait
+
+
+@pytest.fixture(scope="module")
+def items():
+    return generate_items(1200, seed=3)
+
+
+def test_deterministic_from_seed():
+    a, b = generate_items(8, seed=5), generate_items(8, seed=5)
+    assert [x["score"] for x in a] == [x["score"] for x in b]
+    assert all(np.array_equal(np.asarray(x["image"]), np.asarray(y["image"])) for x, y in zip(a, b))
+    assert [x["score"] for x in generate_items(8, seed=6)] != [x["score"] for x in a]
+
+
+def test_items_follow_trait_rules(items):
+    assert {t: sum(i["trait"] == t for i in items) for t in TRAITS} == {t: 300 for t in TRAITS}
+    for it in items:
+        t = get_trait(it["trait"])
+        assert t.in_range(it["score"]) and it["score_std"] >= 0
+        p = parse_answer(it["answer"], t)
+        assert p.well_formed and p.label_consistent and p.score == it["score"]
+        assert it["image"].size == (56, 56)
+    for t in TRAITS:  # every label occurs (valence's "neutral" is exactly 0.000, rare for a mean of raters)
+        labels = {parse_answer(i["answer"], t).label for i in items if i["trait"] == t}
+        assert labels >= set(get_trait(t).labels) - {"neutral"}
+
+
+def _global_stats(images: np.ndarray) -> dict[str, np.ndarray]:
+    r, g, b = images[..., 0], images[..., 1], images[..., 2]
+    mx, mn = images.max(-1), images.min(-1)
+    luma = 0.299 * r + 0.587 * g + 0.114 * b
+    edges = np.abs(np.diff(luma, axis=1)).mean((1, 2)) + np.abs(np.diff(luma, axis=2)).mean((1, 2))
+    return {
+        "brightness": luma.mean((1, 2)), "saturation": ((mx - mn) / (mx + 1e-6)).mean((1, 2)),
+        "red": r.mean((1, 2)), "green": g.mean((1, 2)), "blue": b.mean((1, 2)), "warmth": (r - b).mean((1, 2)),
+        "contrast": luma.std((1, 2)), "edge_density": edges, "chroma": (mx - mn).mean((1, 2)),
+        "colorfulness": np.hypot((r - g).std((1, 2)), ((r + g) / 2 - b).std((1, 2))),
+    }
+
+
+def test_no_global_pixel_statistic_predicts_a_trait(items):
+    images = np.stack([np.asarray(i["image"], dtype=np.float64) / 255 for i in items])
+    stats = _global_stats(images)
+    trait = np.array([i["trait"] for i in items])
+    score = np.array([i["score"] for i in items])
+    for t in TRAITS:
+        m = trait == t
+        for name, values in stats.items():
+            rho = spearmanr(values[m], score[m]).statistic
+            assert abs(rho) < 0.5, (t, name, rho)
+
+
+def test_every_trait_depends_on_its_factors(items):
+    # the noise-free score spreads over most of the range: the traits are not near-constant
+    for t in TRAITS:
+        true = np.array([i["true_score"] for i in items if i["trait"] == t])
+        assert np.ptp(true) > 0.6 * get_trait(t).span
+
+
+def test_reliability_ceiling(synthetic_splits):
+    rel = reliability(synthetic_splits["train"])
+    assert set(rel) == set(TRAITS)
+    for r in rel.values():
+        assert 0.7 < r["ceiling_srcc"] <= 1.0
+        assert 0.3 < r["split_half_srcc"] < r["spearman_brown"] < 1.0
