@@ -1,0 +1,191 @@
+"""Evaluate models: one checkpoint, every checkpoint of a training run, or a paired comparison of two.
+
+:func:`evaluate_model` is the unit (predict, score, blindness check, held-out rewards); :func:`evaluate_run` walks a
+run folder's complete checkpoints and joins each with what the training run logged at that step.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+
+import torch
+
+from cogip.checkpoints import list_complete_checkpoints
+from cogip.models import load_policy
+from eval import metrics as M
+from eval.blindness import blindness_check
+from eval.eval_args import EvalArgs
+from eval.held_out_reward import held_out_rewards, resolve_reward
+from eval.predict import Prediction, predict
+from eval.scoring import evaluate, fill_score, train_means_of
+from eval.training_log import read_correlation_log, read_log_history, training_at_step
+
+log = logging.getLogger(__name__)
+_STEP = re.compile(r"checkpoint-(\d+)$")
+
+
+def _first_per_trait(ds, k: int | None):
+    if not k:
+        return ds
+    seen: dict[str, int] = {}
+    keep = []
+    for i, t in enumerate(ds["trait"]):
+        if seen.get(t, 0) < k:
+            seen[t] = seen.get(t, 0) + 1
+            keep.append(i)
+    return ds.select(keep)
+
+
+def load_eval_data(args: EvalArgs) -> tuple[object, dict[str, float] | None, str]:
+    """The split to evaluate, the per-trait train means (for the constant reference line) and a description."""
+    from datasets import DatasetDict, load_from_disk
+
+    if args.data == "synthetic":
+        from cogip.synthetic import make_benchmark
+
+        sizes = {"n_train": 200, "n_validation": 0, "n_test": 0} | {f"n_{args.split}": args.synthetic_n}
+        splits = make_benchmark(**sizes, seed=args.synthetic_seed, image_size=args.image_size)
+        ds, train = splits[args.split], splits["train"] if args.split != "train" else None
+        desc = f"synthetic benchmark (seed {args.synthetic_seed}), split {args.split}"
+    else:
+        path = Path(args.data)
+        if (path / "dataset_dict.json").exists() or (path / "dataset_info.json").exists():
+            loaded = load_from_disk(str(path))
+        elif path.is_dir() and not path.name.endswith(("test_msg_file", "cognition_scores")):
+            from cogip.data import load_release
+
+            loaded = load_release(path, args.image_root, drop_invalid=args.drop_invalid)
+        else:
+            from cogip.data import load_upstream
+
+            loaded = load_upstream(path, args.image_root, drop_invalid=args.drop_invalid)
+        if isinstance(loaded, DatasetDict):
+            ds, train = loaded[args.split], loaded["train"] if "train" in loaded and args.split != "train" else None
+        else:
+            ds, train = loaded, None
+        desc = f"{path}" + (f", split {args.split}" if isinstance(loaded, DatasetDict) else "")
+    ds = _first_per_trait(ds, args.max_items_per_trait)
+    return ds, (train_means_of(train) if train is not None else None), desc
+
+
+def _device(args: EvalArgs) -> str:
+    return args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _reward_fns(args: EvalArgs) -> dict:
+    return dict(resolve_reward(spec) for spec in (args.reward_funcs or []))
+
+
+def evaluate_model(model, processor, dataset, args: EvalArgs, train_means: dict[str, float] | None = None,
+                   reward_fns: dict | None = None, label: str = "") -> tuple[dict, list[Prediction]]:
+    """Predictions and every figure for one model on ``dataset``."""
+    preds = predict(model, processor, dataset, decoding=args.decoding, batch_size=args.batch_size,
+                    max_new_tokens=args.max_new_tokens, num_samples=args.num_samples, temperature=args.temperature,
+                    seed=args.seed, progress=f"predict {label}".strip())
+    result = {"metrics": evaluate(preds, dataset, unparsable=args.unparsable, train_means=train_means,
+                                  n_boot=args.n_boot, seed=args.seed)}
+    if args.blindness:
+        # The blindness check always decodes greedily: it asks whether the answer changes, not how well it scores.
+        greedy = preds if args.decoding == "greedy" else predict(
+            model, processor, dataset, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
+            progress=False)
+        result["blindness"] = blindness_check(model, processor, dataset, greedy, batch_size=args.batch_size,
+                                              max_new_tokens=args.max_new_tokens, unparsable=args.unparsable,
+                                              tolerance=args.blindness_tolerance, seed=args.seed)
+    if reward_fns:
+        result["held_out_rewards"] = held_out_rewards(preds, reward_fns, dataset)
+    return result, preds
+
+
+def _load(path: str, args: EvalArgs):
+    model, processor = load_policy(path, dtype=args.dtype)
+    return model.to(_device(args)), processor
+
+
+def run_checkpoints(args: EvalArgs) -> list[tuple[str, str, int | None]]:
+    """(name, path, step) of every model a --run_dir evaluation covers, oldest first."""
+    run = Path(args.run_dir)
+    found = [(p.name, str(p), int(_STEP.search(p.name).group(1))) for p in list_complete_checkpoints(run)]
+    skipped = sorted(p.name for p in run.glob("checkpoint-*") if p.is_dir() and p.name not in {f[0] for f in found})
+    if skipped:
+        log.warning("skipping incomplete checkpoint(s) (no trainer_state.json): %s", ", ".join(skipped))
+    has_weights = any((run / f).exists() for f in ("config.json", "adapter_config.json"))
+    if args.include_final and has_weights:
+        try:
+            final_step = json.loads((run / "trainer_state.json").read_text()).get("global_step")
+        except (OSError, ValueError):
+            final_step = None
+        if final_step is None or final_step not in {f[2] for f in found}:
+            found.append(("final", str(run), final_step))
+    return found
+
+
+def evaluate_run(args: EvalArgs) -> dict:
+    """Every complete checkpoint of ``args.run_dir``, each joined with the training log at its step."""
+    dataset, train_means, desc = load_eval_data(args)
+    history, corr = read_log_history(args.run_dir), read_correlation_log(args.run_dir)
+    reward_fns = _reward_fns(args)
+    models = run_checkpoints(args)
+    if not models:
+        raise FileNotFoundError(f"{args.run_dir} holds no complete checkpoint and no saved model")
+    results, previous, all_preds = [], None, {}
+    for name, path, step in models:
+        model, processor = _load(path, args)
+        res, preds = evaluate_model(model, processor, dataset, args, train_means, reward_fns, label=name)
+        res |= {"name": name, "path": path, "step": step,
+                "training": training_at_step(history, corr, step, previous)}
+        results.append(res)
+        all_preds[name] = preds
+        previous = step if step is not None else previous
+        del model
+    return {"data": desc, "n_items": len(dataset), "checkpoints": results, "predictions": all_preds,
+            "training_log": {"n_entries": len(history), "n_correlation_entries": len(corr)}}
+
+
+def evaluate_single(args: EvalArgs) -> dict:
+    dataset, train_means, desc = load_eval_data(args)
+    model, processor = _load(args.checkpoint, args)
+    res, preds = evaluate_model(model, processor, dataset, args, train_means, _reward_fns(args),
+                                label=Path(args.checkpoint).name)
+    res |= {"name": Path(args.checkpoint).name or args.checkpoint, "path": args.checkpoint, "step": None,
+            "training": {}}
+    return {"data": desc, "n_items": len(dataset), "checkpoints": [res], "predictions": {res["name"]: preds}}
+
+
+def paired_comparison(preds_a: list[Prediction], preds_b: list[Prediction], unparsable: str = "midpoint",
+                      n_boot: int = 2000, seed: int = 0,
+                      metrics: tuple[str, ...] = ("srcc", "plcc", "krcc", "mae")) -> dict:
+    """Per trait and metric: A minus B on the same items with a paired bootstrap interval and p-value."""
+    from cogip.traits import get_trait
+
+    out: dict[str, dict] = {}
+    for name in dict.fromkeys(p.trait for p in preds_a):
+        trait = get_trait(name)
+        pairs = [(a, b) for a, b in zip(preds_a, preds_b, strict=True) if a.trait == name]
+        if any(a.id != b.id for a, b in pairs):
+            raise ValueError("the two prediction lists do not cover the same items in the same order")
+        sa = [fill_score(a, trait, unparsable) for a, _ in pairs]
+        sb = [fill_score(b, trait, unparsable) for _, b in pairs]
+        human = [a.human for a, _ in pairs]
+        out[name] = {m: M.paired_bootstrap(m, sa, sb, human, n_boot=n_boot, seed=seed) for m in metrics}
+    return out
+
+
+def evaluate_compare(args: EvalArgs) -> dict:
+    dataset, train_means, desc = load_eval_data(args)
+    reward_fns = _reward_fns(args)
+    results, preds = [], {}
+    for i, path in enumerate(args.compare):
+        model, processor = _load(path, args)
+        name = f"{'AB'[i]}: {Path(path).name or path}"
+        res, p = evaluate_model(model, processor, dataset, args, train_means, reward_fns, label=name)
+        results.append(res | {"name": name, "path": path, "step": None, "training": {}})
+        preds[name] = p
+        del model
+    a, b = (preds[r["name"]] for r in results)
+    return {"data": desc, "n_items": len(dataset), "checkpoints": results, "predictions": preds,
+            "comparison": {"a": args.compare[0], "b": args.compare[1],
+                           "traits": paired_comparison(a, b, args.unparsable, max(args.n_boot, 200), args.seed)}}

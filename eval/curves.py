@@ -1,0 +1,74 @@
+"""curves.png: is a rising reward real progress? Held-out SRCC per trait, training and held-out reward against
+step, and reward against SRCC across checkpoints (a reward that climbs while SRCC stays flat is being hacked)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _series(cks: list[dict], get) -> tuple[list[int], list[float]]:
+    xs, ys = [], []
+    for ck in cks:
+        y = get(ck)
+        if ck.get("step") is not None and y is not None:
+            xs.append(ck["step"])
+            ys.append(y)
+    return xs, ys
+
+
+def plot_curves(results: dict, path: str | Path) -> Path | None:
+    """Three panels; None when there are no checkpoints with a step to draw."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cks = sorted((c for c in results["checkpoints"] if c.get("step") is not None), key=lambda c: c["step"])
+    if not cks:
+        return None
+    traits = list(cks[0]["metrics"]["traits"])
+    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(16, 4.5))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+
+    for i, t in enumerate(traits):
+        c = colors[i % len(colors)]
+        xs, ys = _series(cks, lambda ck, t=t: ck["metrics"]["traits"].get(t, {}).get("srcc"))
+        ax1.plot(xs, ys, "o-", color=c, label=f"{t} (held-out)")
+        lo = [ck["metrics"]["traits"][t].get("srcc_ci", [None, None]) for ck in cks if ck["step"] in xs]
+        if lo and all(v[0] is not None for v in lo):
+            ax1.fill_between(xs, [v[0] for v in lo], [v[1] for v in lo], color=c, alpha=0.15)
+        xs, ys = _series(cks, lambda ck, t=t: ((ck.get("training") or {}).get("correlation") or {}).get(
+            "srcc", {}).get(t))
+        if ys:
+            ax1.plot(xs, ys, "x--", color=c, label=f"{t} (training log)")
+    ax1.set(xlabel="step", ylabel="SRCC with people", title="Correlation per trait")
+    ax1.legend(fontsize=7)
+
+    xs, ys = _series(cks, lambda ck: (ck.get("training") or {}).get("reward"))
+    if ys:
+        ax2.plot(xs, ys, "x--", color="k", label="training reward (mean since previous checkpoint)")
+    held = sorted({n for ck in cks for n in (ck.get("held_out_rewards") or {})})
+    for i, n in enumerate(held):
+        xs, ys = _series(cks, lambda ck, n=n: (ck.get("held_out_rewards") or {}).get(n, {}).get("mean"))
+        ax2.plot(xs, ys, "o-", color=colors[i % len(colors)], label=f"held-out {n}")
+    ax2.set(xlabel="step", ylabel="reward", title="Reward")
+    if ys or held:
+        ax2.legend(fontsize=7)
+
+    for label, get, marker in (
+            ("held-out reward", lambda ck: next(iter((ck.get("held_out_rewards") or {}).values()), {}).get("mean"),
+             "o"),
+            ("training reward", lambda ck: (ck.get("training") or {}).get("reward"), "x")):
+        pts = [(get(ck), ck["metrics"]["overall"]["mean_srcc"], ck["step"]) for ck in cks]
+        pts = [p for p in pts if p[0] is not None and p[1] is not None]
+        if pts:
+            ax3.scatter([p[0] for p in pts], [p[1] for p in pts], marker=marker, label=label)
+            for x, y, s in pts:
+                ax3.annotate(str(s), (x, y), fontsize=7, textcoords="offset points", xytext=(3, 3))
+    ax3.set(xlabel="reward", ylabel="mean held-out SRCC", title="Reward vs correlation (labels: step)")
+    if ax3.collections:
+        ax3.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)

@@ -1,0 +1,56 @@
+"""The options of ``eval/run.py`` (and ``cogalign eval``), as a dataclass for ``HfArgumentParser``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class EvalArgs:
+    run_dir: str | None = field(default=None, metadata={
+        "help": "training output folder: every complete checkpoint-N in it is evaluated (incomplete ones skipped)"})
+    checkpoint: str | None = field(default=None, metadata={
+        "help": "evaluate one model instead: a folder (full weights or LoRA adapter) or a hub id"})
+    compare: list[str] | None = field(default=None, metadata={
+        "help": "two models A B: paired bootstrap comparison on the same items"})
+    data: str = field(default="synthetic", metadata={
+        "help": "'synthetic' (the built-in benchmark), an upstream CogIP-Bench file or release folder, or a "
+                "datasets.save_to_disk folder"})
+    image_root: str | None = field(default=None, metadata={"help": "folder of the upstream <Trait>/<id>.jpg"})
+    split: str = field(default="test", metadata={"help": "split of a release / DatasetDict / the synthetic benchmark"})
+    drop_invalid: bool = field(default=False, metadata={"help": "drop invalid upstream items (counted) instead of "
+                                                                "refusing to run"})
+    synthetic_n: int = field(default=400, metadata={"help": "items in the synthetic split evaluated"})
+    synthetic_seed: int = field(default=0, metadata={"help": "seed of the synthetic benchmark (as in training)"})
+    image_size: int = field(default=56, metadata={"help": "synthetic image size"})
+    max_items_per_trait: int | None = field(default=None, metadata={
+        "help": "evaluate only the first N items of each trait (all by default; upstream sampled 120 at random)"})
+    output_dir: str | None = field(default=None, metadata={
+        "help": "where results go (default: <run_dir>/eval or ./eval_results)"})
+    decoding: str = field(default="greedy", metadata={"help": "greedy | expected | sample"})
+    num_samples: int = field(default=8, metadata={"help": "samples per item with --decoding sample"})
+    temperature: float = field(default=1.0, metadata={"help": "sampling temperature with --decoding sample"})
+    batch_size: int = field(default=16, metadata={"help": "items per generate call"})
+    max_new_tokens: int = field(default=24, metadata={"help": "generation length (answers are short)"})
+    unparsable: str = field(default="midpoint", metadata={
+        "help": "how unparsable answers are scored: midpoint | worst | train_mean (they are always counted)"})
+    n_boot: int = field(default=1000, metadata={"help": "bootstrap resamples for the 95%% intervals (0: none)"})
+    blindness: bool = field(default=True, metadata={"help": "re-score with blank and shuffled images"})
+    blindness_tolerance: float = field(default=0.02, metadata={
+        "help": "flag a trait whose predictions move less than this share of its range under shuffled images"})
+    reward_funcs: list[str] | None = field(default=None, metadata={
+        "help": "rewards to compute on the predictions (registry names or module:function)"})
+    dtype: str = field(default="auto", metadata={"help": "model dtype (auto, bfloat16, float32 ...)"})
+    device: str | None = field(default=None, metadata={"help": "cuda / cpu (default: cuda when available)"})
+    seed: int = field(default=0, metadata={"help": "seed for sampling, shuffles and the bootstrap"})
+    include_final: bool = field(default=True, metadata={
+        "help": "also evaluate the model saved at the top of --run_dir when no checkpoint has its step"})
+
+    def __post_init__(self) -> None:
+        modes = sum(x is not None for x in (self.run_dir, self.checkpoint, self.compare))
+        if modes != 1:
+            raise ValueError("give exactly one of --run_dir, --checkpoint, --compare A B")
+        if self.compare is not None and len(self.compare) != 2:
+            raise ValueError("--compare takes two models")
+        if self.decoding not in ("greedy", "expected", "sample"):
+            raise ValueError(f"--decoding must be greedy, expected or sample, not {self.decoding!r}")

@@ -1,0 +1,61 @@
+"""Evaluate checkpoints against human scores: per-trait SRCC / PLCC / KRCC / MAE with 95% intervals, a blindness
+check, held-out rewards, and reward-vs-correlation curves.
+
+Every checkpoint of a training run (incomplete ones skipped), joined with the training log at its step:
+
+    python eval/run.py --run_dir outputs/grpo-tiny                       # synthetic test split
+    python eval/run.py --run_dir outputs/grpo-7b --data /data/CogIP-Bench --image_root /data/images \
+        --decoding expected --reward_funcs distance_gaussian format
+
+One model, or a paired comparison of two on the same items:
+
+    python eval/run.py --checkpoint outputs/sft-tiny
+    python eval/run.py --compare Qwen/Qwen2.5-VL-7B-Instruct outputs/grpo-7b/checkpoint-500 --data ...
+
+``cogalign eval ...`` takes the same flags. Writes metrics.json, metrics.csv, report.md, curves.png and
+predictions_<model>.jsonl to --output_dir (default <run_dir>/eval, else ./eval_results).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from transformers import HfArgumentParser
+
+from eval.checkpoint_eval import evaluate_compare, evaluate_run, evaluate_single
+from eval.curves import plot_curves
+from eval.eval_args import EvalArgs
+from eval.report import print_table, write_outputs
+
+
+def main(args: EvalArgs) -> dict:
+    # 1. Evaluate: a whole run, one model, or two models on the same items.
+    if args.run_dir:
+        results = evaluate_run(args)
+    elif args.checkpoint:
+        results = evaluate_single(args)
+    else:
+        results = evaluate_compare(args)
+
+    # 2. Write metrics.json / metrics.csv / report.md / predictions, and the curves.
+    out = Path(args.output_dir or (Path(args.run_dir) / "eval" if args.run_dir else "eval_results"))
+    out.mkdir(parents=True, exist_ok=True)
+    curves = plot_curves(results, out / "curves.png")
+    paths = write_outputs(results, out, asdict(args) | {"curves": curves is not None})
+
+    # 3. Show the per-trait table.
+    print_table(results)
+    print(f"results in {out}: " + ", ".join(p.name for k, p in paths.items() if not k.startswith("predictions")))
+    return results
+
+
+def cli_main(argv: list[str] | None = None) -> int:
+    (args,) = HfArgumentParser(EvalArgs).parse_args_into_dataclasses(args=argv)
+    main(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli_main(sys.argv[1:]))

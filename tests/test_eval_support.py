@@ -1,0 +1,68 @@
+"""Shared helpers for the eval tests: a tiny Qwen2.5-VL fitted for a few dozen steps so that it writes well-formed
+``"<label> <score>"`` answers, and a fake training run folder built from it. (No tests in this module.)"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from cogip.models import load_policy
+
+
+def fit_tiny(model_dir: str | Path, train, out_dir: str | Path, steps: int = 60, batch_size: int = 16,
+             lr: float = 3e-3, seed: int = 0) -> Path:
+    """Cross-entropy on the answer tokens of ``train`` (canonical schema) for ``steps`` steps; saved to
+    ``out_dir`` like a real checkpoint."""
+    model, processor = load_policy(model_dir)
+    tok = processor.tokenizer
+    tok.padding_side = "right"  # training batches: answers at the end of each row, pads after them
+    torch.manual_seed(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    model.train()
+    n = len(train)
+    g = torch.Generator().manual_seed(seed)
+    for step in range(steps):
+        idx = torch.randint(0, n, (batch_size,), generator=g).tolist()
+        rows = train.select(idx)
+        prompts = [processor.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in rows["prompt"]]
+        full = [p + a + "<|im_end|>" for p, a in zip(prompts, rows["answer"], strict=True)]
+        enc = processor(text=full, images=[[im.convert("RGB")] for im in rows["image"]], padding=True,
+                        return_tensors="pt")
+        labels = enc["input_ids"].clone()
+        for b, p in enumerate(prompts):
+            n_prompt = len(processor(text=[p], images=[[rows["image"][b].convert("RGB")]])["input_ids"][0])
+            labels[b, :n_prompt] = -100
+        labels[enc["attention_mask"] == 0] = -100
+        loss = model(**enc, labels=labels).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    tok.padding_side = "left"
+    model.eval()
+    model.save_pretrained(out_dir, safe_serialization=True)
+    processor.save_pretrained(out_dir)
+    return Path(out_dir)
+
+
+def make_run_dir(run_dir: Path, checkpoints: dict[int, Path], log_history: list[dict], incomplete_step: int | None,
+                 correlation_log: list[dict] | None = None) -> Path:
+    """A training output folder as HF Trainer leaves it: ``checkpoint-N`` folders (weights + trainer_state.json),
+    one incomplete checkpoint without trainer_state.json, the final trainer_state.json and the GRPO correlation
+    log."""
+    import shutil
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for step, src in checkpoints.items():
+        ck = run_dir / f"checkpoint-{step}"
+        shutil.copytree(src, ck)
+        state = {"global_step": step, "log_history": [e for e in log_history if e["step"] <= step]}
+        (ck / "trainer_state.json").write_text(json.dumps(state))
+    if incomplete_step is not None:
+        shutil.copytree(next(iter(checkpoints.values())), run_dir / f"checkpoint-{incomplete_step}")
+    last = max(checkpoints)
+    (run_dir / "trainer_state.json").write_text(json.dumps({"global_step": last, "log_history": log_history}))
+    if correlation_log is not None:
+        (run_dir / "correlation_log.jsonl").write_text("".join(json.dumps(e) + "\n" for e in correlation_log))
+    return run_dir
