@@ -35,10 +35,10 @@ def log_reward_stats(name: str, rewards: list[float], parsed: list[tuple[Trait |
     """Log the parse-failure rate and the mean reward per trait through trl's ``log_metric`` hook."""
     if log_metric is None or not rewards:
         return
-    log_metric(f"{name}/parse_fail_rate", sum(p.score is None for _, p in parsed) / len(parsed))
+    log_metric(f"rewards/{name}/parse_fail_rate", sum(p.score is None for _, p in parsed) / len(parsed))
     by_trait: dict[str, list[float]] = {}
     for r, (trait, _) in zip(rewards, parsed):
         if trait is not None:
             by_trait.setdefault(trait.name, []).append(r)
     for trait_name, values in by_trait.items():
-        log_metric(f"{name}/{trait_name}", sum(values) / len(values))
+        log_metric(f"rewards/{name}/{trait_name}", sum(values) / len(values))

@@ -55,8 +55,8 @@ def test_unparsable_penalty_and_logging():
     out = fns[0](["???", "low 4.000"], trait=["Aesthetics"] * 2, score=[4.0, 4.0],
                  log_metric=lambda k, v: logged.__setitem__(k, v))
     assert out == [-1.0, 1.0]
-    assert logged["distance_linear/parse_fail_rate"] == 0.5
-    assert logged["distance_linear/Aesthetics"] == 0.0
+    assert logged["rewards/distance_linear/parse_fail_rate"] == 0.5
+    assert logged["rewards/distance_linear/Aesthetics"] == 0.0
     assert fns[1](["low 4.000"], trait=["Aesthetics"]) == [1.0]
     with pytest.raises(ValueError, match="taken by none"):
         build_reward_funcs(["format"], sigma_frac=0.2)

@@ -1,0 +1,79 @@
+"""Where a training or evaluation run takes its data from: the arguments every stage shares, and one function that
+turns them into canonical splits through the loaders of :mod:`cogip.data`.
+
+Bad data raises :class:`cogip.data.DataValidationError` (every problem with file and index) before anything
+trains, unless ``drop_invalid_items`` is set, in which case the bad items are dropped and counted in the log.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from cogip.data import load_hf, load_release, load_upstream
+
+
+@dataclass
+class DataArguments:
+    dataset: str = field(
+        default="synthetic",
+        metadata={"help": "Data source: 'synthetic' (built-in benchmark), 'release' (a CogIP-Bench release folder), "
+                          "'upstream' (one upstream file or folder), or 'hf' (hub id or load_from_disk folder).",
+                  "choices": ["synthetic", "release", "upstream", "hf"]},
+    )
+    dataset_path: str | None = field(default=None, metadata={"help": "Release folder, upstream file or HF dataset."})
+    image_root: str | None = field(
+        default=None, metadata={"help": "Folder the upstream '<Trait>/<id>.jpg' image paths are relative to."})
+    dataset_train_split: str = field(default="train", metadata={"help": "Split to train on."})
+    dataset_test_split: str = field(
+        default="validation",
+        metadata={"help": "Held-out split (release: 'test'; synthetic: 'validation')."})
+    hf_trait: str | None = field(default=None, metadata={"help": "hf: the trait of a dataset without a trait column."})
+    hf_score_std_column: str | None = field(default=None, metadata={"help": "hf: column holding score_std."})
+    synthetic_train_size: int = field(default=256, metadata={"help": "synthetic: number of training items."})
+    synthetic_eval_size: int = field(default=32, metadata={"help": "synthetic: number of validation items."})
+    synthetic_seed: int = field(default=0, metadata={"help": "synthetic: seed of the benchmark."})
+    synthetic_traits: list[str] | None = field(
+        default=None, metadata={"help": "synthetic: traits to draw (default: all four)."})
+    prompt_style: str = field(
+        default="full",
+        metadata={"help": "Prompt wording for synthetic/hf data: 'full' (bands spelled out) or 'short' (tiny models)",
+                  "choices": ["full", "short"]})
+    drop_invalid_items: bool = field(
+        default=False,
+        metadata={"help": "Drop invalid items (and say how many) instead of refusing to start."})
+
+
+def _need_path(args: DataArguments) -> str:
+    if not args.dataset_path:
+        raise ValueError(f"dataset '{args.dataset}' needs dataset_path")
+    return args.dataset_path
+
+
+def load_canonical_splits(args: DataArguments, with_eval: bool):
+    """``(train, held_out or None)`` in cogip's canonical schema."""
+    if args.dataset == "synthetic":
+        from cogip.synthetic import TRAITS, make_benchmark
+
+        traits = tuple(args.synthetic_traits or TRAITS)
+        splits = make_benchmark(n_train=args.synthetic_train_size,
+                                n_validation=args.synthetic_eval_size if with_eval else 0, n_test=0,
+                                seed=args.synthetic_seed, prompt_style=args.prompt_style)
+        if traits != TRAITS:  # make_benchmark cycles all four; keep the asked ones
+            splits = splits.filter(lambda t: t in traits, input_columns="trait")
+        train, held_out = splits["train"], splits["validation"]
+    elif args.dataset == "release":
+        splits = load_release(_need_path(args), args.image_root, drop_invalid=args.drop_invalid_items)
+        train = splits[args.dataset_train_split]
+        held_out = splits.get(args.dataset_test_split)
+    elif args.dataset == "upstream":
+        train, held_out = load_upstream(_need_path(args), args.image_root, drop_invalid=args.drop_invalid_items), None
+    elif args.dataset == "hf":
+        kw = {"trait": args.hf_trait, "score_std_column": args.hf_score_std_column, "prompt_style": args.prompt_style,
+              "drop_invalid": args.drop_invalid_items}
+        train = load_hf(_need_path(args), args.dataset_train_split, **kw)
+        held_out = load_hf(args.dataset_path, args.dataset_test_split, **kw) if with_eval else None
+    else:
+        raise ValueError(f"unknown dataset source {args.dataset!r}")
+    if len(train) == 0:
+        raise ValueError(f"no training items in {args.dataset} data {args.dataset_path or ''}".strip())
+    return train, (held_out if with_eval else None)

@@ -1,0 +1,154 @@
+"""Training callbacks of the GRPO stage: held-out correlation while training, and guards against degenerate
+set-ups.
+
+``CorrelationCallback`` scores a fixed held-out split with the eval predictor every ``eval_steps`` and logs per-trait
+SRCC, PLCC, MAE and parse rate next to the training reward (to the Trainer's logs, so tensorboard/wandb get them, and
+to ``correlation_log.jsonl`` in the output dir); it remembers the best step by mean SRCC in ``best_checkpoint.json``
+and warns when the reward rises while SRCC falls (reward hacking).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+logger = logging.getLogger(__name__)
+
+CORRELATION_LOG = "correlation_log.jsonl"
+BEST_CHECKPOINT = "best_checkpoint.json"
+
+
+def flat_metrics(result: dict) -> dict[str, float]:
+    """``eval.scoring.evaluate`` output as flat ``<Trait>/<metric>`` scalars (plus the means)."""
+    out = {}
+    for trait, r in result["traits"].items():
+        for key in ("srcc", "plcc", "mae", "parse_rate"):
+            if r.get(key) is not None:
+                out[f"{trait}/{key}"] = float(r[key])
+    for key in ("mean_srcc", "mean_plcc", "parse_rate"):
+        if result["overall"].get(key) is not None:
+            out[key] = float(result["overall"][key])
+    return out
+
+
+class CorrelationCallback(TrainerCallback):
+    """At the start, every ``eval_steps`` (at the first training log at or after it) and at the end, score
+    ``dataset`` with the live policy and log the correlations with the mean training reward since the last one."""
+
+    def __init__(self, dataset, processor, eval_steps: int, batch_size: int = 16, max_new_tokens: int = 24,
+                 reward_rise: float = 0.02, srcc_fall: float = 0.02):
+        self.dataset, self.processor = dataset, processor
+        self.eval_steps, self.batch_size, self.max_new_tokens = eval_steps, batch_size, max_new_tokens
+        self.reward_rise, self.srcc_fall = reward_rise, srcc_fall
+        self.trainer = None  # set by train_grpo after the trainer exists (needed to log and to gather ZeRO-3 weights)
+        self.rewards_since_eval: list[float] = []
+        self.last: tuple[float, float] | None = None  # (mean reward, mean SRCC) at the previous evaluation
+        self.best: dict | None = None
+        self.last_step = 0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.global_step == 0:  # the starting point of the curves (a resumed run already has it)
+            self.evaluate(args, state)
+        self.last_step = state.global_step
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        # Evaluating here, right after the step's training log, puts the reward of the same steps beside the
+        # correlation, and runs before the Trainer saves this step's checkpoint.
+        if not logs or "reward" not in logs:
+            return
+        self.rewards_since_eval.append(float(logs["reward"]))
+        if self.eval_steps and state.global_step - self.last_step >= self.eval_steps:
+            self.evaluate(args, state)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if state.global_step != self.last_step:
+            self.evaluate(args, state)
+
+    def evaluate(self, args, state) -> dict:
+        from trl.models import unwrap_model_for_generation
+
+        from eval.predict import predict
+        from eval.scoring import evaluate
+
+        trainer = self.trainer
+        self.last_step = state.global_step
+        # Every process scores the same items: under ZeRO-3 all ranks must take part in each forward pass.
+        with unwrap_model_for_generation(trainer.model_wrapped, trainer.accelerator) as model:
+            preds = predict(model, self.processor, self.dataset, batch_size=self.batch_size,
+                            max_new_tokens=self.max_new_tokens, progress=False)
+        result = evaluate(preds, self.dataset, n_boot=0)
+        metrics = flat_metrics(result)
+        reward = sum(self.rewards_since_eval) / len(self.rewards_since_eval) if self.rewards_since_eval else None
+        self.rewards_since_eval = []
+        trainer.log({f"heldout/{k}": v for k, v in metrics.items()})
+        if trainer.accelerator.is_main_process:
+            self._record(args, state, metrics, reward)
+        return metrics
+
+    def _record(self, args, state, metrics: dict, reward: float | None) -> None:
+        out = Path(args.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        row = {"step": state.global_step, "split": "validation", "train_reward": reward, **metrics}
+        with open(out / CORRELATION_LOG, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        srcc = metrics.get("mean_srcc")
+        if srcc is not None and (self.best is None or srcc > self.best["mean_srcc"]):
+            ckpt = out / f"checkpoint-{state.global_step}"
+            self.best = {"step": state.global_step, "mean_srcc": srcc,
+                         "checkpoint": str(ckpt) if state.global_step % max(args.save_steps or 1, 1) == 0 else None}
+            (out / BEST_CHECKPOINT).write_text(json.dumps(self.best, indent=2))
+        if reward is not None and srcc is not None and self.last is not None:
+            prev_reward, prev_srcc = self.last
+            if reward - prev_reward > self.reward_rise and prev_srcc - srcc > self.srcc_fall:
+                logger.warning(
+                    "step %d: training reward rose %.3f -> %.3f while held-out mean SRCC fell %.3f -> %.3f; the "
+                    "policy may be exploiting the reward rather than agreeing more with people", state.global_step,
+                    prev_reward, reward, prev_srcc, srcc)
+        if reward is not None and srcc is not None:
+            self.last = (reward, srcc)
+
+
+def degenerate_group_warning(num_generations: int, scale_rewards: str | bool) -> str | None:
+    """Why a GRPO set-up turns a continuous reward into a coin flip, or None.
+
+    With group scaling, each group's advantages are (r - mean) / std; for two generations that is +-0.71 whatever the
+    two rewards were, so how much closer one answer was to the human score is thrown away.
+    """
+    group_scaled = scale_rewards in (True, "group", "true", "True")
+    if num_generations == 2 and group_scaled:
+        return ("num_generations=2 with scale_rewards='group' makes every advantage +-0.71: a continuous reward "
+                "collapses to which of two answers was better. Use num_generations >= 4 (8 is typical) or "
+                "scale_rewards='batch'.")
+    if num_generations < 4:
+        return f"num_generations={num_generations} gives very noisy group baselines; 8 is typical."
+    return None
+
+
+class GuardCallback(TrainerCallback):
+    """Warns at the start about degenerate group set-ups and, while training, when most groups have rewards with zero
+    spread (``frac_reward_zero_std``), so GRPO gets no signal from them."""
+
+    def __init__(self, warn_frac: float = 0.5, warn_logs: int = 5):
+        self.warn_frac, self.warn_logs = warn_frac, warn_logs
+        self.high_in_a_row = 0
+        self.warned = False
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        msg = degenerate_group_warning(args.num_generations, args.scale_rewards)
+        if msg:
+            logger.warning(msg)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        frac = (logs or {}).get("frac_reward_zero_std")
+        if frac is None:
+            return
+        self.high_in_a_row = self.high_in_a_row + 1 if frac > self.warn_frac else 0
+        if self.high_in_a_row >= self.warn_logs and not self.warned:
+            self.warned = True
+            logger.warning(
+                "frac_reward_zero_std has stayed above %.2f for %d logs (now %.2f): most groups give GRPO no "
+                "signal. Raise temperature or num_generations, or use a smoother reward (distance_gaussian with a "
+                "wider sigma_frac).", self.warn_frac, self.high_in_a_row, frac)

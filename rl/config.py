@@ -1,0 +1,60 @@
+"""Arguments of the GRPO stage: data and rewards (:class:`GRPOScriptArguments`) and training
+(:class:`CogGRPOConfig`: trl's ``GRPOConfig`` plus the freeze flags and per-part learning rates of the SFT stage)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from trl import GRPOConfig
+
+from cogip.data_sources import DataArguments
+
+
+@dataclass
+class GRPOScriptArguments(DataArguments):
+    reward_funcs: list[str] = field(
+        default_factory=lambda: ["distance_gaussian", "format"],
+        metadata={"help": "Reward functions by name (rewards.REWARD_FUNCS): distance_linear, distance_gaussian, "
+                          "distance_laplace, distance_upstream, format, label_consistency, rank_global. Weights: "
+                          "reward_weights."})
+    reward_sigma_frac: float | None = field(
+        default=None, metadata={"help": "distance_gaussian / rank_global: sigma as a fraction of the trait's range."})
+    reward_use_score_std: bool | None = field(
+        default=None, metadata={"help": "distance_gaussian: use the item's rater spread (score_std) as sigma."})
+    reward_unparsable_penalty: float | None = field(
+        default=None, metadata={"help": "Reward for a completion with no readable score (default: each "
+                                        "function's own, 0 or -0.5 for distance_upstream)."})
+    rank_mode: str | None = field(
+        default=None, metadata={"help": "rank_global: 'concordance' or 'thurstone'."})
+    sft_adapter: str = field(
+        default="merge",
+        metadata={"help": "When model_name_or_path is a LoRA adapter (e.g. the SFT output): 'merge' it into the base "
+                          "and train as configured, or 'train' the same adapter further.",
+                  "choices": ["merge", "train"]})
+    correlation_eval_size: int | None = field(
+        default=None, metadata={"help": "Held-out items scored every eval_steps (default: the whole split)."})
+    correlation_batch_size: int = field(default=16, metadata={"help": "Batch size of the held-out scoring."})
+    resume: bool = field(
+        default=True, metadata={"help": "Resume from the last complete checkpoint in output_dir when there is one."})
+
+    def reward_options(self) -> dict:
+        """Options for rewards.build_reward_funcs, only those that were set."""
+        opts = {"sigma_frac": self.reward_sigma_frac, "use_score_std": self.reward_use_score_std,
+                "unparsable_penalty": self.reward_unparsable_penalty, "mode": self.rank_mode}
+        return {k: v for k, v in opts.items() if v is not None}
+
+
+@dataclass
+class CogGRPOConfig(GRPOConfig):
+    """trl's ``GRPOConfig`` plus which parts of Qwen2.5-VL train and at what rate (as in the SFT stage)."""
+
+    freeze_vision_tower: bool = field(default=False, metadata={"help": "Do not train the ViT blocks."})
+    freeze_merger: bool = field(default=False, metadata={"help": "Do not train the vision-language merger."})
+    freeze_llm: bool = field(default=False, metadata={"help": "Do not train the language model (full FT only)."})
+    vision_lr: float | None = field(
+        default=None, metadata={"help": "Learning rate of the ViT blocks (default: learning_rate)."})
+    merger_lr: float | None = field(
+        default=None, metadata={"help": "Learning rate of the merger (default: learning_rate)."})
+    zero_std_warn_frac: float = field(
+        default=0.5, metadata={"help": "Warn when frac_reward_zero_std stays above this for zero_std_warn_logs logs."})
+    zero_std_warn_logs: int = field(default=5, metadata={"help": "See zero_std_warn_frac."})
