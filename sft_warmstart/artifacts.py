@@ -1,0 +1,39 @@
+"""Model paths in and merged models out: the ``tiny`` stand-in model, and folding a LoRA adapter into its base."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sft_warmstart.config import TINY_MODEL
+
+TINY_BASE_DIR = "tiny-base"
+
+
+def resolve_model_path(name: str | None, output_dir: str | Path) -> str:
+    """``name`` as given, except ``tiny``: a tiny random Qwen2.5-VL built once into ``<output_dir>/tiny-base``
+    (no download; what the CPU demo and the tests train). The main process builds it, the others wait."""
+    if not name:
+        raise ValueError("model_name_or_path is required (a hub id, a folder, or 'tiny')")
+    if name != TINY_MODEL:
+        return name
+    from accelerate import PartialState
+
+    from cogip.models import build_tiny_qwen2_5_vl
+
+    path = (Path(output_dir) / TINY_BASE_DIR).resolve()  # absolute: adapter_config.json records it as the base
+    with PartialState().main_process_first():
+        if not (path / "config.json").exists():
+            build_tiny_qwen2_5_vl(path)
+    return str(path)
+
+
+def save_merged(adapter_dir: str | Path, out_dir: str | Path, dtype: str | None = None) -> Path:
+    """Load base + adapter from ``adapter_dir``, merge the LoRA weights (and the saved ViT/merger) into the base
+    and save a plain checkpoint with its processor: it loads with ``from_pretrained`` alone."""
+    from cogip.models import load_policy
+
+    model, processor = load_policy(adapter_dir, dtype=dtype or "auto", merge_adapter=True)
+    out = Path(out_dir)
+    model.save_pretrained(out, safe_serialization=True)
+    processor.save_pretrained(out)
+    return out

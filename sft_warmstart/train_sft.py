@@ -1,0 +1,93 @@
+"""SFT warm-start of Qwen2.5-VL on describe-then-predict answers ("<label> <score>") with a soft-label loss on the
+score's digit tokens (stage 1 of cogalign).
+
+# Tiny demo on CPU (`model_name_or_path: tiny` builds a tiny random Qwen2.5-VL into <output_dir>/tiny-base)
+```bash
+python sft_warmstart/train_sft.py --config configs/tiny/sft.yaml
+cogalign sft --config configs/tiny/sft.yaml
+```
+
+# Qwen2.5-VL-7B-Instruct, the paper's recipe (LoRA r=64 on the LLM, merger and ViT at lower rates), 8 GPUs
+```bash
+deepspeed --num_gpus 8 sft_warmstart/train_sft.py --config configs/qwen2_5_vl_7b/sft_lora.yaml
+accelerate launch --config_file configs/accelerate/zero3.yaml sft_warmstart/train_sft.py \
+    --config configs/qwen2_5_vl_7b/sft_lora.yaml
+```
+
+Any field can be overridden on the command line (`--soft_label_loss gaussian`, `--dataset release --dataset_path
+data/CogIP-Bench --image_root data/images`). A run started again in the same output_dir resumes from its last
+complete checkpoint. Bad data is refused before training starts (or dropped, with `--drop_invalid_items`).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from trl import ModelConfig, TrlParser
+
+from cogip.checkpoints import last_complete_checkpoint
+from cogip.data import DataValidationError
+from cogip.models import load_policy
+from sft_warmstart.artifacts import resolve_model_path, save_merged
+from sft_warmstart.config import SFTScriptArguments, SoftLabelSFTConfig
+from sft_warmstart.data_sources import load_sft_splits
+from sft_warmstart.model_card import write_model_card
+from sft_warmstart.trainable import prepare_model
+from sft_warmstart.trainer import SoftLabelSFTTrainer
+
+
+def main(script_args: SFTScriptArguments, training_args: SoftLabelSFTConfig, model_args: ModelConfig) -> dict:
+    # Data first: bad items stop the run here, before any model is loaded.
+    train_dataset, eval_dataset = load_sft_splits(script_args, with_eval=training_args.eval_strategy != "no")
+
+    # Model and processor; LoRA on the LLM and the freeze flags.
+    model_path = resolve_model_path(model_args.model_name_or_path, training_args.output_dir)
+    model, processor = load_policy(model_path, dtype=model_args.dtype or "auto",
+                                   attn_implementation=model_args.attn_implementation,
+                                   trust_remote_code=getattr(training_args, "trust_remote_code", False))
+    model = prepare_model(model, model_args, training_args)
+
+    trainer = SoftLabelSFTTrainer(model=model, args=training_args, train_dataset=train_dataset,
+                                  eval_dataset=eval_dataset, processing_class=processor)
+
+    # Train, from the last complete checkpoint when the output folder has one.
+    resume = training_args.resume_from_checkpoint
+    if resume is None and script_args.resume:
+        resume = last_complete_checkpoint(training_args.output_dir)
+    if resume:
+        trainer.accelerator.print(f"Resuming from {resume}")
+    metrics = trainer.train(resume_from_checkpoint=resume).metrics
+
+    # Save: adapter or full weights + processor + model card; optionally the merged model.
+    trainer.save_model(training_args.output_dir)
+    if trainer.accelerator.is_main_process:
+        write_model_card(training_args.output_dir, script_args, training_args, model_args, metrics, model_path)
+        if script_args.merge_lora and model_args.use_peft:
+            merged = save_merged(training_args.output_dir, Path(training_args.output_dir) / "merged",
+                                 dtype=model_args.dtype)
+            write_model_card(merged, script_args, training_args, model_args, metrics, model_path, merged=True)
+            trainer.accelerator.print(f"Merged model saved to {merged}.")
+    trainer.accelerator.wait_for_everyone()
+    trainer.accelerator.print(f"Saved to {training_args.output_dir}.")
+    trainer.end()
+    return metrics
+
+
+def make_parser() -> TrlParser:
+    return TrlParser((SFTScriptArguments, SoftLabelSFTConfig, ModelConfig))
+
+
+def cli_main(argv: list[str] | None = None) -> int:
+    """Parse flags (and ``--config file.yaml``) and run; shared by ``__main__`` and ``cogalign sft``."""
+    script_args, training_args, model_args = make_parser().parse_args_and_config(args=argv)
+    try:
+        main(script_args, training_args, model_args)
+    except DataValidationError as e:
+        print(f"Refusing to train on invalid data (use --drop_invalid_items to drop it):\n{e.report}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli_main())

@@ -1,0 +1,104 @@
+"""Which parameters of a Qwen2.5-VL train, and at what learning rate.
+
+A Qwen2.5-VL has three parts: the ViT (``model.visual`` minus its merger), the merger that projects vision tokens
+into the LLM (``model.visual.merger``), and the LLM (everything else). The paper's recipe: LoRA on the LLM, the
+merger and the ViT trained fully at lower rates. With LoRA, the ViT/merger are peft ``modules_to_save`` (so the
+adapter folder holds them and ``merge_and_unload`` folds them in); without LoRA the freeze flags act directly.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+VISION_MODULE = "visual"
+MERGER_MODULE = "merger"
+DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def part_of(name: str) -> str:
+    """'vision', 'merger' or 'llm' for a parameter name (works on plain, peft-wrapped and modules_to_save names)."""
+    parts = name.split(".")
+    if VISION_MODULE not in parts:
+        return "llm"
+    return "merger" if MERGER_MODULE in parts else "vision"
+
+
+def lora_config_for(model_args, args):
+    """A peft ``LoraConfig`` that puts LoRA on the LLM's linear layers only (the ViT has layers of the same names)
+    and saves the ViT/merger in full when they train. None without ``use_peft``."""
+    if not model_args.use_peft:
+        return None
+    from peft import LoraConfig
+
+    if args.freeze_llm:
+        raise ValueError("freeze_llm with use_peft leaves nothing for LoRA to train; drop one of them")
+    targets = model_args.lora_target_modules or list(DEFAULT_LORA_TARGETS)
+    if isinstance(targets, str):
+        targets = [targets]
+    if targets in (["all-linear"], "all-linear"):
+        targets = list(DEFAULT_LORA_TARGETS)
+    # A regex string: peft then matches full module names, so the ViT's gate/up/down_proj are left alone.
+    regex = rf"^(?!.*\b{VISION_MODULE}\b).*\.({'|'.join(targets)})$"
+    modules_to_save = list(model_args.lora_modules_to_save or [])
+    if not (args.freeze_vision_tower and args.freeze_merger):
+        modules_to_save.append(VISION_MODULE)
+    return LoraConfig(
+        r=model_args.lora_r, lora_alpha=model_args.lora_alpha, lora_dropout=model_args.lora_dropout,
+        target_modules=regex, modules_to_save=modules_to_save or None, task_type=model_args.lora_task_type,
+        use_rslora=model_args.use_rslora, use_dora=model_args.use_dora, bias="none",
+    )
+
+
+def prepare_model(model, model_args, args):
+    """Apply LoRA (when asked) and the freeze flags. Returns the model to train (maybe a ``PeftModel``)."""
+    peft_config = lora_config_for(model_args, args)
+    if peft_config is not None:
+        from peft import get_peft_model
+
+        model = get_peft_model(model, peft_config)
+    frozen = {"vision": args.freeze_vision_tower, "merger": args.freeze_merger,
+              "llm": args.freeze_llm or peft_config is not None}
+    for name, param in model.named_parameters():
+        part = part_of(name)
+        if peft_config is not None and part == "llm":
+            continue  # peft already decided: LoRA weights train, base weights do not
+        if peft_config is not None and "modules_to_save" not in name and part != "llm":
+            continue  # the frozen original copy that modules_to_save keeps beside the trained one
+        param.requires_grad_(not frozen[part])
+    counts = trainable_counts(model)
+    if not any(counts.values()):
+        raise ValueError("every parameter is frozen; nothing to train")
+    logger.info("trainable parameters: %s", ", ".join(f"{k} {v:,}" for k, v in counts.items()))
+    return model
+
+
+def trainable_counts(model) -> dict[str, int]:
+    counts = {"vision": 0, "merger": 0, "llm": 0}
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            counts[part_of(name)] += _numel(param)
+    return counts
+
+
+def _numel(param: torch.nn.Parameter) -> int:
+    # Under ZeRO-3 the local tensor is a placeholder; DeepSpeed records the full size in ds_numel.
+    return int(getattr(param, "ds_numel", param.numel()))
+
+
+def parameter_groups(model, args, decay_names: set[str]) -> list[dict]:
+    """Optimizer groups: (vision, merger, llm) x (decay, no decay), each with its own learning rate."""
+    rates = {"llm": args.learning_rate,
+             "vision": args.learning_rate if args.vision_lr is None else args.vision_lr,
+             "merger": args.learning_rate if args.merger_lr is None else args.merger_lr}
+    groups: dict[tuple[str, bool], list] = {}
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            groups.setdefault((part_of(name), name in decay_names), []).append(param)
+    return [
+        {"params": params, "lr": rates[part], "weight_decay": args.weight_decay if decay else 0.0, "name": part}
+        for (part, decay), params in sorted(groups.items())
+    ]
