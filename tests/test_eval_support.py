@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 from cogip.models import load_policy
@@ -23,17 +24,21 @@ def fit_tiny(model_dir: str | Path, train, out_dir: str | Path, steps: int = 60,
     model.train()
     n = len(train)
     g = torch.Generator().manual_seed(seed)
-    for step in range(steps):
+    prompt_len: dict[str, int] = {}  # prompt text -> tokens with its image (images share one size per split)
+    for _ in range(steps):
         idx = torch.randint(0, n, (batch_size,), generator=g).tolist()
         rows = train.select(idx)
-        prompts = [processor.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in rows["prompt"]]
+        images = [[im.convert("RGB")] for im in rows["image"]]
+        prompts = [processor.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
+                   for p in rows["prompt"]]
+        for p, im in zip(prompts, images, strict=True):
+            if p not in prompt_len:
+                prompt_len[p] = len(processor(text=[p], images=[im])["input_ids"][0])
         full = [p + a + "<|im_end|>" for p, a in zip(prompts, rows["answer"], strict=True)]
-        enc = processor(text=full, images=[[im.convert("RGB")] for im in rows["image"]], padding=True,
-                        return_tensors="pt")
+        enc = processor(text=full, images=images, padding=True, return_tensors="pt")
         labels = enc["input_ids"].clone()
         for b, p in enumerate(prompts):
-            n_prompt = len(processor(text=[p], images=[[rows["image"][b].convert("RGB")]])["input_ids"][0])
-            labels[b, :n_prompt] = -100
+            labels[b, :prompt_len[p]] = -100  # loss on the answer only
         labels[enc["attention_mask"] == 0] = -100
         loss = model(**enc, labels=labels).loss
         loss.backward()
@@ -66,3 +71,13 @@ def make_run_dir(run_dir: Path, checkpoints: dict[int, Path], log_history: list[
     if correlation_log is not None:
         (run_dir / "correlation_log.jsonl").write_text("".join(json.dumps(e) + "\n" for e in correlation_log))
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def fitted_model_dir(tiny_model_dir, synthetic_splits, tmp_path_factory):
+    """The tiny model after 60 answer-fitting steps; cached in the session's temp root so that every eval test
+    module shares one fit."""
+    out = tmp_path_factory.getbasetemp() / "eval-fitted-tiny"
+    if not (out / "config.json").exists():
+        fit_tiny(tiny_model_dir, synthetic_splits["train"], out, steps=60)
+    return out

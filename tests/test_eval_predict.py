@@ -1,0 +1,154 @@
+"""The predictor on real tiny models: batching, expected-score decoding, sampling, mode handling, blindness,
+held-out rewards."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_eval_support import fitted_model_dir  # noqa: F401  (fixture)
+
+from cogip.answer import parse_answer, render_answer
+from cogip.models import load_policy
+from cogip.traits import get_trait
+from eval.blindness import movement, shuffled_images
+from eval.held_out_reward import held_out_rewards
+from eval.predict import Prediction, _bin_probs, _score_digits, predict
+
+
+@pytest.fixture(scope="module")
+def fitted(fitted_model_dir):  # noqa: F811
+    return load_policy(fitted_model_dir)
+
+
+@pytest.fixture(scope="module")
+def test_items(synthetic_splits):
+    return synthetic_splits["test"].select(range(16))
+
+
+def test_batched_generation_matches_batch_of_one(fitted, test_items):
+    model, processor = fitted
+    batched = predict(model, processor, test_items, batch_size=8, progress=False)
+    single = predict(model, processor, test_items, batch_size=1, progress=False)
+    assert [p.text for p in batched] == [p.text for p in single]
+    assert [p.id for p in batched] == list(test_items["id"])
+    assert all(p.parsed == parse_answer(p.text, p.trait) for p in batched)  # raw text and its parse are kept
+
+
+def test_expected_decoding_is_deterministic_and_scores_every_well_formed_item(fitted, test_items):
+    model, processor = fitted
+    first = predict(model, processor, test_items, decoding="expected", batch_size=8, progress=False)
+    second = predict(model, processor, test_items, decoding="expected", batch_size=5, progress=False)
+    assert [p.score for p in first] == pytest.approx([p.score for p in second], abs=1e-5)
+    well_formed = [p for p in first if p.parsed.well_formed]
+    assert len(well_formed) >= len(first) // 2, [p.text for p in first]  # the fit taught the answer format
+    for p in well_formed:
+        t = get_trait(p.trait)
+        assert p.score is not None and t.low <= p.score <= t.high and p.expected_exact
+        assert set(p.label_probs) == set(t.labels) and sum(p.label_probs.values()) == pytest.approx(1.0)
+    # Expectations move off the greedy digits: the expected decoding is not the greedy one in disguise.
+    assert any(abs(p.score - p.parsed.score) > 1e-6 for p in well_formed)
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.sampled_from(["Aesthetics", "Funniness", "Emotional_Valence", "Memorability"]), st.floats(0, 1))
+def test_digits_of_a_rendered_answer_rebuild_its_score(trait_name, u):
+    t = get_trait(trait_name)
+    answer = render_answer(t, t.low + u * t.span)
+    pieces = list(answer)  # one character per token, as the byte-level tokenizer splits digits
+    parsed = parse_answer(answer, t)
+    digits, sign = _score_digits(pieces, parsed)
+    value = sign * sum(place * int(pieces[i]) for i, place in digits)
+    assert value == pytest.approx(parsed.score, abs=1e-9)
+    # Certain digits (one-hot distributions) put all label probability on the answer's own bin.
+    onehot = np.eye(10)[[int(pieces[i]) for i, _ in digits]]
+    probs = _bin_probs(t, onehot, [pl for _, pl in digits], sign)
+    assert probs[t.label_for(parsed.score)] == pytest.approx(1.0)
+
+
+def test_sample_decoding_averages_parsable_samples(fitted, test_items):
+    model, processor = fitted
+    items = test_items.select(range(4))
+    preds = predict(model, processor, items, decoding="sample", num_samples=3, batch_size=4, seed=1,
+                    progress=False)
+    again = predict(model, processor, items, decoding="sample", num_samples=3, batch_size=4, seed=1,
+                    progress=False)
+    assert [p.samples for p in preds] == [p.samples for p in again]  # seeded
+    for p in preds:
+        assert len(p.samples) == 3 and p.text == p.samples[0]
+        good = [s for s in p.sample_scores if s is not None]
+        assert (p.score is None) if not good else p.score == pytest.approx(np.mean(good))
+
+
+def test_mode_is_restored_and_wrapped_models_work(tiny_model_dir, test_items):
+    from peft import LoraConfig, get_peft_model
+
+    model, processor = load_policy(tiny_model_dir)
+    items = test_items.select(range(4))
+    base = predict(model, processor, items, max_new_tokens=4, progress=False)
+    model.train()
+    predict(model, processor, items, max_new_tokens=4, progress=False)
+    assert model.training  # restored
+
+    class Engine(torch.nn.Module):  # what DeepSpeed / DDP look like from outside: the model as .module
+        def __init__(self, module):
+            super().__init__()
+            self.module = module
+
+    peft_model = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj", "v_proj"]))
+    wrapped = predict(Engine(peft_model), processor, items, max_new_tokens=4, progress=False)
+    assert [p.text for p in wrapped] == [p.text for p in base]  # a fresh LoRA (B = 0) changes nothing
+
+
+def _p(trait: str, human: float, score: float | None, text: str = "") -> Prediction:
+    return Prediction(id="x", trait=trait, human=human, text=text, parsed=parse_answer(text, trait), score=score)
+
+
+def test_blindness_movement_and_flag():
+    original = [_p("Aesthetics", h, s) for h, s in ((1, 2.0), (5, 5.0), (9, 8.0))]
+    same = [_p("Aesthetics", h, s) for h, s in ((1, 2.0), (5, 5.0), (9, 8.0))]
+    moved = [_p("Aesthetics", h, s) for h, s in ((1, 8.0), (5, None), (9, 2.0))]
+    assert movement(original, same)["Aesthetics"]["ignores_image"]
+    m = movement(original, moved)["Aesthetics"]
+    assert not m["ignores_image"] and m["changed_rate"] == pytest.approx(2 / 3)
+    assert m["mean_abs_shift_of_range"] == pytest.approx((6 + 0 + 6) / 3 / 10)  # None scored as midpoint 5
+    perm = shuffled_images(list(range(7)), seed=3)
+    assert sorted(perm) == list(range(7)) and all(a != b for a, b in zip(perm, range(7), strict=True))
+
+
+def test_blindness_flags_a_model_that_ignores_the_image(tiny_model_dir, test_items):
+    from eval.blindness import blindness_check
+
+    model, processor = load_policy(tiny_model_dir)  # random: same answer whatever the image
+    items = test_items.select(range(8))
+    original = predict(model, processor, items, max_new_tokens=4, progress=False)
+    res = blindness_check(model, processor, items, original, max_new_tokens=4, progress=False)
+    assert set(res["flagged"]) == set(items["trait"])
+
+
+def closeness(completions, trait, score, **columns) -> list[float]:
+    """1 - |parsed - human| / span; 0 for unparsable text. A reward written for this test, in trl's contract."""
+    out = []
+    for c, t, s in zip(completions, trait, score, strict=True):
+        p = parse_answer(c[0]["content"], t)
+        out.append(0.0 if p.score is None else 1 - min(1.0, abs(p.score - s) / get_trait(t).span))
+    return out
+
+
+def test_held_out_rewards_use_trl_contract(test_items):
+    preds = [_p(t, s, None, render_answer(t, s)) for t, s in zip(test_items["trait"], test_items["score"],
+                                                                   strict=True)]
+    preds[0] = _p(preds[0].trait, preds[0].human, None, "no idea")
+
+    def not_applicable(completions, **kw):
+        return [None] * len(completions)
+
+    res = held_out_rewards(preds, {"closeness": closeness, "na": not_applicable}, test_items)
+    assert res["closeness"]["mean"] == pytest.approx((len(preds) - 1) / len(preds))
+    assert res["na"]["mean"] is None and res["na"]["n_none"] == len(preds)
+    assert set(res["closeness"]["per_trait"]) == set(test_items["trait"])
+    assert not math.isnan(res["closeness"]["per_trait"][preds[1].trait])

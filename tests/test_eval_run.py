@@ -1,0 +1,98 @@
+"""eval/run.py end to end on a fake training run (checkpoints saved like HF Trainer's), the training-log join, and
+the paired comparison through `python eval/run.py`."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_eval_support import fitted_model_dir, make_run_dir  # noqa: F401  (fixture)
+
+from cogip.answer import parse_answer
+from cogip.traits import get_trait
+from eval.training_log import read_correlation_log, read_log_history, training_at_step
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def within_half_range(completions, trait, score, **columns) -> list[float]:
+    """1 when the answer is within half the trait's range of the human score (a reward defined for this test)."""
+    out = []
+    for c, t, s in zip(completions, trait, score, strict=True):
+        p = parse_answer(c[0]["content"], t)
+        out.append(float(p.score is not None and abs(p.score - s) <= get_trait(t).span / 2))
+    return out
+
+
+HISTORY = [{"step": s, "reward": s / 10, "rewards/closeness/mean": s / 20, "loss": 0.0, "learning_rate": 1e-3}
+           for s in range(1, 7)]
+CORRELATION = [{"step": 3, "split": "validation", "Aesthetics/srcc": 0.3, "mean_srcc": 0.25},
+               {"step": 6, "split": "validation", "Aesthetics/srcc": 0.6, "mean_srcc": 0.5}]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, tiny_model_dir, fitted_model_dir):  # noqa: F811
+    return make_run_dir(tmp_path_factory.mktemp("grpo-run"), {3: tiny_model_dir, 6: fitted_model_dir}, HISTORY,
+                        incomplete_step=9, correlation_log=CORRELATION)
+
+
+def test_training_log_join(run_dir, tmp_path):
+    history, corr = read_log_history(run_dir), read_correlation_log(run_dir)
+    assert len(history) == 6 and [e["step"] for e in corr] == [3, 6]
+    at6 = training_at_step(history, corr, 6, previous_step=3)
+    assert at6["log_steps"] == [4, 6] and at6["reward"] == pytest.approx(0.5)  # mean of steps 4..6
+    assert at6["rewards"] == {"closeness": pytest.approx(0.25)}
+    assert at6["correlation"] == {"step": 6, "mean_srcc": 0.5, "srcc": {"Aesthetics": 0.6}}
+    # Absent logs and a torn last line (a run killed while writing) are handled.
+    (tmp_path / "correlation_log.jsonl").write_text('{"step": 2, "mean_srcc": 0.1}\n{"step": 4, "mean')
+    assert [e["step"] for e in read_correlation_log(tmp_path)] == [2]
+    assert read_log_history(tmp_path / "nothing") == []
+    assert training_at_step([], [], 5) == {"log_steps": None, "reward": None, "rewards": {}, "loss": None}
+
+
+def test_run_dir_evaluation_writes_every_output(run_dir, tmp_path):
+    from eval.run import cli_main
+
+    out = tmp_path / "eval"
+    rc = cli_main(["--run_dir", str(run_dir), "--synthetic_n", "16", "--n_boot", "100", "--output_dir", str(out),
+                   "--reward_funcs", "test_eval_run:within_half_range", "--max_new_tokens", "16"])
+    assert rc == 0
+    doc = json.loads((out / "metrics.json").read_text())
+    names = [c["name"] for c in doc["checkpoints"]]
+    assert names == ["checkpoint-3", "checkpoint-6"]  # checkpoint-9 is incomplete: skipped
+    ck6 = doc["checkpoints"][1]
+    assert ck6["training"]["reward"] == pytest.approx(0.5) and ck6["training"]["correlation"]["step"] == 6
+    assert "within_half_range" in ck6["held_out_rewards"]
+    for r in ck6["metrics"]["traits"].values():
+        assert r["n"] == 4 and 0 <= r["parse_rate"] <= 1 and "srcc_ci" in r and "parsed_only" in r
+    # The random checkpoint answers garbage: every item is counted as unparsable, none dropped.
+    ck3 = doc["checkpoints"][0]["metrics"]["overall"]
+    assert ck3["n"] == 16 and ck3["n_unparsable"] == 16
+    assert set(doc["checkpoints"][0]["blindness"]["flagged"]) == set(ck6["metrics"]["traits"])
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    assert len(rows) == 8 and {"srcc", "train_reward", "held_out_within_half_range"} <= set(rows[0])
+    report = (out / "report.md").read_text()
+    assert "middle of the trait's range" in report and "ignores the image" in report
+    assert (out / "curves.png").stat().st_size > 10_000
+    preds = [json.loads(x) for x in (out / "predictions_checkpoint-6.jsonl").read_text().splitlines()]
+    assert len(preds) == 16 and {"text", "parsed", "score"} <= set(preds[0])
+
+
+def test_compare_two_checkpoints_from_the_command_line(tiny_model_dir, fitted_model_dir, tmp_path):  # noqa: F811
+    out = tmp_path / "cmp"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "eval" / "run.py"), "--compare", str(fitted_model_dir), str(tiny_model_dir),
+         "--synthetic_n", "16", "--n_boot", "200", "--blindness", "false", "--max_new_tokens", "16",
+         "--decoding", "expected", "--output_dir", str(out)],
+        capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "SRCC" in proc.stdout  # the rich table
+    cmp = json.loads((out / "metrics.json").read_text())["comparison"]
+    for per in cmp["traits"].values():
+        mae = per["mae"]
+        assert mae["n"] == 4 and mae["diff"] == pytest.approx(mae["a"] - mae["b"])
+    assert "Paired comparison" in (out / "report.md").read_text()
