@@ -1,0 +1,56 @@
+"""Every config under configs/ parses; every YAML opens with a comment saying what it runs and how to launch it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+YAMLS = sorted(p for ext in ("*.yaml", "*.yml") for p in CONFIGS.rglob(ext))
+JSONS = sorted(CONFIGS.rglob("*.json"))
+SFT_CONFIGS = sorted([CONFIGS / "tiny" / "sft.yaml", *CONFIGS.glob("qwen2_5_vl_7b/sft_*.yaml")])
+
+
+def test_there_are_configs():
+    assert SFT_CONFIGS and all(p.exists() for p in SFT_CONFIGS)
+    assert {p.name for p in JSONS} >= {"zero2.json", "zero3.json", "zero3_offload.json"}
+
+
+@pytest.mark.parametrize("path", YAMLS, ids=lambda p: str(p.relative_to(CONFIGS)))
+def test_yaml_parses_and_opens_with_a_comment(path):
+    text = path.read_text()
+    assert text.lstrip().startswith("#"), f"{path} must open with a comment: what it runs and how to launch it"
+    assert isinstance(yaml.safe_load(text), dict)
+
+
+@pytest.mark.parametrize("path", JSONS, ids=lambda p: str(p.relative_to(CONFIGS)))
+def test_json_parses(path):
+    doc = json.loads(path.read_text())
+    if path.parent.name == "deepspeed":
+        assert doc["zero_optimization"]["stage"] in (2, 3)
+        assert doc["train_micro_batch_size_per_gpu"] == "auto"  # filled in from the training config
+        assert "optimizer" not in doc  # the trainer builds it: per-part learning rates need our param groups
+
+
+@pytest.mark.parametrize("path", SFT_CONFIGS, ids=lambda p: str(p.relative_to(CONFIGS)))
+def test_sft_configs_hold_only_known_fields(path, monkeypatch):
+    from sft_warmstart.train_sft import make_parser
+
+    doc = yaml.safe_load(path.read_text())
+    assert "sft_warmstart/train_sft.py --config" in path.read_text().split("\n\n")[0]  # the launch line
+    monkeypatch.chdir(CONFIGS.parent)  # paths in the configs are relative to the repository root
+    # CPU here: switch the GPU-only settings off; everything else is parsed as written.
+    script, training, model = make_parser().parse_args_and_config(
+        ["--config", str(path), "--bf16", "false", "--use_cpu", "true"] if "deepspeed" in doc
+        else ["--config", str(path)], fail_with_unknown_args=True)
+    assert training.soft_label_loss in ("triangular", "gaussian", "ce")
+    if "qwen2_5_vl_7b" in str(path):
+        assert (training.soft_label_eta, training.soft_label_lambda) == (0.15, 2.0)
+        assert training.per_device_train_batch_size * training.gradient_accumulation_steps * 8 == 128
+        assert training.lr_scheduler_type == "cosine" and doc["deepspeed"].endswith("zero3.json")
+        assert (training.merger_lr, training.vision_lr) == (1e-5, 2e-6)
+    if path.name == "sft_lora.yaml":
+        assert (model.lora_r, model.lora_alpha, model.lora_dropout, training.learning_rate) == (64, 64, 0.05, 3e-5)

@@ -1,0 +1,204 @@
+"""The SFT stage end to end on the tiny Qwen2.5-VL: real trl SFTTrainer, real data paths, no mocks."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from cogip.checkpoints import last_complete_checkpoint, list_complete_checkpoints
+from cogip.models import load_policy
+from sft_warmstart.collator import SoftLabelCollator, digit_token_ids
+from sft_warmstart.config import SoftLabelSFTConfig
+from sft_warmstart.trainable import parameter_groups, part_of, prepare_model, trainable_counts
+from sft_warmstart.trainer import SoftLabelSFTTrainer
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_CONFIG = ROOT / "configs" / "tiny" / "sft.yaml"
+
+
+def _model_args(**kw):
+    from trl import ModelConfig
+
+    return ModelConfig(model_name_or_path="tiny", **kw)
+
+
+def _args(out: Path, **kw) -> SoftLabelSFTConfig:
+    base = dict(output_dir=str(out), use_cpu=True, bf16=False, max_steps=2, per_device_train_batch_size=4,
+                report_to="none", gradient_checkpointing=False, save_strategy="no", learning_rate=1e-2,
+                logging_steps=1, max_length=None, dataloader_num_workers=0)
+    return SoftLabelSFTConfig(**{**base, **kw})
+
+
+def _sft(ds, n=None):
+    from cogip.data import to_sft_format
+
+    return to_sft_format(ds if n is None else ds.select(range(n)))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Checkpoint discovery
+
+
+def test_only_complete_checkpoints_are_resumed_from(tmp_path):
+    assert last_complete_checkpoint(tmp_path) is None
+    for step, state in ((2, {"global_step": 2}), (10, {"global_step": 10}), (12, None), (14, "half")):
+        d = tmp_path / f"checkpoint-{step}"
+        d.mkdir()
+        if state == "half":
+            (d / "trainer_state.json").write_text('{"global_step": 1')  # killed while writing
+        elif state is not None:
+            (d / "trainer_state.json").write_text(json.dumps(state))
+    (tmp_path / "checkpoint-x").mkdir()
+    assert [p.name for p in list_complete_checkpoints(tmp_path)] == ["checkpoint-2", "checkpoint-10"]
+    assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-10")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Collator: the score digits it finds spell the answer's score
+
+
+def test_collator_finds_the_score_digits(tiny_model_dir, synthetic_splits):
+    from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
+
+    _, processor = load_policy(tiny_model_dir)
+    tok = processor.tokenizer
+    collator = SoftLabelCollator(DataCollatorForVisionLanguageModeling(processor, completion_only_loss=True), tok)
+    ds = _sft(synthetic_splits["train"], 6)
+    batch = collator([ds[i] for i in range(6)])
+    ids = digit_token_ids(tok)
+    for b in range(6):
+        pos = batch["score_digit_positions"][b]
+        places = batch["score_digit_places"][b][pos >= 0].tolist()
+        digits = [ids.index(int(batch["labels"][b, p])) for p in pos[pos >= 0].tolist()]
+        value = sum(d * 10.0 ** p for d, p in zip(digits, places))
+        assert abs(value - abs(ds[b]["score"])) < 1e-6
+        assert batch["score_sigma"][b].item() == pytest.approx(ds[b]["score_std"], rel=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Which parameters train, at what rate
+
+
+def test_lora_on_llm_with_vision_and_merger_at_their_own_rates(tiny_model_dir, tmp_path):
+    model, _ = load_policy(tiny_model_dir)
+    args = _args(tmp_path, freeze_vision_tower=True, merger_lr=1e-3, vision_lr=1e-4)
+    model = prepare_model(model, _model_args(use_peft=True, lora_r=4, lora_alpha=8), args)
+    counts = trainable_counts(model)
+    assert counts["vision"] == 0 and counts["merger"] > 0 and counts["llm"] > 0
+    lora_names = [n for n, p in model.named_parameters() if p.requires_grad and part_of(n) == "llm"]
+    assert lora_names and all("lora_" in n for n in lora_names)
+    assert not any("lora_" in n and "visual" in n for n, _ in model.named_parameters())  # no LoRA in the ViT
+    groups = parameter_groups(model, args, decay_names=set())
+    assert {g["name"]: g["lr"] for g in groups} == {"merger": 1e-3, "llm": 1e-2}
+    with pytest.raises(ValueError):
+        prepare_model(load_policy(tiny_model_dir)[0], _model_args(use_peft=True), _args(tmp_path, freeze_llm=True))
+
+
+def test_full_finetuning_gaussian_trains_only_unfrozen_parts(tiny_model_dir, synthetic_splits, tmp_path):
+    model, processor = load_policy(tiny_model_dir)
+    args = _args(tmp_path, freeze_merger=True, vision_lr=1e-3, soft_label_loss="gaussian", max_steps=2)
+    model = prepare_model(model, _model_args(), args)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    trainer = SoftLabelSFTTrainer(model=model, args=args, train_dataset=_sft(synthetic_splits["train"], 8),
+                                  processing_class=processor)
+    trainer.train()
+    assert {g["name"]: g["initial_lr"] for g in trainer.optimizer.param_groups} == {"vision": 1e-3, "llm": 1e-2}
+    changed = {part: False for part in ("vision", "merger", "llm")}
+    for n, p in model.named_parameters():
+        changed[part_of(n)] |= not torch.equal(before[n], p.detach())
+    assert changed == {"vision": True, "merger": False, "llm": True}
+    logged = [h for h in trainer.state.log_history if "digit_loss" in h]
+    assert logged and all(h["digit_loss"] > 0 for h in logged)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The entry script and `cogalign sft`: train, save, resume, merge
+
+
+def test_tiny_config_trains_resumes_and_merges(tmp_path, capfd):
+    from transformers import AutoModelForImageTextToText
+
+    from cogip.cli import main as cogalign
+
+    out = tmp_path / "run"
+    common = ["--output_dir", str(out), "--synthetic_train_size", "48", "--save_steps", "8", "--logging_steps", "4"]
+    # 1) As users launch it: python sft_warmstart/train_sft.py --config configs/tiny/sft.yaml
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    proc = subprocess.run([sys.executable, str(ROOT / "sft_warmstart" / "train_sft.py"), "--config", str(TINY_CONFIG),
+                           *common, "--max_steps", "16", "--merge_lora", "false"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert last_complete_checkpoint(out) == str(out / "checkpoint-16")
+    state = json.loads((out / "checkpoint-16" / "trainer_state.json").read_text())
+    logs = [h for h in state["log_history"] if "loss" in h]
+    # It learned: the loss fell and far more answer tokens are predicted right than at the start.
+    assert logs[-1]["loss"] < logs[0]["loss"] - 0.2, logs
+    assert logs[-1]["mean_token_accuracy"] > logs[0]["mean_token_accuracy"] + 0.2, logs
+    assert (out / "adapter_model.safetensors").exists() and "Stage 1 of cogalign" in (out / "README.md").read_text()
+
+    # 2) `cogalign sft` in the same folder resumes from checkpoint-16 and ignores a half-written checkpoint-30.
+    (out / "checkpoint-30").mkdir()
+    capfd.readouterr()
+    assert cogalign(["sft", "--config", str(TINY_CONFIG), *common, "--max_steps", "18"]) == 0
+    assert f"Resuming from {out / 'checkpoint-16'}" in capfd.readouterr().out
+    assert json.loads((out / "checkpoint-18" / "trainer_state.json").read_text())["global_step"] == 18
+
+    # The adapter holds trained LoRA weights and the trained ViT/merger copy.
+    adapter = load_file(out / "adapter_model.safetensors")
+    assert any("lora_B" in k and v.abs().sum() > 0 for k, v in adapter.items())
+    assert any("visual" in k and "merger" in k for k in adapter)
+
+    # 3) The merged model loads with plain from_pretrained and equals base + adapter.
+    merged = AutoModelForImageTextToText.from_pretrained(out / "merged")
+    peft_model, processor = load_policy(out)
+    base = AutoModelForImageTextToText.from_pretrained(out / "tiny-base")
+    ids = torch.tensor([processor.tokenizer("very high 8.130").input_ids])
+    with torch.no_grad():
+        a, b, c = (m.eval()(input_ids=ids).logits for m in (merged, peft_model, base))
+    assert torch.allclose(a, b, atol=1e-4) and not torch.allclose(a, c, atol=1e-3)
+    assert (out / "merged" / "README.md").exists()
+
+
+def test_bad_data_is_refused_before_training(tmp_path):
+    from datasets import Dataset
+    from PIL import Image
+
+    img = Image.new("RGB", (56, 56), (200, 30, 30))
+    rows = [{"image": img, "trait": "Aesthetics", "score": s} for s in (3.2, 12.5, 7.0, 4.4)]
+    rows.append({"image": img, "trait": "Beauty", "score": 1.0})
+    Dataset.from_list(rows).save_to_disk(tmp_path / "data")
+    out = tmp_path / "run"
+    argv = ["--config", str(TINY_CONFIG), "--dataset", "hf", "--dataset_path", str(tmp_path / "data"),
+            "--output_dir", str(out), "--max_steps", "1", "--merge_lora", "false", "--save_strategy", "no",
+            "--per_device_train_batch_size", "2"]
+    from sft_warmstart.train_sft import cli_main
+
+    assert cli_main(argv) == 2
+    assert not (out / "tiny-base").exists()  # refused before even a model was built
+    assert cli_main([*argv, "--drop_invalid_items"]) == 0
+    assert (out / "adapter_model.safetensors").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("zero", ["zero2", "zero3"])
+def test_deepspeed_zero_on_cpu(tmp_path, zero):
+    """Two CPU processes under DeepSpeed (gloo), the tiny LoRA recipe."""
+    pytest.importorskip("deepspeed")
+    out = tmp_path / zero
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", "2",
+           str(ROOT / "sft_warmstart" / "train_sft.py"), "--config", str(TINY_CONFIG), "--output_dir", str(out),
+           "--deepspeed", str(ROOT / "configs" / "deepspeed" / f"{zero}.json"), "--max_steps", "3",
+           "--synthetic_train_size", "32", "--per_device_train_batch_size", "2", "--save_steps", "3"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert (out / "adapter_model.safetensors").exists() and last_complete_checkpoint(out)
+    merged, _ = load_policy(out / "merged")
+    assert merged is not None
