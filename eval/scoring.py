@@ -108,3 +108,13 @@ def train_means_of(dataset) -> dict[str, float]:
     for t, s in zip(dataset["trait"], dataset["score"], strict=True):
         sums.setdefault(get_trait(t).name, []).append(float(s))
     return {t: float(np.mean(v)) for t, v in sums.items()}
+
+
+def flat_metrics(result: dict, keys: tuple[str, ...] = ("srcc", "plcc", "mae", "parse_rate")) -> dict[str, float]:
+    """One flat dict for loggers and the GRPO correlation log: ``{"<Trait>/srcc": ..., "mean_srcc": ...,
+    "parse_rate": ...}`` from :func:`evaluate`'s result (undefined values are left out)."""
+    flat = {f"{t}/{k}": r[k] for t, r in result["traits"].items() for k in keys
+            if r.get(k) is not None and math.isfinite(r[k])}
+    ov = result["overall"]
+    flat |= {k: ov[k] for k in ("mean_srcc", "mean_plcc", "parse_rate") if ov.get(k) is not None}
+    return flat
