@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from cogip.checkpoints import list_complete_checkpoints
 from cogip.models import load_policy
@@ -132,7 +133,7 @@ def evaluate_run(args: EvalArgs) -> dict:
     if not models:
         raise FileNotFoundError(f"{args.run_dir} holds no complete checkpoint and no saved model")
     results, previous, all_preds = [], None, {}
-    for name, path, step in models:
+    for name, path, step in tqdm(models, desc=f"checkpoints in {Path(args.run_dir).name}", unit="ckpt"):
         model, processor = _load(path, args)
         res, preds = evaluate_model(model, processor, dataset, args, train_means, reward_fns, label=name)
         res |= {"name": name, "path": path, "step": step,

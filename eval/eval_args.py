@@ -54,3 +54,5 @@ class EvalArgs:
             raise ValueError("--compare takes two models")
         if self.decoding not in ("greedy", "expected", "sample"):
             raise ValueError(f"--decoding must be greedy, expected or sample, not {self.decoding!r}")
+        if self.unparsable not in ("midpoint", "worst", "train_mean"):
+            raise ValueError(f"--unparsable must be midpoint, worst or train_mean, not {self.unparsable!r}")
