@@ -245,16 +245,29 @@ def soft_label_loss(logits: torch.Tensor, labels: torch.Tensor, digit_positions:
     digit_value = (pos_labels[..., None] == digit_ids).to(torch.long).argmax(-1)  # (B, D)
     contrib = torch.where(is_digit, digit_value.to(torch.float64) * torch.pow(10.0, places.to(torch.float64)),
                           torch.zeros((), dtype=torch.float64, device=device))
-    magnitude = contrib.sum(1, keepdim=True).expand_as(contrib)  # (B, D) |score| as written
-    prefix = contrib.cumsum(1) - contrib  # value of the digits before each one
-    last_place = torch.where(is_digit, places, torch.full_like(places, 1 << 20)).min(1, keepdim=True).values
+    # A row may hold several numbers (multi-turn data): within one number the places fall by exactly 1 from digit
+    # to digit, and a number never starts below the units place, so a digit opens a new number otherwise.
+    prev_place = torch.cat([places.new_full((bsz, 1), 1 << 20), places[:, :-1]], 1)
+    prev_digit = torch.cat([is_digit.new_zeros(bsz, 1), is_digit[:, :-1]], 1)
+    starts = is_digit & ~(prev_digit & (places == prev_place - 1))
+    key = (torch.arange(bsz, device=device)[:, None] * (places.shape[1] + 1) + starts.cumsum(1)).reshape(-1)
+    n_keys = bsz * (places.shape[1] + 1)
+    running = contrib.cumsum(1)  # (B, D) inclusive running sum along the row
+    base = torch.zeros(n_keys, dtype=torch.float64, device=device)  # running sum before each number
+    base[key[starts.reshape(-1)]] = (running - contrib)[starts]
+    magnitude = torch.zeros(n_keys, dtype=torch.float64, device=device).index_add_(0, key, contrib.reshape(-1))
+    magnitude = magnitude[key].view_as(contrib)  # (B, D) |number| as written, per digit
+    prefix = running - contrib - base[key].view_as(contrib)  # value of the same number's digits before this one
+    last = torch.full((n_keys,), 1 << 20, dtype=torch.long, device=device)
+    last = last.scatter_reduce(0, key, torch.where(is_digit, places, 1 << 20).reshape(-1), reduce="amin")
+    last_place = last[key].view_as(places)  # exponent of the number's last digit (for the rounding half-unit)
     item_sigma = torch.where(torch.isfinite(sigma) & (sigma > 0), sigma, config.sigma_fraction * span)
 
     b_idx = torch.arange(bsz, device=device)[:, None].expand_as(positions)
     k_slot = slot[(b_idx * seq + safe_pos)[is_digit]]  # (K,)
     targets = digit_soft_targets(
         digit_value[is_digit], places[is_digit], prefix[is_digit], magnitude[is_digit],
-        last_place.expand_as(places)[is_digit], span[:, None].expand_as(places)[is_digit],
+        last_place[is_digit], span[:, None].expand_as(places)[is_digit],
         item_sigma[:, None].expand_as(places)[is_digit], config,
     )  # (K, 10)
     target_ids[k_slot] = digit_ids

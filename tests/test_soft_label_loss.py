@@ -46,49 +46,45 @@ def _piece_of(tokenizer):
 # The reference: everything per position, in plain Python where it can be.
 
 
-def _reference_digits(pieces: list[str]) -> dict[int, tuple[int, int]]:
-    """piece index -> (digit, place) for the digits of the last number in the decoded pieces."""
+def _reference_numbers(pieces: list[str]) -> list[list[tuple[int, int, int]]]:
+    """Every number in the decoded pieces, each as [(piece index, digit, place), ...] (single-digit pieces only)."""
     text = "".join(pieces)
-    numbers = re.findall(r"-?\d+(?:\.\d+)?", text)
-    if not numbers:
-        return {}
-    last = numbers[-1]
-    start = text.rfind(last)
-    body = last.lstrip("-")
-    int_digits = len(body.split(".")[0])
-    # Owner piece of each character.
-    owner = []
+    owner = []  # owner[c] = the piece that character c belongs to
     for k, p in enumerate(pieces):
         owner.extend([k] * len(p))
-    out, seen = {}, 0
-    for offset, ch in enumerate(last):
-        if ch in "-.":
-            continue
-        place = int_digits - 1 - seen
-        seen += 1
-        k = owner[start + offset]
-        if pieces[k] == ch:
-            out[k] = (int(ch), place)
-    return out
+    numbers = []
+    for match in re.finditer(r"-?\d+(?:\.\d+)?", text):
+        body = match.group(0).lstrip("-")
+        int_digits = len(body.split(".")[0])
+        digits, seen = [], 0
+        for c in range(match.start(), match.end()):
+            if text[c] in "-.":
+                continue
+            place = int_digits - 1 - seen
+            seen += 1
+            if pieces[owner[c]] == text[c]:
+                digits.append((owner[c], int(text[c]), place))
+        numbers.append(digits)
+    return numbers
 
 
 def _phi(x: float) -> float:
     return 0.5 * (1.0 + math.erf(x / math.sqrt(2.0)))
 
 
-def _reference_target(digits: list[tuple[int, int]], j: int, span: float, sigma: float,
+def _reference_target(number: list[tuple[int, int]], j: int, span: float, sigma: float,
                       cfg: SoftLabelConfig) -> list[float]:
     """Target over 0..9 for the j-th digit of a number given as [(digit, place), ...]."""
-    true, place = digits[j]
+    true, place = number[j]
     one_hot = [1.0 if d == true else 0.0 for d in range(10)]
     if cfg.kind == "ce":
         return one_hot
     if cfg.kind == "triangular":
         psi = [max(0.0, 1.0 - abs(d - true) * 10.0 ** place / (cfg.width * span)) for d in range(10)]
     else:
-        magnitude = sum(d * 10.0 ** p for d, p in digits)
-        prefix = sum(d * 10.0 ** p for d, p in digits[:j])
-        half = 0.5 * 10.0 ** min(p for _, p in digits)
+        magnitude = sum(d * 10.0 ** p for d, p in number)
+        prefix = sum(d * 10.0 ** p for d, p in number[:j])
+        half = 0.5 * 10.0 ** min(p for _, p in number)
         psi = []
         for d in range(10):
             low = prefix + d * 10.0 ** place - half
@@ -103,17 +99,17 @@ def reference_loss(logits, labels, piece_of, spans, sigmas, digit_ids, cfg: Soft
     for b in range(labels.shape[0]):
         trained = [t for t in range(labels.shape[1]) if labels[b, t] != -100]
         pieces = [piece_of(int(labels[b, t])) for t in trained]
-        found = _reference_digits(pieces)
-        number = [found[k] for k in sorted(found)]
+        targets = {}  # piece index -> its digit's target
         sigma = sigmas[b] if sigmas[b] == sigmas[b] and sigmas[b] > 0 else cfg.sigma_fraction * spans[b]
+        for number in _reference_numbers(pieces):
+            for j, (k, _, _) in enumerate(number):
+                targets[k] = _reference_target([(d, p) for _, d, p in number], j, spans[b], sigma, cfg)
         for k, t in enumerate(trained):
             if t == 0:
                 continue
             log_p = torch.log_softmax(logits[b, t - 1], dim=-1)
-            if k in found:
-                j = sorted(found).index(k)
-                target = _reference_target(number, j, spans[b], sigma, cfg)
-                term = -sum(target[d] * log_p[digit_ids[d]] for d in range(10))
+            if k in targets:
+                term = -sum(targets[k][d] * log_p[digit_ids[d]] for d in range(10))
                 total = total + (1.0 if cfg.kind == "ce" else cfg.lam) * term
             else:
                 total = total - log_p[labels[b, t]]
@@ -140,14 +136,17 @@ def _answer(rng: random.Random) -> tuple[str, float, float]:
     return text, trait.span, sigma
 
 
-def random_batch(tokenizer, seed: int, batch: int = 4, vocab_pad: int = 0, dtype=torch.float64):
+def random_batch(tokenizer, seed: int, batch: int = 4, vocab_pad: int = 0, dtype=torch.float64, answers: int = 1):
     rng = random.Random(seed)
     rows, spans, sigmas = [], [], []
     for _ in range(batch):
-        text, span, sigma = _answer(rng)
-        prompt = tokenizer(f"Rate item {rng.randint(0, 999)}: score 12.5?").input_ids
-        answer = tokenizer(text).input_ids + [tokenizer.convert_tokens_to_ids("<|im_end|>")]
-        rows.append([-100] * len(prompt) + answer)
+        row = []
+        for _ in range(answers):  # answers > 1: multi-turn rows, several trained numbers per row
+            text, span, sigma = _answer(rng)
+            prompt = tokenizer(f"Rate item {rng.randint(0, 999)}: score 12.5?").input_ids
+            answer = tokenizer(text).input_ids + [tokenizer.convert_tokens_to_ids("<|im_end|>")]
+            row += [-100] * len(prompt) + answer
+        rows.append(row)
         spans.append(span)
         sigmas.append(sigma)
     seq = max(len(r) for r in rows) + 3
@@ -157,6 +156,23 @@ def random_batch(tokenizer, seed: int, batch: int = 4, vocab_pad: int = 0, dtype
     gen = torch.Generator().manual_seed(seed)
     logits = 3.0 * torch.randn(batch, seq, len(tokenizer) + vocab_pad, generator=gen, dtype=dtype)
     return logits, labels, torch.tensor(spans), torch.tensor(sigmas)
+
+
+def _all_numbers_index(labels, piece):
+    """(B, D) positions/places of every trained number's digits (the collator only needs the last one)."""
+    width, found = 0, []
+    for row in labels.tolist():
+        trained = [t for t, y in enumerate(row) if y != -100]
+        pieces = [piece(row[t]) for t in trained]
+        digits = [(trained[k], p) for number in _reference_numbers(pieces) for k, _, p in number]
+        found.append(digits)
+        width = max(width, len(digits))
+    positions = torch.full((len(found), width), -1, dtype=torch.long)
+    places = torch.zeros((len(found), width), dtype=torch.long)
+    for b, digits in enumerate(found):
+        for j, (t, p) in enumerate(digits):
+            positions[b, j], places[b, j] = t, p
+    return positions, places
 
 
 def _digit_ids(tokenizer) -> list[int]:
@@ -182,6 +198,18 @@ def test_vectorised_loss_and_gradient_equal_reference(tokenizer, kind, seed):
 
     assert abs(out.loss.item() - ref.item()) < 1e-5
     assert torch.allclose(fast_logits.grad, ref_logits.grad, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["triangular", "gaussian"])
+def test_several_numbers_per_row_equal_reference(tokenizer, kind):
+    cfg = SoftLabelConfig(kind=kind, eta=0.5, lam=1.5)
+    piece = _piece_of(tokenizer)
+    logits, labels, spans, sigmas = random_batch(tokenizer, 11, batch=3, answers=3)
+    positions, places = _all_numbers_index(labels, piece)
+    out = soft_label_loss(logits, labels, positions, places, _digit_ids(tokenizer), cfg, spans, sigmas)
+    ref = reference_loss(logits, labels, piece, spans.tolist(), sigmas.tolist(), _digit_ids(tokenizer), cfg)
+    assert out.num_digits >= 3 * 3 * 2
+    assert abs(out.loss.item() - ref.item()) < 1e-5
 
 
 def test_ce_kind_is_plain_cross_entropy(tokenizer):
