@@ -20,10 +20,9 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import math
 import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -54,7 +53,6 @@ class Prediction:
     expected_exact: bool | None = None  # expected decoding: every digit of the greedy score was its own token
     samples: list[str] | None = None
     sample_scores: list[float | None] | None = None
-    extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -256,11 +254,6 @@ def predict(model, processor, dataset, decoding: str = "greedy", batch_size: int
             bar.update(len(rows["id"]))
     bar.close()
     return out
-
-
-def scores_of(predictions: Sequence[Prediction]) -> list[float]:
-    """Decoded scores with NaN for unparsable items (for quick looks; :mod:`eval.scoring` applies the policy)."""
-    return [math.nan if p.score is None else p.score for p in predictions]
 
 
 def by_trait(predictions: Sequence[Prediction]) -> dict[str, list[Prediction]]:

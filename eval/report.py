@@ -107,7 +107,11 @@ def markdown_report(results: dict, settings: dict) -> str:
     lines += [f"**Unparsable answers** are kept and {policy} (`--unparsable {settings.get('unparsable')}`); scores "
               "outside a trait's range are clipped to it. `parse rate` counts answers with a readable number; the "
               "`parsed only` columns recompute SRCC and MAE without the unparsable items. Intervals are 95% "
-              f"percentile bootstrap intervals over items ({settings.get('n_boot')} resamples).", ""]
+              f"percentile bootstrap intervals over items ({settings.get('n_boot')} resamples).", "",
+              "Reference lines: *label-oracle SRCC* is what a model that knew only each item's true label bin "
+              "would reach; *train-mean MAE* is the error of always answering the training mean. *pred/human std* "
+              "below 0.25 flags a collapsed model. PLCC (logistic) maps the scores through the 4-parameter "
+              "logistic of quality assessment before correlating.", ""]
     for ck in cks:
         step = f" (step {ck['step']})" if ck.get("step") is not None else ""
         lines += [f"## {ck['name']}{step}", "", f"`{ck['path']}`", ""]
