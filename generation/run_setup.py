@@ -1,0 +1,58 @@
+"""Turning :class:`GenerationArgs` into concrete checkpoints, alphas, seeds and pipeline call arguments."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from generation.generation_args import GenerationArgs
+from generation.tiny_checkpoints import (
+    STANDIN_NOTE, ensure_standin_aligned, ensure_tiny_base, ensure_tiny_qwen_image, is_standin)
+
+log = logging.getLogger("cogalign.generation")
+
+
+def resolve_models(args: GenerationArgs) -> dict:
+    """``{"pipeline", "aligned", "base_encoder", "judge", "notes"}`` as paths or hub ids. ``pipeline: tiny`` builds
+    the tiny Qwen-Image checkpoint (and, without ``aligned_model``, the stand-in aligned encoder) under
+    ``output_dir``; an existing build is reused."""
+    out = Path(args.output_dir)
+    notes = []
+    pipeline, aligned = args.pipeline, args.aligned_model
+    if pipeline == "tiny":
+        base = ensure_tiny_base(out / "tiny-base")
+        pipeline = str(ensure_tiny_qwen_image(out / "tiny-qwen-image", base))
+        notes.append("pipeline: a tiny random Qwen-Image (random transformer and VAE): images are noise-like")
+        if not aligned:
+            aligned = str(ensure_standin_aligned(out / "tiny-aligned-standin", base))
+    if not aligned:
+        raise ValueError("aligned_model is required (an SFT adapter folder or a GRPO checkpoint); only pipeline "
+                         "'tiny' builds a stand-in")
+    if is_standin(aligned):
+        notes.append(STANDIN_NOTE)
+        log.warning(STANDIN_NOTE)
+    return {"pipeline": pipeline, "aligned": aligned, "base_encoder": args.base_encoder,
+            "judge": args.judge_model or aligned, "notes": notes}
+
+
+def alphas_of(args: GenerationArgs) -> list[float]:
+    """The alphas to run, sorted, always with 0 (base) and 1 (aligned), each in [0, 1]."""
+    bad = [a for a in args.alphas if not 0.0 <= float(a) <= 1.0]
+    if bad:
+        raise ValueError(f"alphas must lie in [0, 1] (0 = base encoder, 1 = aligned), not {bad}")
+    return sorted({0.0, 1.0, *(float(a) for a in args.alphas)})
+
+
+def seeds_of(args: GenerationArgs) -> list[int]:
+    if args.images_per_prompt < 1:
+        raise ValueError("images_per_prompt must be at least 1")
+    return [args.seed + i for i in range(args.images_per_prompt)]
+
+
+def call_kwargs(args: GenerationArgs) -> dict:
+    """Keyword arguments for every QwenImagePipeline call (the same for both encoders)."""
+    kw = {"height": args.height, "width": args.width, "num_inference_steps": args.num_inference_steps,
+          "true_cfg_scale": args.true_cfg_scale, "max_sequence_length": args.max_sequence_length}
+    if args.true_cfg_scale > 1 and args.negative_prompt is not None:
+        kw["negative_prompt"] = args.negative_prompt
+    return kw
