@@ -12,19 +12,28 @@ from generation.seed_paired import GeneratedImage
 _PAD = 8
 
 
-def _font(size: int):
+def _font(size: int) -> tuple[ImageFont.ImageFont, bool]:
+    """A font of ``size`` px and whether it has the Greek alpha. Pillow's built-in font lacks Greek, so prefer the
+    DejaVu Sans that matplotlib ships."""
     try:
-        return ImageFont.load_default(size=size)  # scalable with FreeType (Pillow >= 10.1)
+        from matplotlib import font_manager
+
+        return ImageFont.truetype(font_manager.findfont("DejaVu Sans", fallback_to_default=False), size), True
+    except (ImportError, OSError, ValueError):
+        pass
+    try:
+        return ImageFont.load_default(size=size), False  # scalable with FreeType (Pillow >= 10.1)
     except TypeError:
-        return ImageFont.load_default()
+        return ImageFont.load_default(), False
 
 
-def column_label(alpha: float) -> str:
+def column_label(alpha: float, greek: bool = True) -> str:
+    a = "α" if greek else "alpha"
     if alpha == 0.0:
-        return "base (α=0)"
+        return f"base ({a}=0)"
     if alpha == 1.0:
-        return "aligned (α=1)"
-    return f"α={alpha:g}"
+        return f"aligned ({a}=1)"
+    return f"{a}={alpha:g}"
 
 
 def _text_width(draw: ImageDraw.ImageDraw, text: str, font) -> int:
@@ -40,13 +49,14 @@ def make_grid(records: list[GeneratedImage], out_dir: str | Path, cell: int = 25
     seeds = sorted({r.seed for r in records})
     by_key = {(r.seed, r.alpha): r for r in records}
     first = records[0]
-    font, small = _font(max(12, cell // 14)), _font(max(10, cell // 18))
+    (font, greek), (small, _) = _font(max(12, cell // 14)), _font(max(10, cell // 18))
     line_h = font.size + 4 if hasattr(font, "size") else 16
-    title = textwrap.wrap(f"{first.trait}: {first.prompt}", width=max(30, (len(alphas) * cell) // max(7, line_h // 2)))
     label_w = max(64, cell // 3)
+    width = label_w + len(alphas) * (cell + _PAD) + _PAD
+    chars = int((width - 2 * _PAD) / (0.55 * (line_h - 4)))  # a proportional font averages about 0.55 em a char
+    title = textwrap.wrap(f"{first.trait}: {first.prompt}", width=max(24, chars))
     caption_h = (small.size + 6 if hasattr(small, "size") else 14) if scores else 0
     top = _PAD + len(title) * line_h + _PAD + line_h
-    width = label_w + len(alphas) * (cell + _PAD) + _PAD
     height = top + len(seeds) * (cell + caption_h + _PAD) + _PAD
     grid = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(grid)
@@ -54,7 +64,7 @@ def make_grid(records: list[GeneratedImage], out_dir: str | Path, cell: int = 25
         draw.text((_PAD, _PAD + i * line_h), line, fill="black", font=font)
     for j, alpha in enumerate(alphas):
         x = label_w + j * (cell + _PAD)
-        label = column_label(alpha)
+        label = column_label(alpha, greek)
         draw.text((x + (cell - _text_width(draw, label, font)) // 2, top - line_h), label, fill="black", font=font)
     for i, seed in enumerate(seeds):
         y = top + i * (cell + caption_h + _PAD)

@@ -22,7 +22,8 @@ class GenerationArgs:
     prompt_files: list[str] | None = field(default=None, metadata={
         "help": "prompt set JSON files ({\"trait\": ..., \"prompts\": [...]}); default: generation/prompts/*.json"})
     prompts_per_trait: int | None = field(default=None, metadata={"help": "use only the first N prompts per trait"})
-    images_per_prompt: int = field(default=4, metadata={"help": "seeds per prompt; every seed is used for every alpha"})
+    images_per_prompt: int = field(default=4, metadata={
+        "help": "seeds per prompt; every seed is used for every alpha"})
     seed: int = field(default=0, metadata={"help": "seeds are seed, seed+1, ..., seed+images_per_prompt-1"})
     alphas: list[float] = field(default_factory=lambda: [0.0, 1.0], metadata={
         "help": "trait-strength knob: encoder weights (1-alpha)*base + alpha*aligned; 0 and 1 are always added"})

@@ -115,7 +115,8 @@ def summarize(records: list[GeneratedImage], judged: list[dict], unparsable: str
             win = np.where(diff > 0, 1.0, np.where(diff < 0, 0.0, 0.5))
             wins[f"{a:g}"] = {
                 "alpha": a, "pairs": len(pairs), "win_rate": float(win.mean()) if len(win) else math.nan,
-                "win_rate_ci": _boot_mean(win, n_boot, seed), "mean_diff": float(diff.mean()) if len(diff) else math.nan,
+                "win_rate_ci": _boot_mean(win, n_boot, seed),
+                "mean_diff": float(diff.mean()) if len(diff) else math.nan,
                 "mean_diff_ci": _boot_mean(diff, n_boot, seed)}
         traits[trait_name] = {"range": [trait.low, trait.high], "by_alpha": per_alpha, "vs_base": wins}
     return _nan_to_none({"unparsable_policy": unparsable, "n_boot": n_boot, "traits": traits})
@@ -132,13 +133,14 @@ def _fmt(x: float | None, ci: list | None = None, digits: int = 2) -> str:
 
 def summary_rows(summary: dict) -> tuple[list[str], list[list[str]]]:
     """Table rows: one per trait and alpha; win columns are empty for the base row."""
-    header = ["trait", "alpha", "images", "judge parse rate", "mean judged score [95% CI]",
-              "win rate vs base [95% CI]", "mean diff vs base [95% CI]"]
+    header = ["trait", "α", "images", "parsed", "judged score [95% CI]", "win rate vs base [95% CI]",
+              "Δ score vs base [95% CI]"]
     rows = []
+    names = {0.0: "0 base", 1.0: "1 aligned"}
     for name, t in summary["traits"].items():
         for key, a in t["by_alpha"].items():
             w = t["vs_base"].get(key)
-            rows.append([name, key if a["alpha"] not in (0.0, 1.0) else f"{key} ({'base' if key == '0' else 'aligned'})",
+            rows.append([name, names.get(a["alpha"], key),
                          str(a["n"]), f"{a['parse_rate']:.0%}", _fmt(a["mean"], a["ci"]),
                          _fmt(w["win_rate"], w["win_rate_ci"]) if w else "",
                          _fmt(w["mean_diff"], w["mean_diff_ci"]) if w else ""])
@@ -161,12 +163,15 @@ def print_summary(summary: dict, title: str = "Judged generation") -> None:
     from rich.table import Table
 
     header, rows = summary_rows(summary)
+    console = Console()
+    if not console.is_terminal:
+        console.width = max(console.width, 140)  # logs and CI: keep one row per line instead of wrapping intervals
     table = Table(title=title)
     for h in header:
-        table.add_column(h, justify="left" if h in ("trait", "alpha") else "right")
+        table.add_column(h, justify="left" if h in ("trait", "α") else "right", no_wrap=h == "trait")
     for r in rows:
         table.add_row(*r)
-    Console().print(table)
+    console.print(table)
 
 
 def plot_alpha_curve(summary: dict, path: str | Path) -> Path | None:

@@ -7,7 +7,12 @@ from pathlib import Path
 
 from generation.generation_args import GenerationArgs
 from generation.tiny_checkpoints import (
-    STANDIN_NOTE, ensure_standin_aligned, ensure_tiny_base, ensure_tiny_qwen_image, is_standin)
+    STANDIN_NOTE,
+    ensure_standin_aligned,
+    ensure_tiny_base,
+    ensure_tiny_qwen_image,
+    is_standin,
+)
 
 log = logging.getLogger("cogalign.generation")
 
