@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import textwrap
 from pathlib import Path
 
@@ -12,15 +13,24 @@ from generation.seed_paired import GeneratedImage
 _PAD = 8
 
 
-def _font(size: int) -> tuple[ImageFont.ImageFont, bool]:
-    """A font of ``size`` px and whether it has the Greek alpha. Pillow's built-in font lacks Greek, so prefer the
-    DejaVu Sans that matplotlib ships."""
-    try:
-        from matplotlib import font_manager
+def _dejavu() -> Path | None:
+    # matplotlib ships DejaVu Sans; find the file without importing matplotlib (slow) to keep grids quick.
+    spec = importlib.util.find_spec("matplotlib")
+    for folder in spec.submodule_search_locations if spec and spec.submodule_search_locations else []:
+        path = Path(folder) / "mpl-data" / "fonts" / "ttf" / "DejaVuSans.ttf"
+        if path.exists():
+            return path
+    return None
 
-        return ImageFont.truetype(font_manager.findfont("DejaVu Sans", fallback_to_default=False), size), True
-    except (ImportError, OSError, ValueError):
-        pass
+
+def _font(size: int) -> tuple[ImageFont.ImageFont, bool]:
+    """A font of ``size`` px and whether it has the Greek alpha (Pillow's built-in font lacks Greek)."""
+    path = _dejavu()
+    if path is not None:
+        try:
+            return ImageFont.truetype(str(path), size), True
+        except OSError:
+            pass
     try:
         return ImageFont.load_default(size=size), False  # scalable with FreeType (Pillow >= 10.1)
     except TypeError:

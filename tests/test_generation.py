@@ -1,0 +1,169 @@
+"""Generation stage on tiny real models (diffusers QwenImagePipeline + tiny Qwen2.5-VL encoders), no mocks."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from generation.encoder_swap import EncoderMismatchError, build_swapped_pipeline, load_qwen_image_pipeline
+from generation.judging import summarize
+from generation.prompt_sets import builtin_prompt_files, collect_prompts, parse_prompt_file
+from generation.seed_paired import GeneratedImage, seed_generators
+from generation.tiny_checkpoints import ensure_standin_aligned, ensure_tiny_base, ensure_tiny_qwen_image
+
+CALL = {"height": 32, "width": 32, "num_inference_steps": 2, "true_cfg_scale": 1.0, "max_sequence_length": 64,
+        "output_type": "np"}
+
+
+@pytest.fixture(scope="module")
+def tiny_gen_dir(tmp_path_factory):
+    """A folder holding tiny-base, tiny-qwen-image and tiny-aligned-standin, laid out as generate.py builds them."""
+    root = tmp_path_factory.mktemp("tiny-generation")
+    base = ensure_tiny_base(root / "tiny-base")
+    ensure_tiny_qwen_image(root / "tiny-qwen-image", base)
+    ensure_standin_aligned(root / "tiny-aligned-standin", base)
+    return root
+
+
+@pytest.fixture(scope="module")
+def swapped(tiny_gen_dir):
+    s = build_swapped_pipeline(tiny_gen_dir / "tiny-qwen-image", tiny_gen_dir / "tiny-aligned-standin",
+                               dtype="float32", device="cpu")
+    s.pipe.set_progress_bar_config(disable=True)
+    return s
+
+
+def _image(pipe, seed: int, prompt: str = "a red door in a white wall") -> np.ndarray:
+    return pipe(prompt=prompt, generator=seed_generators([seed]), **CALL).images[0]
+
+
+def test_swap_changes_embeddings_seed_reproduces_and_alpha0_is_the_base_pipeline(swapped, tiny_gen_dir):
+    pipe, blend = swapped.pipe, swapped.blend
+    prompt = "a red door in a white wall"
+    blend.set_alpha(0.0)
+    base_emb, base_mask = pipe.encode_prompt(prompt, device="cpu", max_sequence_length=64)
+    blend.set_alpha(1.0)
+    aligned_emb, aligned_mask = pipe.encode_prompt(prompt, device="cpu", max_sequence_length=64)
+    assert base_emb.shape == aligned_emb.shape and (base_mask is None) == (aligned_mask is None)
+    assert (base_emb - aligned_emb).abs().max() > 1e-3  # the swapped encoder conditions the transformer differently
+
+    a1, a2 = _image(pipe, 3), _image(pipe, 3)
+    assert np.array_equal(a1, a2)  # same seed, same encoder: the same image, bit for bit
+
+    blend.set_alpha(0.5)
+    half = _image(pipe, 3)
+    blend.set_alpha(0.0)  # back from the aligned weights to the stored base ones
+    b0 = _image(pipe, 3)
+    plain = load_qwen_image_pipeline(tiny_gen_dir / "tiny-qwen-image", "float32")  # untouched base pipeline
+    plain.set_progress_bar_config(disable=True)
+    assert np.array_equal(b0, _image(plain, 3))  # alpha 0 is exactly the base pipeline
+    assert not np.array_equal(b0, a1) and not np.array_equal(half, a1) and not np.array_equal(half, b0)
+
+
+def test_alpha_blends_weights_linearly(swapped):
+    blend = swapped.blend
+    blend.set_alpha(0.25)
+    name = next(k for k, v in blend.base.items() if v.ndim == 2)
+    live = blend.module.state_dict()[name]
+    torch.testing.assert_close(live, 0.75 * blend.base[name] + 0.25 * blend.aligned[name])
+    assert blend.max_weight_distance() > 0
+
+
+def test_lora_adapter_is_merged_on_the_fly(tiny_gen_dir, tmp_path):
+    from peft import LoraConfig, get_peft_model
+
+    from cogip.models import load_policy
+
+    model, _ = load_policy(str(tiny_gen_dir / "tiny-base"), dtype="float32")
+    cfg = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    adapter = tmp_path / "adapter"
+    peft_model = get_peft_model(model, cfg)
+    peft_model.peft_config["default"].base_model_name_or_path = str(tiny_gen_dir / "tiny-base")
+    peft_model.save_pretrained(adapter)
+    assert json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
+    s = build_swapped_pipeline(tiny_gen_dir / "tiny-qwen-image", adapter, dtype="float32", device="cpu")
+    assert s.checkpoints["aligned_encoder"]["adapter_base"] == str(tiny_gen_dir / "tiny-base")
+    assert s.blend.max_weight_distance() > 0  # the adapter's deltas are in the aligned weights
+
+
+def _mismatched(kind: str, tiny_gen_dir, tmp_path):
+    from cogip.models import TinySizes, build_tiny_qwen2_5_vl
+
+    if kind == "hidden size":
+        return build_tiny_qwen2_5_vl(tmp_path / "narrow", TinySizes(hidden_size=32, vision_hidden_size=32))
+    from transformers import AutoProcessor
+
+    other = tmp_path / "other-tokenizer"
+    shutil.copytree(tiny_gen_dir / "tiny-base", other)
+    processor = AutoProcessor.from_pretrained(other)
+    processor.tokenizer.add_tokens(["<|cogalign_extra|>"])
+    processor.save_pretrained(other)
+    return other
+
+
+@pytest.mark.parametrize("kind", ["hidden size", "tokenizer"])
+def test_mismatched_encoder_is_refused_before_any_image(kind, tiny_gen_dir, tmp_path):
+    from generation.generate import cli_main
+
+    bad = _mismatched(kind, tiny_gen_dir, tmp_path)
+    out = tmp_path / "run"
+    out.mkdir()
+    for name in ("tiny-base", "tiny-qwen-image"):  # reuse the tiny builds instead of rebuilding them
+        (out / name).symlink_to(tiny_gen_dir / name)
+    with pytest.raises(EncoderMismatchError, match=kind):
+        cli_main(["--config", "configs/tiny/generation.yaml", "--output_dir", str(out), "--aligned_model", str(bad)])
+    assert not (out / "images").exists() and not (out / "generation.json").exists()
+
+
+def test_tiny_config_end_to_end(tiny_gen_dir, tmp_path, capsys):
+    from generation.generate import cli_main
+
+    out = tmp_path / "run"
+    out.mkdir()
+    for name in ("tiny-base", "tiny-qwen-image", "tiny-aligned-standin"):
+        (out / name).symlink_to(tiny_gen_dir / name)
+    start = time.time()
+    assert cli_main(["--config", "configs/tiny/generation.yaml", "--output_dir", str(out)]) == 0
+    seconds = time.time() - start
+    gen = json.loads((out / "generation.json").read_text())
+    assert len(gen["images"]) == 4 * 1 * 2 * 3  # traits x prompts x seeds x alphas (0, 0.5, 1)
+    assert gen["alphas"] == [0.0, 0.5, 1.0] and gen["seeds"] == [0, 1]
+    assert gen["checkpoints"]["aligned_encoder"]["path"].endswith("tiny-aligned-standin")
+    assert any("stand-in" in n for n in gen["notes"])
+    assert all((out / r["file"]).exists() for r in gen["images"])
+    assert len(list((out / "grids").glob("*.png"))) == 4
+    judgement = json.loads((out / "judgement.json").read_text())
+    assert set(judgement["traits"]) == {"Aesthetics", "Funniness", "Emotional_Valence", "Memorability"}
+    assert len(judgement["images"]) == len(gen["images"])
+    assert "win rate vs base" in (out / "judgement.md").read_text()
+    assert "Judged by" in capsys.readouterr().out  # the rich table
+    assert seconds < 60, f"tiny generation took {seconds:.0f} s"
+
+
+def test_summary_counts_wins_per_seed_pair():
+    recs, judged = [], []
+    for seed, (base, aligned) in enumerate([(4.0, 6.0), (5.0, 7.0), (6.0, 5.0), (5.0, None)]):
+        for alpha, score in ((0.0, base), (1.0, aligned)):
+            f = f"images/Aesthetics/p/seed{seed}_alpha{alpha:.2f}.png"
+            recs.append(GeneratedImage("Aesthetics", "p", "text", seed, alpha, f))
+            judged.append({"file": f, "score": score, "text": ""})
+    t = summarize(recs, judged, "midpoint", n_boot=200)["traits"]["Aesthetics"]
+    assert t["vs_base"]["1"]["win_rate"] == pytest.approx((1 + 1 + 0 + 0.5) / 4)  # unparsable -> 5.0, a tie
+    assert t["by_alpha"]["1"]["parse_rate"] == 0.75
+    dropped = summarize(recs, judged, "drop", n_boot=200)["traits"]["Aesthetics"]["vs_base"]["1"]
+    assert dropped["pairs"] == 3 and dropped["win_rate"] == pytest.approx(2 / 3)
+
+
+def test_prompt_sets_ship_for_every_trait_and_bad_files_are_named(tmp_path):
+    assert set(builtin_prompt_files()) == {"Aesthetics", "Funniness", "Emotional_Valence", "Memorability"}
+    user = tmp_path / "mine.json"
+    user.write_text(json.dumps({"trait": "valence", "prompts": ["a sunny beach", {"id": "x", "text": "rain"}]}))
+    got = collect_prompts(None, [str(user)], None)
+    assert [(p.trait, p.id) for p in got] == [("Emotional_Valence", "p0"), ("Emotional_Valence", "x")]
+    with pytest.raises(ValueError, match="bad.json.*unknown trait"):
+        parse_prompt_file(json.dumps({"trait": "nope", "prompts": ["a"]}), "bad.json")
