@@ -74,7 +74,7 @@ def main(args: GenerationArgs) -> dict:
         from cogip.models import load_policy
 
         judge, processor = load_policy(models["judge"], dtype=torch_dtype(args.dtype), merge_adapter=True)
-        judge.to(args.device if torch.cuda.is_available() or args.device == "cpu" else "cpu")
+        judge.to(args.device)
         judged = judge_images(judge, processor, images, out, args.judge_decoding, args.judge_prompt_style,
                               args.judge_image_size, args.judge_batch_size, args.progress)
         del judge
