@@ -146,26 +146,55 @@ def digit_soft_targets(true_digit: torch.Tensor, place: torch.Tensor, prefix: to
 # The loss kernel.
 
 
-class _RowSoftCrossEntropy(torch.autograd.Function):
-    """Per-row ``H(target, softmax(logits[row]))`` for targets that live on at most C token ids per row.
+def _blocks(rows: torch.Tensor, rows_per_block: int):
+    """Yield (slice into rows, first row, last row + 1, contiguous?) per block of rows (rows sorted ascending).
 
-    Forward and backward walk the rows in blocks, so beyond the logits and their gradient only a
-    ``(rows_per_block, V)`` float32 block exists at a time. Returns (loss per row, argmax per row).
+    Contiguous blocks are read as views of the logits; others through index_select (one block-sized copy).
+    """
+    bounds = rows.tolist()  # N is small next to N * V; one host copy instead of a sync per block
+    for start in range(0, len(bounds), rows_per_block):
+        stop = min(start + rows_per_block, len(bounds))
+        first, last = bounds[start], bounds[stop - 1]
+        yield slice(start, stop), first, last + 1, last - first == stop - start - 1
+
+
+def _read_block(logits2d: torch.Tensor, rows: torch.Tensor, sl: slice, first: int, end: int, contiguous: bool,
+                gather_buf: list[torch.Tensor]) -> torch.Tensor:
+    """The block's logits rows: a view when contiguous, else copied into one reused buffer (allocated once)."""
+    if contiguous:
+        return logits2d[first:end]
+    idx = rows[sl]
+    if not gather_buf:
+        gather_buf.append(torch.empty(sl.stop - sl.start, logits2d.shape[1], dtype=logits2d.dtype,
+                                      device=logits2d.device))
+    return torch.index_select(logits2d, 0, idx, out=gather_buf[0][: idx.numel()])
+
+
+class _RowSoftCrossEntropy(torch.autograd.Function):
+    """Per-row ``H(target, softmax(logits[row]))`` for targets that live on C token ids per row.
+
+    Forward and backward walk the rows in blocks through one reused ``(rows_per_block, V)`` float32 buffer, so beyond
+    the logits and their gradient nothing full-vocabulary is allocated. Returns (loss per row, argmax per row or
+    an empty tensor when ``want_top1`` is False: the argmax costs one more pass over the block).
     """
 
     @staticmethod
-    def forward(ctx, logits2d, rows, target_ids, target_probs, rows_per_block: int):
-        # logits2d (R, V); rows (N,) which logits rows are scored; target_ids / target_probs (N, C)
-        n = rows.numel()
+    def forward(ctx, logits2d, rows, target_ids, target_probs, rows_per_block: int, want_top1: bool):
+        # logits2d (R, V); rows (N,) sorted, which logits rows are scored; target_ids / target_probs (N, C)
+        n, vocab = rows.numel(), logits2d.shape[1]
+        buf = torch.empty(min(n, rows_per_block), vocab, dtype=torch.float32, device=logits2d.device)
+        picked = torch.empty(target_ids.shape, dtype=torch.float32, device=logits2d.device)  # (N, C) log-probs
         lse = torch.empty(n, dtype=torch.float32, device=logits2d.device)
-        top1 = torch.empty(n, dtype=torch.long, device=logits2d.device)
-        for start in range(0, n, rows_per_block):
-            block = logits2d.index_select(0, rows[start:start + rows_per_block]).float()  # (n_b, V)
-            lse[start:start + rows_per_block] = torch.logsumexp(block, dim=-1)
-            top1[start:start + rows_per_block] = block.argmax(dim=-1)
-            del block
-        picked = logits2d[rows[:, None], target_ids].float()  # (N, C): only the target tokens' logits
-        loss = lse - (target_probs.float() * picked).sum(-1)
+        top1 = torch.empty(n if want_top1 else 0, dtype=torch.long, device=logits2d.device)
+        gather_buf: list[torch.Tensor] = []
+        for sl, first, end, contiguous in _blocks(rows, rows_per_block):
+            x = _read_block(logits2d, rows, sl, first, end, contiguous, gather_buf)
+            log_p = torch.log_softmax(x.float(), dim=-1, out=buf[: x.shape[0]])  # row-wise kernel, in cache
+            picked[sl] = log_p.gather(1, target_ids[sl])
+            lse[sl] = x[:, 0].float() - log_p[:, 0]  # log-sum-exp, kept for the backward
+            if want_top1:
+                top1[sl] = log_p.argmax(dim=-1)
+        loss = -(target_probs.float() * picked).sum(-1)
         ctx.save_for_backward(logits2d, rows, target_ids, target_probs, lse)
         ctx.rows_per_block = rows_per_block
         ctx.mark_non_differentiable(top1)
@@ -174,17 +203,33 @@ class _RowSoftCrossEntropy(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_loss, _grad_top1):
         logits2d, rows, target_ids, target_probs, lse = ctx.saved_tensors
-        grad = torch.zeros_like(logits2d)  # (R, V): the one full-size tensor, the gradient itself
-        step = ctx.rows_per_block
-        for start in range(0, rows.numel(), step):
-            sl = slice(start, start + step)
+        # (R, V): the one full-size tensor, the gradient itself. Rows that are scored are written in full below;
+        # only the others (prompt, padding, last position) need zeros.
+        grad = torch.empty_like(logits2d)
+        unscored = torch.ones(logits2d.shape[0], dtype=torch.bool, device=logits2d.device)
+        unscored[rows] = False
+        grad[unscored] = 0
+        buf: list[torch.Tensor] = []
+        gather_buf: list[torch.Tensor] = []
+        for sl, first, end, contiguous in _blocks(rows, ctx.rows_per_block):
+            x = _read_block(logits2d, rows, sl, first, end, contiguous, gather_buf)
             g = grad_loss[sl].float()[:, None]  # (n_b, 1)
-            block = logits2d.index_select(0, rows[sl]).float()
-            block.sub_(lse[sl, None]).exp_().mul_(g)  # softmax * g, in place
-            block.scatter_add_(1, target_ids[sl], -target_probs[sl].float() * g)
-            grad.index_copy_(0, rows[sl], block.to(grad.dtype))
-            del block
-        return grad, None, None, None, None
+            direct = contiguous and grad.dtype == torch.float32
+            if direct:
+                out = grad[first:end]  # write straight into the gradient: no extra pass
+            else:
+                if not buf:
+                    buf.append(torch.empty(min(rows.numel(), ctx.rows_per_block), logits2d.shape[1],
+                                           dtype=torch.float32, device=logits2d.device))
+                out = buf[0][: x.shape[0]]
+            p = torch.sub(x.float(), lse[sl, None], out=out).exp_().mul_(g)  # softmax * g, in place
+            p.scatter_add_(1, target_ids[sl], -target_probs[sl].float() * g)
+            if not direct:  # computed in the buffer: copy it over
+                if contiguous:
+                    grad[first:end] = p
+                else:
+                    grad.index_copy_(0, rows[sl], p.to(grad.dtype))
+        return grad, None, None, None, None, None
 
 
 @dataclass
@@ -204,7 +249,7 @@ class SoftLabelLoss:
 def soft_label_loss(logits: torch.Tensor, labels: torch.Tensor, digit_positions: torch.Tensor,
                     digit_places: torch.Tensor, digit_token_ids: torch.Tensor | Sequence[int],
                     config: SoftLabelConfig, span: torch.Tensor | None = None, sigma: torch.Tensor | None = None,
-                    num_items_in_batch: int | torch.Tensor | None = None) -> SoftLabelLoss:
+                    num_items_in_batch: int | torch.Tensor | None = None, want_accuracy: bool = True) -> SoftLabelLoss:
     """The soft-label loss of a batch.
 
     logits (B, T, V) as the model returns them (position t predicts labels[:, t + 1]); labels (B, T) with -100 on
@@ -280,12 +325,12 @@ def soft_label_loss(logits: torch.Tensor, labels: torch.Tensor, digit_positions:
     rows_per_block = max(1, config.chunk_elements // vocab)
     logits2d = logits.reshape(bsz * seq, vocab)  # a view: logits are contiguous
     row_loss, top1 = _RowSoftCrossEntropy.apply(logits2d, rows, target_ids, target_probs.to(torch.float32),
-                                                rows_per_block)
+                                                rows_per_block, want_accuracy)
     denom = n if num_items_in_batch is None else num_items_in_batch
     loss = (row_loss * weights).sum() / torch.as_tensor(denom, device=device).clamp(min=1)
 
     with torch.no_grad():
-        correct = top1 == flat_labels[label_idx]
+        correct = top1 == flat_labels[label_idx] if want_accuracy else torch.zeros(n, dtype=torch.bool, device=device)
         picked_true = logits2d[rows[digit_mask], flat_labels[label_idx][digit_mask]].float()
         lse_digit = row_loss.detach()[digit_mask] + (target_probs[digit_mask].float()
                                                      * logits2d[rows[digit_mask][:, None], target_ids[digit_mask]]

@@ -212,12 +212,20 @@ def test_several_numbers_per_row_equal_reference(tokenizer, kind):
     assert abs(out.loss.item() - ref.item()) < 1e-5
 
 
-def test_ce_kind_is_plain_cross_entropy(tokenizer):
+@pytest.mark.parametrize("chunk_elements", [1 << 22, 5 * 264])
+def test_ce_kind_is_plain_cross_entropy(tokenizer, chunk_elements):
     logits, labels, spans, sigmas = random_batch(tokenizer, 5, dtype=torch.float32)
     positions, places = score_digit_index(labels, _piece_of(tokenizer))
-    out = soft_label_loss(logits, labels, positions, places, _digit_ids(tokenizer), SoftLabelConfig(kind="ce"))
-    plain = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1))
+    fast = logits.clone().requires_grad_(True)
+    cfg = SoftLabelConfig(kind="ce", chunk_elements=chunk_elements)
+    out = soft_label_loss(fast, labels, positions, places, _digit_ids(tokenizer), cfg)
+    out.loss.backward()
+    plain_logits = logits.clone().requires_grad_(True)
+    plain = torch.nn.functional.cross_entropy(plain_logits[:, :-1].reshape(-1, logits.shape[-1]),
+                                              labels[:, 1:].reshape(-1))
+    plain.backward()
     assert abs(out.loss.item() - plain.item()) < 1e-5
+    assert torch.allclose(fast.grad, plain_logits.grad, atol=1e-6)
 
 
 def test_bfloat16_logits_and_num_items_in_batch(tokenizer):
