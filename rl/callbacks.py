@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 
 from transformers import TrainerCallback
@@ -22,16 +23,12 @@ BEST_CHECKPOINT = "best_checkpoint.json"
 
 
 def flat_metrics(result: dict) -> dict[str, float]:
-    """``eval.scoring.evaluate`` output as flat ``<Trait>/<metric>`` scalars (plus the means)."""
-    out = {}
-    for trait, r in result["traits"].items():
-        for key in ("srcc", "plcc", "mae", "parse_rate"):
-            if r.get(key) is not None:
-                out[f"{trait}/{key}"] = float(r[key])
-    for key in ("mean_srcc", "mean_plcc", "parse_rate"):
-        if result["overall"].get(key) is not None:
-            out[key] = float(result["overall"][key])
-    return out
+    """``eval.scoring.evaluate`` output as flat ``<Trait>/<metric>`` scalars (plus the means). Undefined values
+    (SRCC of constant predictions) are left out rather than written as NaN, which is not JSON."""
+    rows = [(f"{trait}/{key}", r.get(key)) for trait, r in result["traits"].items()
+            for key in ("srcc", "plcc", "mae", "parse_rate")]
+    rows += [(key, result["overall"].get(key)) for key in ("mean_srcc", "mean_plcc", "parse_rate")]
+    return {k: float(v) for k, v in rows if v is not None and math.isfinite(v)}
 
 
 class CorrelationCallback(TrainerCallback):
