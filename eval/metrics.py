@@ -77,13 +77,15 @@ def logistic4(x: np.ndarray, b1: float, b2: float, b3: float, b4: float) -> np.n
 def fit_logistic4(pred: np.ndarray, human: np.ndarray, p0: tuple[float, ...] | None = None) -> np.ndarray | None:
     """Least-squares fit of :func:`logistic4` mapping ``pred`` onto ``human``; None when the fit fails."""
     pred, human = np.asarray(pred, float), np.asarray(human, float)
+    if len(pred) <= 4:  # four parameters: fewer points than that leave nothing to fit
+        return None
     if p0 is None:
         p0 = (float(human.max()), float(human.min()), float(np.mean(pred)), float(np.std(pred)) / 4 or 1.0)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             params, _ = optimize.curve_fit(logistic4, pred, human, p0=p0, maxfev=5000)
-    except (RuntimeError, ValueError, optimize.OptimizeWarning):
+    except (RuntimeError, ValueError, TypeError, optimize.OptimizeWarning):
         return None
     return params if np.all(np.isfinite(params)) else None
 

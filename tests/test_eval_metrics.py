@@ -96,6 +96,8 @@ def test_logistic_plcc_matches_a_direct_fit():
     assert ours == pytest.approx(direct, abs=1e-4)
     assert ours > M.plcc(x, y)  # the curve is nonlinear: the fit must help
     assert M.fit_logistic4(x, y) == pytest.approx([9.0, 1.0, 5.0, 1.2], abs=0.3)
+    # Too few items to fit four parameters: the raw PLCC is reported instead of an error.
+    assert M.plcc_logistic(x[:3], y[:3]) == pytest.approx(M.plcc(x[:3], y[:3]))
 
 
 def test_paired_bootstrap_detects_the_better_model():
