@@ -10,7 +10,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_eval_support import fitted_model_dir  # noqa: F401  (fixture)
+from test_eval_support import fitted_model_dir, one_thread  # noqa: F401  (fixtures)
 
 from cogip.answer import parse_answer, render_answer
 from cogip.models import load_policy
@@ -152,3 +152,8 @@ def test_held_out_rewards_use_trl_contract(test_items):
     assert res["na"]["mean"] is None and res["na"]["n_none"] == len(preds)
     assert set(res["closeness"]["per_trait"]) == set(test_items["trait"])
     assert not math.isnan(res["closeness"]["per_trait"][preds[1].trait])
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _single_thread(one_thread):  # noqa: F811
+    yield

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from test_eval_support import fitted_model_dir, make_run_dir  # noqa: F401  (fixture)
+from test_eval_support import fitted_model_dir, make_run_dir, one_thread  # noqa: F401  (fixtures)
 
 from cogip.answer import parse_answer
 from cogip.traits import get_trait
@@ -88,7 +89,8 @@ def test_compare_two_checkpoints_from_the_command_line(tiny_model_dir, fitted_mo
         [sys.executable, str(REPO / "eval" / "run.py"), "--compare", str(fitted_model_dir), str(tiny_model_dir),
          "--synthetic_n", "8", "--n_boot", "100", "--blindness", "false", "--max_new_tokens", "16",
          "--decoding", "expected", "--output_dir", str(out)],
-        capture_output=True, text=True, cwd=tmp_path, timeout=300)
+        capture_output=True, text=True, cwd=tmp_path, timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "SRCC" in proc.stdout  # the rich table
     cmp = json.loads((out / "metrics.json").read_text())["comparison"]
@@ -123,3 +125,8 @@ def test_upstream_release_with_an_image_root(tiny_model_dir, tmp_path):  # noqa:
     assert set(traits) == {"Aesthetics", "Funniness", "Emotional_Valence", "Memorability"}
     assert all(r["n"] == 2 and r["reference"]["train_mean_mae"] is not None for r in traits.values())
     assert "split test" in doc["data"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _single_thread(one_thread):  # noqa: F811
+    yield

@@ -73,11 +73,26 @@ def make_run_dir(run_dir: Path, checkpoints: dict[int, Path], log_history: list[
     return run_dir
 
 
+@pytest.fixture(scope="module", autouse=False)
+def one_thread():
+    """Torch on one thread while a module runs: on this 2-core machine shared with other jobs, two OpenMP threads
+    contend and a tiny model's step runs ~15x slower than on one."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def fitted_model_dir(tiny_model_dir, synthetic_splits, tmp_path_factory):
     """The tiny model after 60 answer-fitting steps; cached in the session's temp root so that every eval test
     module shares one fit."""
     out = tmp_path_factory.getbasetemp() / "eval-fitted-tiny"
     if not (out / "config.json").exists():
-        fit_tiny(tiny_model_dir, synthetic_splits["train"], out, steps=60)
+        before = torch.get_num_threads()
+        torch.set_num_threads(1)  # see one_thread
+        try:
+            fit_tiny(tiny_model_dir, synthetic_splits["train"], out, steps=60)
+        finally:
+            torch.set_num_threads(before)
     return out
