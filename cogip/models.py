@@ -7,6 +7,7 @@ random safetensors weights) to a folder; it is then loaded by exactly the same :
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from importlib import resources
@@ -97,6 +98,20 @@ def tiny_qwen2_5_vl_config(tokenizer, sizes: TinySizes):
     )
 
 
+@contextlib.contextmanager
+def _plain_init():
+    """Create weights as ordinary tensors even inside a configured ZeRO-3 run (transformers would otherwise build
+    them under ``deepspeed.zero.Init``); the tiny checkpoint is saved, then loaded back the normal way."""
+    from transformers.integrations import deepspeed as hf_ds
+
+    saved = hf_ds._hf_deepspeed_config_weak_ref
+    hf_ds._hf_deepspeed_config_weak_ref = None
+    try:
+        yield
+    finally:
+        hf_ds._hf_deepspeed_config_weak_ref = saved
+
+
 def build_tiny_qwen2_5_vl(out_dir: str | Path, sizes: TinySizes | None = None, seed: int = 0) -> Path:
     """Write a tiny random Qwen2.5-VL checkpoint (model, tokenizer, processor) to ``out_dir`` and return it."""
     from transformers import GenerationConfig, Qwen2_5_VLForConditionalGeneration
@@ -106,7 +121,8 @@ def build_tiny_qwen2_5_vl(out_dir: str | Path, sizes: TinySizes | None = None, s
     processor = build_tiny_processor(sizes.image_size)
     config = tiny_qwen2_5_vl_config(processor.tokenizer, sizes)
     torch.manual_seed(seed)
-    model = Qwen2_5_VLForConditionalGeneration(config)
+    with _plain_init():
+        model = Qwen2_5_VLForConditionalGeneration(config)
     model.generation_config = GenerationConfig(
         eos_token_id=processor.tokenizer.eos_token_id, pad_token_id=processor.tokenizer.pad_token_id,
         bos_token_id=config.text_config.bos_token_id)
@@ -118,6 +134,17 @@ def build_tiny_qwen2_5_vl(out_dir: str | Path, sizes: TinySizes | None = None, s
 
 def is_adapter_dir(path: str | Path) -> bool:
     return (Path(path) / "adapter_config.json").exists()
+
+
+def init_deepspeed_comm(training_args) -> None:
+    """Under a DeepSpeed run, start DeepSpeed's communication layer before the model is loaded: ZeRO-3 partitions
+    weights while ``from_pretrained`` reads them and must see the real world size (on CPU runs the process group
+    exists already, but DeepSpeed's own layer would otherwise report a world of one)."""
+    if getattr(training_args, "deepspeed", None):
+        import deepspeed
+
+        training_args.world_size  # noqa: B018 - sets up the process group through the Trainer's device logic
+        deepspeed.init_distributed()
 
 
 def load_processor(model_name_or_path: str | Path, **kwargs):

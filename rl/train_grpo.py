@@ -31,7 +31,7 @@ from trl import ModelConfig, TrlParser
 from cogip.checkpoints import last_complete_checkpoint
 from cogip.data import DataValidationError, to_grpo_format
 from cogip.data_sources import load_canonical_splits
-from cogip.models import is_adapter_dir, load_policy
+from cogip.models import init_deepspeed_comm, is_adapter_dir, load_policy
 from rewards import build_reward_funcs
 from rl.callbacks import CorrelationCallback, GuardCallback
 from rl.config import CogGRPOConfig, GRPOScriptArguments
@@ -49,6 +49,7 @@ def main(script_args: GRPOScriptArguments, training_args: CogGRPOConfig, model_a
     reward_funcs = build_reward_funcs(script_args.reward_funcs, **script_args.reward_options())
 
     # Policy: a base model, an SFT checkpoint, or an SFT LoRA adapter (merged, or trained further).
+    init_deepspeed_comm(training_args)
     model_path = resolve_model_path(model_args.model_name_or_path, training_args.output_dir)
     keep_adapter = is_adapter_dir(model_path) and script_args.sft_adapter == "train"
     model, processor = load_policy(model_path, dtype=model_args.dtype or "auto",

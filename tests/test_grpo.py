@@ -2,11 +2,16 @@
 
 import json
 import logging
+import os
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
+from cogip.checkpoints import last_complete_checkpoint
 from rl.callbacks import degenerate_group_warning
 from rl.train_grpo import cli_main
 
@@ -65,3 +70,39 @@ def test_bad_data_is_refused_before_training(tmp_path, capsys):
     assert code == 2
     assert "training_grpo.json[0]: missing image" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+ROOT = Path(__file__).parents[1]
+
+
+def _launch(launcher: str, zero: str, out: Path, port: int) -> list[str]:
+    script = [str(ROOT / "rl" / "train_grpo.py"), "--config", CONFIG, "--output_dir", str(out), "--max_steps", "2",
+              "--synthetic_train_size", "16", "--synthetic_eval_size", "8", "--per_device_train_batch_size", "4",
+              "--max_completion_length", "8", "--reward_funcs", "distance_gaussian", "rank_global",
+              "--reward_weights", "1", "0.5"]
+    if launcher == "deepspeed":
+        return [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", "2", "--master_port", str(port),
+                *script, "--deepspeed", str(ROOT / "configs" / "deepspeed" / f"{zero}.json")]
+    return [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+            str(ROOT / "configs" / "accelerate" / f"{zero}.yaml"), "--num_processes", "2", "--main_process_port",
+            str(port), *script]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", ["deepspeed", "accelerate"])
+@pytest.mark.parametrize("zero", ["zero2", "zero3"])
+def test_two_process_launch_on_cpu(tmp_path, launcher, zero):
+    """Two CPU processes (gloo) under each launcher and ZeRO stage; rank_global gathers across them."""
+    out = tmp_path / "run"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+    port = 29600 + 10 * ["zero2", "zero3"].index(zero) + ["deepspeed", "accelerate"].index(launcher)
+    proc = subprocess.run(_launch(launcher, zero, out, port), cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert last_complete_checkpoint(out) == str(out / "checkpoint-2")
+    base, trained = _weights(out / "tiny-base"), _weights(out)
+    assert set(base) == set(trained) and any(not torch.equal(base[k], trained[k]) for k in base)
+    state = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())
+    assert any("rewards/rank_global/mean" in row for row in state["log_history"])
+    rows = [json.loads(x) for x in (out / "correlation_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [0, 2]
