@@ -1,6 +1,6 @@
 """Batched prediction (eval.predict, left padding) against a batch-1 loop over the same items, tiny Qwen2.5-VL.
 
-    python bench/eval_throughput.py [--n 64] [--batch_size 32] [--max_new_tokens 12] [--decoding greedy]
+    python bench/eval_throughput.py [--n 64] [--batch_size 32] [--max_new_tokens 12] [--decoding greedy] [--threads 1]
 
 Both paths go through the same ``predict`` (so the same chat template, processor and parsing); only the batch size
 differs. The answers must agree item for item. The last line printed is one JSON object with the figures.
@@ -27,7 +27,10 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--decoding", default="greedy", choices=["greedy", "expected"])
     p.add_argument("--model", default=None, help="a checkpoint folder (default: a fresh tiny random model)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from cogip.models import build_tiny_qwen2_5_vl, load_policy
