@@ -143,7 +143,8 @@ def evaluate_run(args: EvalArgs) -> dict:
         previous = step if step is not None else previous
         del model
     return {"data": desc, "n_items": len(dataset), "checkpoints": results, "predictions": all_preds,
-            "training_log": {"n_entries": len(history), "n_correlation_entries": len(corr)}}
+            "training_log": {"n_entries": len(history), "n_correlation_entries": len(corr), "correlation": corr,
+                             "reward": [[e["step"], e["reward"]] for e in history if "reward" in e]}}
 
 
 def evaluate_single(args: EvalArgs) -> dict:

@@ -37,13 +37,18 @@ def plot_curves(results: dict, path: str | Path) -> Path | None:
         lo = [ck["metrics"]["traits"][t].get("srcc_ci", [None, None]) for ck in cks if ck["step"] in xs]
         if lo and all(v[0] is not None for v in lo):
             ax1.fill_between(xs, [v[0] for v in lo], [v[1] for v in lo], color=c, alpha=0.15)
-        xs, ys = _series(cks, lambda ck, t=t: ((ck.get("training") or {}).get("correlation") or {}).get(
-            "srcc", {}).get(t))
+        # The training run's own correlation log (GRPO callback), every entry: denser than the checkpoints.
+        log = [e for e in (results.get("training_log") or {}).get("correlation", []) if f"{t}/srcc" in e]
+        xs, ys = [e["step"] for e in log], [e[f"{t}/srcc"] for e in log]
         if ys:
             ax1.plot(xs, ys, "x--", color=c, label=f"{t} (training log)")
     ax1.set(xlabel="step", ylabel="SRCC with people", title="Correlation per trait")
     ax1.legend(fontsize=7)
 
+    logged = (results.get("training_log") or {}).get("reward", [])
+    if logged:  # every logged training step, faint: the noise the checkpoint means below average out
+        ax2.plot([s for s, _ in logged], [r for _, r in logged], "-", color="0.7", lw=0.8,
+                 label="training reward (logged)")
     xs, ys = _series(cks, lambda ck: (ck.get("training") or {}).get("reward"))
     if ys:
         ax2.plot(xs, ys, "x--", color="k", label="training reward (mean since previous checkpoint)")
@@ -52,7 +57,7 @@ def plot_curves(results: dict, path: str | Path) -> Path | None:
         xs, ys = _series(cks, lambda ck, n=n: (ck.get("held_out_rewards") or {}).get(n, {}).get("mean"))
         ax2.plot(xs, ys, "o-", color=colors[i % len(colors)], label=f"held-out {n}")
     ax2.set(xlabel="step", ylabel="reward", title="Reward")
-    if ys or held:
+    if ys or held or logged:
         ax2.legend(fontsize=7)
 
     for label, get, marker in (

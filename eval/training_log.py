@@ -75,5 +75,6 @@ def training_at_step(history: list[dict], correlation_log: list[dict], step: int
     if corr:
         last = corr[-1]
         out["correlation"] = {"step": last["step"], "mean_srcc": last.get("mean_srcc"),
+                              "train_reward": last.get("train_reward"),
                               "srcc": {k[: -len("/srcc")]: v for k, v in last.items() if k.endswith("/srcc")}}
     return out

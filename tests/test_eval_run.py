@@ -47,7 +47,7 @@ def test_training_log_join(run_dir, tmp_path):
     at6 = training_at_step(history, corr, 6, previous_step=3)
     assert at6["log_steps"] == [4, 6] and at6["reward"] == pytest.approx(0.5)  # mean of steps 4..6
     assert at6["rewards"] == {"closeness": pytest.approx(0.25)}
-    assert at6["correlation"] == {"step": 6, "mean_srcc": 0.5, "srcc": {"Aesthetics": 0.6}}
+    assert at6["correlation"] == {"step": 6, "mean_srcc": 0.5, "train_reward": None, "srcc": {"Aesthetics": 0.6}}
     # Absent logs and a torn last line (a run killed while writing) are handled.
     (tmp_path / "correlation_log.jsonl").write_text('{"step": 2, "mean_srcc": 0.1}\n{"step": 4, "mean')
     assert [e["step"] for e in read_correlation_log(tmp_path)] == [2]
