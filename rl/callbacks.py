@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from pathlib import Path
 
 from transformers import TrainerCallback
@@ -20,15 +19,6 @@ logger = logging.getLogger(__name__)
 
 CORRELATION_LOG = "correlation_log.jsonl"
 BEST_CHECKPOINT = "best_checkpoint.json"
-
-
-def flat_metrics(result: dict) -> dict[str, float]:
-    """``eval.scoring.evaluate`` output as flat ``<Trait>/<metric>`` scalars (plus the means). Undefined values
-    (SRCC of constant predictions) are left out rather than written as NaN, which is not JSON."""
-    rows = [(f"{trait}/{key}", r.get(key)) for trait, r in result["traits"].items()
-            for key in ("srcc", "plcc", "mae", "parse_rate")]
-    rows += [(key, result["overall"].get(key)) for key in ("mean_srcc", "mean_plcc", "parse_rate")]
-    return {k: float(v) for k, v in rows if v is not None and math.isfinite(v)}
 
 
 class CorrelationCallback(TrainerCallback):
@@ -68,7 +58,7 @@ class CorrelationCallback(TrainerCallback):
         from trl.models import unwrap_model_for_generation
 
         from eval.predict import predict
-        from eval.scoring import evaluate
+        from eval.scoring import evaluate, flat_metrics
 
         trainer = self.trainer
         self.last_step = state.global_step
