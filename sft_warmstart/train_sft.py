@@ -41,7 +41,13 @@ def main(script_args: SFTScriptArguments, training_args: SoftLabelSFTConfig, mod
     # Data first: bad items stop the run here, before any model is loaded.
     train_dataset, eval_dataset = load_sft_splits(script_args, with_eval=training_args.eval_strategy != "no")
 
-    # Model and processor; LoRA on the LLM and the freeze flags.
+    # Model and processor; LoRA on the LLM and the freeze flags. Asking for the device first sets up the process
+    # group (DeepSpeed's included), so that ZeRO-3 can partition the weights as they load.
+    training_args.device  # noqa: B018
+    if training_args.deepspeed:
+        import deepspeed
+
+        deepspeed.init_distributed()  # joins the group set up above; zero.Init reads its world size from it
     model_path = resolve_model_path(model_args.model_name_or_path, training_args.output_dir)
     model, processor = load_policy(model_path, dtype=model_args.dtype or "auto",
                                    attn_implementation=model_args.attn_implementation,
