@@ -47,3 +47,11 @@ def last_complete_checkpoint(output_dir: str | Path) -> str | None:
     takes), or None when there is none."""
     done = list_complete_checkpoints(output_dir)
     return str(done[-1]) if done else None
+
+
+def resume_point(training_args, auto_resume: bool = True) -> str | None:
+    """Where a training run starts from: ``resume_from_checkpoint`` when given, else (with ``auto_resume``) the last
+    complete checkpoint in ``output_dir``, else None (a fresh start)."""
+    if training_args.resume_from_checkpoint is not None:
+        return training_args.resume_from_checkpoint
+    return last_complete_checkpoint(training_args.output_dir) if auto_resume else None

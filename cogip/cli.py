@@ -19,6 +19,20 @@ STAGES = {
 }
 
 
+def run_training_stage(parser, main_fn, argv: list[str] | None = None) -> int:
+    """Parse flags and ``--config file.yaml`` with a ``TrlParser`` and call ``main_fn(*parsed)``. Invalid data
+    ends the run before training with the full report and exit code 2."""
+    from cogip.data import DataValidationError
+
+    parsed = parser.parse_args_and_config(args=argv)
+    try:
+        main_fn(*parsed)
+    except DataValidationError as e:
+        print(f"Refusing to train on invalid data (use --drop_invalid_items to drop it):\n{e.report}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def _validate_data(argv: list[str]) -> int:
     from cogip.data import validate
 

@@ -99,9 +99,10 @@ def tiny_qwen2_5_vl_config(tokenizer, sizes: TinySizes):
 
 
 @contextlib.contextmanager
-def _plain_init():
-    """Create weights as ordinary tensors even inside a configured ZeRO-3 run (transformers would otherwise build
-    them under ``deepspeed.zero.Init``); the tiny checkpoint is saved, then loaded back the normal way."""
+def without_zero3_init():
+    """Create or load weights as ordinary tensors even inside a configured ZeRO-3 run, where transformers would
+    otherwise partition them under ``deepspeed.zero.Init`` (a collective every rank must join). For work one process
+    does alone: building the tiny checkpoint, merging an adapter on the main process."""
     from transformers.integrations import deepspeed as hf_ds
 
     saved = hf_ds._hf_deepspeed_config_weak_ref
@@ -121,7 +122,7 @@ def build_tiny_qwen2_5_vl(out_dir: str | Path, sizes: TinySizes | None = None, s
     processor = build_tiny_processor(sizes.image_size)
     config = tiny_qwen2_5_vl_config(processor.tokenizer, sizes)
     torch.manual_seed(seed)
-    with _plain_init():
+    with without_zero3_init():
         model = Qwen2_5_VLForConditionalGeneration(config)
     model.generation_config = GenerationConfig(
         eos_token_id=processor.tokenizer.eos_token_id, pad_token_id=processor.tokenizer.pad_token_id,
@@ -143,8 +144,8 @@ def init_deepspeed_comm(training_args) -> None:
     if getattr(training_args, "deepspeed", None):
         import deepspeed
 
-        training_args.world_size  # noqa: B018 - sets up the process group through the Trainer's device logic
-        deepspeed.init_distributed()
+        training_args.device  # noqa: B018 - sets up the process group through the Trainer's device logic
+        deepspeed.init_distributed()  # joins that group; zero.Init reads its world size from it
 
 
 def load_processor(model_name_or_path: str | Path, **kwargs):

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from trl import GRPOConfig
 
 from cogip.data_sources import DataArguments
+from sft_warmstart.trainable import TrainablePartsArguments
 
 
 @dataclass
@@ -45,16 +46,9 @@ class GRPOScriptArguments(DataArguments):
 
 
 @dataclass
-class CogGRPOConfig(GRPOConfig):
+class CogGRPOConfig(GRPOConfig, TrainablePartsArguments):
     """trl's ``GRPOConfig`` plus which parts of Qwen2.5-VL train and at what rate (as in the SFT stage)."""
 
-    freeze_vision_tower: bool = field(default=False, metadata={"help": "Do not train the ViT blocks."})
-    freeze_merger: bool = field(default=False, metadata={"help": "Do not train the vision-language merger."})
-    freeze_llm: bool = field(default=False, metadata={"help": "Do not train the language model (full FT only)."})
-    vision_lr: float | None = field(
-        default=None, metadata={"help": "Learning rate of the ViT blocks (default: learning_rate)."})
-    merger_lr: float | None = field(
-        default=None, metadata={"help": "Learning rate of the merger (default: learning_rate)."})
     zero_std_warn_frac: float = field(
         default=0.5, metadata={"help": "Warn when frac_reward_zero_std stays above this for zero_std_warn_logs logs."})
     zero_std_warn_logs: int = field(default=5, metadata={"help": "See zero_std_warn_frac."})

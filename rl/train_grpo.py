@@ -28,8 +28,9 @@ from pathlib import Path
 import yaml
 from trl import ModelConfig, TrlParser
 
-from cogip.checkpoints import last_complete_checkpoint
-from cogip.data import DataValidationError, to_grpo_format
+from cogip.checkpoints import resume_point
+from cogip.cli import run_training_stage
+from cogip.data import to_grpo_format
 from cogip.data_sources import load_canonical_splits
 from cogip.models import init_deepspeed_comm, is_adapter_dir, load_policy
 from rewards import build_reward_funcs
@@ -73,9 +74,7 @@ def main(script_args: GRPOScriptArguments, training_args: CogGRPOConfig, model_a
         correlation.trainer = trainer
 
     # Train, from the last complete checkpoint when the output folder has one.
-    resume = training_args.resume_from_checkpoint
-    if resume is None and script_args.resume:
-        resume = last_complete_checkpoint(training_args.output_dir)
+    resume = resume_point(training_args, script_args.resume)
     if resume:
         trainer.accelerator.print(f"Resuming from {resume}")
     metrics = trainer.train(resume_from_checkpoint=resume).metrics
@@ -97,13 +96,7 @@ def make_parser() -> TrlParser:
 
 def cli_main(argv: list[str] | None = None) -> int:
     """Parse flags (and ``--config file.yaml``) and run; shared by ``__main__`` and ``cogalign grpo``."""
-    script_args, training_args, model_args = make_parser().parse_args_and_config(args=argv)
-    try:
-        main(script_args, training_args, model_args)
-    except DataValidationError as e:
-        print(f"Refusing to train on invalid data (use --drop_invalid_items to drop it):\n{e.report}", file=sys.stderr)
-        return 2
-    return 0
+    return run_training_stage(make_parser(), main, argv)
 
 
 if __name__ == "__main__":

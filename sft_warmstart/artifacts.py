@@ -30,20 +30,11 @@ def resolve_model_path(name: str | None, output_dir: str | Path) -> str:
 def save_merged(adapter_dir: str | Path, out_dir: str | Path, dtype: str | None = None) -> Path:
     """Load base + adapter from ``adapter_dir``, merge the LoRA weights (and the saved ViT/merger) into the base
     and save a plain checkpoint with its processor: it loads with ``from_pretrained`` alone."""
-    from transformers.integrations import deepspeed as hf_deepspeed
+    from cogip.models import load_policy, without_zero3_init
 
-    from cogip.models import load_policy
-
-    # Only the main process merges. Under ZeRO-3, from_pretrained would partition the weights with zero.Init, a
-    # collective the other ranks never join (a deadlock): load plainly, then restore the setting.
-    ref = hf_deepspeed._hf_deepspeed_config_weak_ref
-    ds_config = ref() if ref is not None else None
-    hf_deepspeed.unset_hf_deepspeed_config()
-    try:
+    # Only the main process merges: under ZeRO-3 a partitioned load would wait forever for the other ranks.
+    with without_zero3_init():
         model, processor = load_policy(adapter_dir, dtype=dtype or "auto", merge_adapter=True)
-    finally:
-        if ds_config is not None:
-            hf_deepspeed.set_hf_deepspeed_config(ds_config)
     out = Path(out_dir)
     model.save_pretrained(out, safe_serialization=True)
     processor.save_pretrained(out)

@@ -10,42 +10,18 @@ from dataclasses import dataclass, field
 
 from trl import SFTConfig
 
+from cogip.data_sources import DataArguments
 from sft_warmstart.soft_label_loss import LOSS_KINDS, SoftLabelConfig
+from sft_warmstart.trainable import TrainablePartsArguments
 
 TINY_MODEL = "tiny"  # model_name_or_path value that builds a tiny random Qwen2.5-VL into <output_dir>/tiny-base
 
 
 @dataclass
-class SFTScriptArguments:
-    dataset: str = field(
-        default="synthetic",
-        metadata={"help": "Data source: 'synthetic' (built-in benchmark), 'release' (a CogIP-Bench release folder), "
-                          "'upstream' (one upstream file or folder), or 'hf' (hub id or load_from_disk folder).",
-                  "choices": ["synthetic", "release", "upstream", "hf"]},
-    )
-    dataset_path: str | None = field(default=None, metadata={"help": "Release folder, upstream file or HF dataset."})
-    image_root: str | None = field(
-        default=None, metadata={"help": "Folder the upstream '<Trait>/<id>.jpg' image paths are relative to."})
-    dataset_train_split: str = field(default="train", metadata={"help": "Split to train on."})
-    dataset_test_split: str = field(
-        default="validation",
-        metadata={"help": "Split to evaluate on when eval_strategy is not 'no' (release: 'test'; synthetic: "
-                          "'validation')."})
-    hf_trait: str | None = field(default=None, metadata={"help": "hf: the trait of a dataset without a trait column."})
-    hf_score_std_column: str | None = field(default=None, metadata={"help": "hf: column holding score_std."})
-    synthetic_train_size: int = field(default=256, metadata={"help": "synthetic: number of training items."})
-    synthetic_eval_size: int = field(default=32, metadata={"help": "synthetic: number of validation items."})
-    synthetic_seed: int = field(default=0, metadata={"help": "synthetic: seed of the benchmark."})
-    synthetic_traits: list[str] | None = field(
-        default=None, metadata={"help": "synthetic: traits to draw (default: all four)."})
-    prompt_style: str = field(
-        default="full",
-        metadata={"help": "Prompt wording for synthetic/hf data: 'full' (bands spelled out) or 'short' (tiny models)",
-                  "choices": ["full", "short"]})
+class SFTScriptArguments(DataArguments):
+    """Where the data comes from (shared with the other stages) and what to save."""
+
     answer_tags: bool = field(default=False, metadata={"help": "Wrap answers as <answer>...</answer>."})
-    drop_invalid_items: bool = field(
-        default=False,
-        metadata={"help": "Drop invalid items (and say how many) instead of refusing to start."})
     merge_lora: bool = field(
         default=False,
         metadata={"help": "After LoRA training, also save base + adapter merged into <output_dir>/merged."})
@@ -55,7 +31,7 @@ class SFTScriptArguments:
 
 
 @dataclass
-class SoftLabelSFTConfig(SFTConfig):
+class SoftLabelSFTConfig(SFTConfig, TrainablePartsArguments):
     """trl's ``SFTConfig`` plus the soft-label loss on score digits and the vision/merger/LLM training recipe."""
 
     soft_label_loss: str = field(
@@ -70,13 +46,6 @@ class SoftLabelSFTConfig(SFTConfig):
         default=0.05, metadata={"help": "gaussian: sigma as a fraction of the trait's range without score_std."})
     soft_label_chunk_elements: int = field(
         default=1 << 22, metadata={"help": "Logit elements per block in the loss (bounds its extra memory)."})
-    freeze_vision_tower: bool = field(default=False, metadata={"help": "Do not train the ViT blocks."})
-    freeze_merger: bool = field(default=False, metadata={"help": "Do not train the vision-language merger."})
-    freeze_llm: bool = field(default=False, metadata={"help": "Do not train the language model (full FT only)."})
-    vision_lr: float | None = field(
-        default=None, metadata={"help": "Learning rate of the ViT blocks (default: learning_rate)."})
-    merger_lr: float | None = field(
-        default=None, metadata={"help": "Learning rate of the merger (default: learning_rate)."})
 
     def soft_label_config(self) -> SoftLabelConfig:
         return SoftLabelConfig(kind=self.soft_label_loss, eta=self.soft_label_eta, lam=self.soft_label_lambda,

@@ -26,9 +26,9 @@ from pathlib import Path
 
 from trl import ModelConfig, TrlParser
 
-from cogip.checkpoints import last_complete_checkpoint
-from cogip.data import DataValidationError
-from cogip.models import load_policy
+from cogip.checkpoints import resume_point
+from cogip.cli import run_training_stage
+from cogip.models import init_deepspeed_comm, load_policy
 from sft_warmstart.artifacts import resolve_model_path, save_merged
 from sft_warmstart.config import SFTScriptArguments, SoftLabelSFTConfig
 from sft_warmstart.data_sources import load_sft_splits
@@ -41,13 +41,8 @@ def main(script_args: SFTScriptArguments, training_args: SoftLabelSFTConfig, mod
     # Data first: bad items stop the run here, before any model is loaded.
     train_dataset, eval_dataset = load_sft_splits(script_args, with_eval=training_args.eval_strategy != "no")
 
-    # Model and processor; LoRA on the LLM and the freeze flags. Asking for the device first sets up the process
-    # group (DeepSpeed's included), so that ZeRO-3 can partition the weights as they load.
-    training_args.device  # noqa: B018
-    if training_args.deepspeed:
-        import deepspeed
-
-        deepspeed.init_distributed()  # joins the group set up above; zero.Init reads its world size from it
+    # Model and processor; LoRA on the LLM and the freeze flags (ZeRO-3 partitions the weights as they load).
+    init_deepspeed_comm(training_args)
     model_path = resolve_model_path(model_args.model_name_or_path, training_args.output_dir)
     model, processor = load_policy(model_path, dtype=model_args.dtype or "auto",
                                    attn_implementation=model_args.attn_implementation,
@@ -58,9 +53,7 @@ def main(script_args: SFTScriptArguments, training_args: SoftLabelSFTConfig, mod
                                   eval_dataset=eval_dataset, processing_class=processor)
 
     # Train, from the last complete checkpoint when the output folder has one.
-    resume = training_args.resume_from_checkpoint
-    if resume is None and script_args.resume:
-        resume = last_complete_checkpoint(training_args.output_dir)
+    resume = resume_point(training_args, script_args.resume)
     if resume:
         trainer.accelerator.print(f"Resuming from {resume}")
     metrics = trainer.train(resume_from_checkpoint=resume).metrics
@@ -86,13 +79,7 @@ def make_parser() -> TrlParser:
 
 def cli_main(argv: list[str] | None = None) -> int:
     """Parse flags (and ``--config file.yaml``) and run; shared by ``__main__`` and ``cogalign sft``."""
-    script_args, training_args, model_args = make_parser().parse_args_and_config(args=argv)
-    try:
-        main(script_args, training_args, model_args)
-    except DataValidationError as e:
-        print(f"Refusing to train on invalid data (use --drop_invalid_items to drop it):\n{e.report}", file=sys.stderr)
-        return 2
-    return 0
+    return run_training_stage(make_parser(), main, argv)
 
 
 if __name__ == "__main__":

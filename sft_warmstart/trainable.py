@@ -9,6 +9,7 @@ adapter folder holds them and ``merge_and_unload`` folds them in); without LoRA 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 
 import torch
 
@@ -17,6 +18,31 @@ logger = logging.getLogger(__name__)
 VISION_MODULE = "visual"
 MERGER_MODULE = "merger"
 DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass
+class TrainablePartsArguments:
+    """Training-config fields shared by the SFT and GRPO stages: which parts train, and their learning rates."""
+
+    freeze_vision_tower: bool = field(default=False, metadata={"help": "Do not train the ViT blocks."})
+    freeze_merger: bool = field(default=False, metadata={"help": "Do not train the vision-language merger."})
+    freeze_llm: bool = field(default=False, metadata={"help": "Do not train the language model (full FT only)."})
+    vision_lr: float | None = field(
+        default=None, metadata={"help": "Learning rate of the ViT blocks (default: learning_rate)."})
+    merger_lr: float | None = field(
+        default=None, metadata={"help": "Learning rate of the merger (default: learning_rate)."})
+
+
+class PartLearningRatesMixin:
+    """For a ``transformers.Trainer`` subclass: build the optimizer from :func:`parameter_groups`."""
+
+    def create_optimizer(self, model=None):
+        opt_model = self.model if model is None else model
+        if self.optimizer is None:
+            groups = parameter_groups(opt_model, self.args, set(self.get_decay_parameter_names(opt_model)))
+            optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+            self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
+        return self.optimizer
 
 
 def part_of(name: str) -> str:

@@ -14,10 +14,10 @@ from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 from sft_warmstart.collator import ITEM_COLUMNS, SOFT_LABEL_KEYS, SoftLabelCollator, digit_token_ids
 from sft_warmstart.config import SoftLabelSFTConfig
 from sft_warmstart.soft_label_loss import soft_label_loss
-from sft_warmstart.trainable import parameter_groups
+from sft_warmstart.trainable import PartLearningRatesMixin
 
 
-class SoftLabelSFTTrainer(SFTTrainer):
+class SoftLabelSFTTrainer(PartLearningRatesMixin, SFTTrainer):
     _tag_names = ["trl", "sft", "cogalign", "soft-label"]
 
     def __init__(self, model, args: SoftLabelSFTConfig, train_dataset, eval_dataset=None, processing_class=None,
@@ -41,14 +41,6 @@ class SoftLabelSFTTrainer(SFTTrainer):
         # Keep the item columns (trait, score_std) that the soft-label collator reads next to trl's VLM columns.
         super()._set_signature_columns_if_needed()
         self._signature_columns = list(dict.fromkeys([*self._signature_columns, *ITEM_COLUMNS]))
-
-    def create_optimizer(self, model=None):
-        opt_model = self.model if model is None else model
-        if self.optimizer is None:
-            groups = parameter_groups(opt_model, self.args, set(self.get_decay_parameter_names(opt_model)))
-            optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
-            self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
-        return self.optimizer
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         mode = "train" if self.model.training else "eval"
