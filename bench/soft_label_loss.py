@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import statistics
 import subprocess
@@ -32,6 +31,9 @@ from cogip.answer import render_answer
 from cogip.models import build_tiny_tokenizer
 from cogip.traits import get_trait
 from sft_warmstart.soft_label_loss import SoftLabelConfig, locate_number_digits, soft_label_loss
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+from soft_label_reference import reference_target  # noqa: E402  (the tests' readable reference)
 
 TRAITS = ("Aesthetics", "Funniness", "Emotional_Valence", "Memorability")
 FILLER = " Rated: "
@@ -82,26 +84,6 @@ def make_batch(batch: int, seq: int, vocab: int, answers: int, seed: int, device
 
 # ---------------------------------------------------------------------------------------------------------------
 # The reference, written for readability: one position at a time, full-vocabulary log-softmax each.
-
-
-def _phi(x: float) -> float:
-    return 0.5 * (1.0 + math.erf(x / math.sqrt(2.0)))
-
-
-def reference_target(number: list[tuple[int, int]], j: int, span: float, sigma: float, cfg: SoftLabelConfig):
-    true, place = number[j]
-    one_hot = [1.0 if d == true else 0.0 for d in range(10)]
-    if cfg.kind == "ce":
-        return one_hot
-    if cfg.kind == "triangular":
-        psi = [max(0.0, 1.0 - abs(d - true) * 10.0 ** place / (cfg.width * span)) for d in range(10)]
-    else:
-        magnitude = sum(d * 10.0 ** p for d, p in number)
-        prefix = sum(d * 10.0 ** p for d, p in number[:j])
-        half = 0.5 * 10.0 ** min(p for _, p in number)
-        psi = [_phi((prefix + (d + 1) * 10.0 ** place - half - magnitude) / sigma)
-               - _phi((prefix + d * 10.0 ** place - half - magnitude) / sigma) for d in range(10)]
-    return [(1 - cfg.eta) * o + cfg.eta * p / sum(psi) for o, p in zip(one_hot, psi)]
 
 
 def reference_loss(logits, labels, numbers, spans, sigmas, digit_ids, cfg: SoftLabelConfig):

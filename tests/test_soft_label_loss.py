@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import random
 import re
 
@@ -10,6 +9,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from soft_label_reference import reference_target
 
 from cogip.answer import render_answer
 from cogip.traits import get_trait
@@ -68,32 +68,6 @@ def _reference_numbers(pieces: list[str]) -> list[list[tuple[int, int, int]]]:
     return numbers
 
 
-def _phi(x: float) -> float:
-    return 0.5 * (1.0 + math.erf(x / math.sqrt(2.0)))
-
-
-def _reference_target(number: list[tuple[int, int]], j: int, span: float, sigma: float,
-                      cfg: SoftLabelConfig) -> list[float]:
-    """Target over 0..9 for the j-th digit of a number given as [(digit, place), ...]."""
-    true, place = number[j]
-    one_hot = [1.0 if d == true else 0.0 for d in range(10)]
-    if cfg.kind == "ce":
-        return one_hot
-    if cfg.kind == "triangular":
-        psi = [max(0.0, 1.0 - abs(d - true) * 10.0 ** place / (cfg.width * span)) for d in range(10)]
-    else:
-        magnitude = sum(d * 10.0 ** p for d, p in number)
-        prefix = sum(d * 10.0 ** p for d, p in number[:j])
-        half = 0.5 * 10.0 ** min(p for _, p in number)
-        psi = []
-        for d in range(10):
-            low = prefix + d * 10.0 ** place - half
-            high = low + 10.0 ** place
-            psi.append(_phi((high - magnitude) / sigma) - _phi((low - magnitude) / sigma))
-    total = sum(psi)
-    return [(1 - cfg.eta) * o + cfg.eta * p / total for o, p in zip(one_hot, psi)]
-
-
 def reference_loss(logits, labels, piece_of, spans, sigmas, digit_ids, cfg: SoftLabelConfig):
     total, count = 0.0, 0
     for b in range(labels.shape[0]):
@@ -103,7 +77,7 @@ def reference_loss(logits, labels, piece_of, spans, sigmas, digit_ids, cfg: Soft
         sigma = sigmas[b] if sigmas[b] == sigmas[b] and sigmas[b] > 0 else cfg.sigma_fraction * spans[b]
         for number in _reference_numbers(pieces):
             for j, (k, _, _) in enumerate(number):
-                targets[k] = _reference_target([(d, p) for _, d, p in number], j, spans[b], sigma, cfg)
+                targets[k] = reference_target([(d, p) for _, d, p in number], j, spans[b], sigma, cfg)
         for k, t in enumerate(trained):
             if t == 0:
                 continue
