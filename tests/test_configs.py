@@ -54,3 +54,23 @@ def test_sft_configs_hold_only_known_fields(path, monkeypatch):
         assert (training.merger_lr, training.vision_lr) == (1e-5, 2e-6)
     if path.name == "sft_lora.yaml":
         assert (model.lora_r, model.lora_alpha, model.lora_dropout, training.learning_rate) == (64, 64, 0.05, 3e-5)
+
+
+GRPO_CONFIGS = sorted([CONFIGS / "tiny" / "grpo.yaml", *CONFIGS.glob("qwen2_5_vl_7b/grpo*.yaml")])
+
+
+@pytest.mark.parametrize("path", GRPO_CONFIGS, ids=lambda p: str(p.relative_to(CONFIGS)))
+def test_grpo_configs_hold_only_known_fields(path, monkeypatch):
+    from rewards import REWARD_FUNCS
+    from rl.train_grpo import make_parser
+
+    assert "rl/train_grpo.py --config" in path.read_text().split("\n\n")[0]  # the launch line
+    monkeypatch.chdir(CONFIGS.parent)
+    gpu_off = ["--bf16", "false", "--use_cpu", "true"] if yaml.safe_load(path.read_text()).get("bf16") else []
+    script, training, model = make_parser().parse_args_and_config(["--config", str(path), *gpu_off],
+                                                                  fail_with_unknown_args=True)
+    assert set(script.reward_funcs) <= set(REWARD_FUNCS)
+    assert len(training.reward_weights) == len(script.reward_funcs)
+    if "qwen2_5_vl_7b" in str(path):
+        assert training.num_generations == 8 and training.scale_rewards == "group"
+        assert model.use_peft == (path.name == "grpo.yaml")
