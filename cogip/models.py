@@ -192,13 +192,6 @@ def load_policy(model_name_or_path: str | Path, *, dtype: str | torch.dtype = "a
     return model, load_processor(model_name_or_path, trust_remote_code=trust_remote_code)
 
 
-def lora_config_from(model_args):
-    """A peft ``LoraConfig`` from trl's ``ModelConfig`` (``use_peft``, ``lora_r``, ...); None without ``use_peft``."""
-    from trl import get_peft_config
-
-    return get_peft_config(model_args)
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Tiny QwenImage components (diffusers), sized to sit on the tiny text encoder.
 
