@@ -40,6 +40,18 @@ def _chat_template() -> str:
     return resources.files("trl").joinpath("chat_templates/qwen2_5_vl.jinja").read_text()
 
 
+def digit_token_ids(tokenizer) -> list[int]:
+    """Ids of the tokens "0".."9". Qwen and the tiny tokenizer write every digit as its own token; the soft-label
+    loss and expected-score decoding rely on it, so anything else is an error."""
+    ids = []
+    for d in range(10):
+        enc = tokenizer.encode(str(d), add_special_tokens=False)
+        if len(enc) != 1:
+            raise ValueError(f"digit {d} is not a single token in this tokenizer ({enc})")
+        ids.append(enc[0])
+    return ids
+
+
 def build_tiny_tokenizer():
     """A byte-level Qwen2 tokenizer: the 256 byte symbols (so every digit is its own token, as in real Qwen) plus
     the Qwen special tokens; no merges."""

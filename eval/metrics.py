@@ -115,6 +115,16 @@ def _resamples(n: int, n_boot: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, n, size=(n_boot, n))  # (n_boot, n) item indices
 
 
+def bootstrap_mean_ci(x: np.ndarray, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of ``x`` (NaN with fewer than two values)."""
+    x = np.asarray(x, float)
+    if len(x) < 2:
+        return (math.nan, math.nan)
+    a = (1 - level) / 2
+    lo, hi = np.quantile(x[_resamples(len(x), n_boot, seed)].mean(axis=1), [a, 1 - a])
+    return float(lo), float(hi)
+
+
 def _row_pearson(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Pearson per row of (B, n) arrays; NaN for rows where a side is constant."""
     x = x - x.mean(1, keepdims=True)

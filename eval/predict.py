@@ -29,6 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from cogip.answer import ParsedAnswer, parse_answer
+from cogip.models import digit_token_ids
 from cogip.traits import Trait, get_trait
 
 DECODINGS = ("greedy", "expected", "sample")
@@ -86,16 +87,6 @@ def eval_mode(model: torch.nn.Module):
 
 def _device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
-
-
-def _digit_token_ids(tokenizer) -> list[int]:
-    ids = []
-    for d in range(10):
-        enc = tokenizer.encode(str(d), add_special_tokens=False)
-        if len(enc) != 1:
-            raise ValueError(f"digit {d} is not a single token in this tokenizer ({enc}); expected decoding needs it")
-        ids.append(enc[0])
-    return ids
 
 
 def _rgb(img):
@@ -198,7 +189,7 @@ def predict(model, processor, dataset, decoding: str = "greedy", batch_size: int
     if tokenizer.padding_side != "left":
         tokenizer.padding_side = "left"  # decoder-only generation must pad on the left
     model = unwrap_model(model)
-    digit_ids = _digit_token_ids(tokenizer) if decoding == "expected" else []
+    digit_ids = digit_token_ids(tokenizer) if decoding == "expected" else []
     stop_ids = {i for i in (tokenizer.eos_token_id, tokenizer.pad_token_id,
                             tokenizer.convert_tokens_to_ids("<|im_end|>")) if isinstance(i, int) and i >= 0}
     n = len(dataset)

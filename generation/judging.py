@@ -21,6 +21,7 @@ from PIL import Image
 
 from cogip.data import items_to_dataset, make_prompt
 from cogip.traits import get_trait
+from eval.metrics import bootstrap_mean_ci
 from generation.seed_paired import GeneratedImage
 
 UNPARSABLE = ("midpoint", "drop")
@@ -61,14 +62,6 @@ def judge_images(model, processor, records: list[GeneratedImage], out_dir: str |
              "text": p.text} for p in preds]
 
 
-def _boot_mean(x: np.ndarray, n_boot: int, seed: int) -> list[float]:
-    if len(x) < 2:
-        return [math.nan, math.nan]
-    idx = np.random.default_rng(seed).integers(0, len(x), size=(n_boot, len(x)))  # (n_boot, n)
-    lo, hi = np.quantile(x[idx].mean(axis=1), [0.025, 0.975])
-    return [float(lo), float(hi)]
-
-
 def _nan_to_none(x):
     if isinstance(x, float) and not math.isfinite(x):
         return None
@@ -104,7 +97,8 @@ def summarize(records: list[GeneratedImage], judged: list[dict], unparsable: str
             vals = np.array([v for v in (filled(k) for k in keys) if v is not None], float)
             per_alpha[f"{a:g}"] = {
                 "alpha": a, "n": len(keys), "parse_rate": sum(raw[k] is not None for k in keys) / len(keys),
-                "mean": float(vals.mean()) if len(vals) else math.nan, "ci": _boot_mean(vals, n_boot, seed)}
+                "mean": float(vals.mean()) if len(vals) else math.nan,
+                "ci": list(bootstrap_mean_ci(vals, n_boot, seed=seed))}
         wins = {}
         for a in alphas:
             if a == 0.0:
@@ -115,9 +109,9 @@ def summarize(records: list[GeneratedImage], judged: list[dict], unparsable: str
             win = np.where(diff > 0, 1.0, np.where(diff < 0, 0.0, 0.5))
             wins[f"{a:g}"] = {
                 "alpha": a, "pairs": len(pairs), "win_rate": float(win.mean()) if len(win) else math.nan,
-                "win_rate_ci": _boot_mean(win, n_boot, seed),
+                "win_rate_ci": list(bootstrap_mean_ci(win, n_boot, seed=seed)),
                 "mean_diff": float(diff.mean()) if len(diff) else math.nan,
-                "mean_diff_ci": _boot_mean(diff, n_boot, seed)}
+                "mean_diff_ci": list(bootstrap_mean_ci(diff, n_boot, seed=seed))}
         traits[trait_name] = {"range": [trait.low, trait.high], "by_alpha": per_alpha, "vs_base": wins}
     return _nan_to_none({"unparsable_policy": unparsable, "n_boot": n_boot, "traits": traits})
 

@@ -20,14 +20,6 @@ SOFT_LABEL_KEYS = ("score_digit_positions", "score_digit_places", "score_span", 
 ITEM_COLUMNS = ("trait", "score", "score_std", "id")  # dataset columns the collator reads, not the processor
 
 
-def digit_token_ids(tokenizer) -> list[int]:
-    """Ids of the single-character tokens "0".."9" (Qwen and the tiny tokenizer both have them)."""
-    ids = [tokenizer.convert_tokens_to_ids(str(d)) for d in range(10)]
-    if any(i is None or i == tokenizer.unk_token_id for i in ids):
-        raise ValueError("the tokenizer has no single-token digits 0-9; the soft-label loss needs them")
-    return ids
-
-
 @dataclass
 class SoftLabelCollator:
     """Wraps ``base`` (a trl collator) and adds :data:`SOFT_LABEL_KEYS` to every batch."""

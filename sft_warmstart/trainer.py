@@ -11,7 +11,8 @@ import torch
 from trl import SFTTrainer
 from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 
-from sft_warmstart.collator import ITEM_COLUMNS, SOFT_LABEL_KEYS, SoftLabelCollator, digit_token_ids
+from cogip.models import digit_token_ids
+from sft_warmstart.collator import ITEM_COLUMNS, SOFT_LABEL_KEYS, SoftLabelCollator
 from sft_warmstart.config import SoftLabelSFTConfig
 from sft_warmstart.soft_label_loss import soft_label_loss
 from sft_warmstart.trainable import PartLearningRatesMixin

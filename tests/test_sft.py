@@ -13,8 +13,8 @@ import torch
 from safetensors.torch import load_file
 
 from cogip.checkpoints import last_complete_checkpoint, list_complete_checkpoints
-from cogip.models import load_policy
-from sft_warmstart.collator import SoftLabelCollator, digit_token_ids
+from cogip.models import digit_token_ids, load_policy
+from sft_warmstart.collator import SoftLabelCollator
 from sft_warmstart.config import SoftLabelSFTConfig
 from sft_warmstart.trainable import parameter_groups, part_of, prepare_model, trainable_counts
 from sft_warmstart.trainer import SoftLabelSFTTrainer
