@@ -1,4 +1,4 @@
-"""Finding the checkpoints a run can resume from.
+"""Finding the checkpoints a run can resume from, and loading their weights back.
 
 The HF ``Trainer`` writes ``checkpoint-<step>/`` in this order: weights, optimizer, scheduler, RNG state and, last,
 ``trainer_state.json``. A folder whose ``trainer_state.json`` is missing or unreadable is what a run killed while
@@ -55,3 +55,40 @@ def resume_point(training_args, auto_resume: bool = True) -> str | None:
     if training_args.resume_from_checkpoint is not None:
         return training_args.resume_from_checkpoint
     return last_complete_checkpoint(training_args.output_dir) if auto_resume else None
+
+
+def load_checkpoint_weights(model, checkpoint: str | Path) -> None:
+    """Load the weights ``save_pretrained`` wrote to ``checkpoint`` into ``model``, every one of them.
+
+    transformers 5 saves VLMs such as Qwen2.5-VL under their original key names (``visual.*``, ``model.layers.*``)
+    while the module holds ``model.visual.*`` and ``model.language_model.*``. The Trainer's own resume loads the file
+    without renaming and non-strictly, so it silently keeps the weights it started with (transformers#43701). Keys
+    are renamed here as ``from_pretrained`` renames them, and a weight left unloaded (tied ones aside) is an error.
+    """
+    from safetensors.torch import load_file
+    from transformers.conversion_mapping import get_model_conversion_mapping
+    from transformers.core_model_loading import WeightConverter, WeightRenaming, rename_source_key
+
+    folder = Path(checkpoint)
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    else:
+        files = ["model.safetensors"]
+    transforms = get_model_conversion_mapping(model)
+    renamings = [t for t in transforms if isinstance(t, WeightRenaming)]
+    converters = [t for t in transforms if isinstance(t, WeightConverter)]
+    own = model.state_dict()
+    state = {}
+    for name in files:
+        for key, tensor in load_file(folder / name, device="cpu").items():
+            renamed, converter = rename_source_key(key, renamings, converters, model.base_model_prefix, own)
+            if converter is not None:
+                raise NotImplementedError(f"{key} in {folder} needs a weight conversion, not just a new name")
+            state[renamed if renamed in own else key] = tensor
+    result = model.load_state_dict(state, strict=False)
+    missing = set(result.missing_keys) - set(getattr(model, "all_tied_weights_keys", None) or {})
+    if missing or result.unexpected_keys:
+        raise RuntimeError(f"{folder} does not match the model: missing {sorted(missing)[:5]} "
+                           f"({len(missing)}), unexpected {sorted(result.unexpected_keys)[:5]} "
+                           f"({len(result.unexpected_keys)})")
