@@ -1,5 +1,5 @@
 # make test : create .venv if missing, install cogalign with its test extras under constraints.txt, run pytest
-# make demo : the same set-up, then `cogalign demo`
+# make demo : the same set-up, then `cogalign demo` (e.g. make demo DEMO_ARGS=--fresh)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -25,7 +25,7 @@ test-slow: $(STAMP)
 	$(PY) -m pytest -m slow $(PYTEST_ARGS)
 
 demo: $(STAMP)
-	$(VENV)/bin/cogalign demo
+	$(VENV)/bin/cogalign demo $(DEMO_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -1,53 +1,483 @@
-"""``cogalign demo``: the whole pipeline on the synthetic benchmark, on CPU.
+"""``cogalign demo``: the whole pipeline on the built-in synthetic benchmark, on CPU, ending in one report.
 
-Stage 1 (here now): build the synthetic benchmark and the tiny Qwen2.5-VL, report the benchmark's reliability
-ceiling per trait. The training, evaluation and generation stages are appended as they land.
+Every stage is the project's own entry point, called in-process with its config file, exactly as its command line
+would call it:
+
+1. ``data``        the synthetic benchmark (train / validation / test from disjoint seeds) and its reliability ceiling
+2. ``sft``         SFT warm-start: ``sft_warmstart/train_sft.py`` with ``configs/tiny/sft.yaml``
+3. ``grpo``        GRPO from the SFT output: ``rl/train_grpo.py`` with ``configs/tiny/grpo.yaml``
+4. ``eval_base``, ``eval_sft``, ``eval_grpo``: ``eval/run.py`` on the test split for the base model and every SFT
+   and GRPO checkpoint (the blindness check on each run's final model)
+5. ``generation``  ``generation/generate.py`` with ``configs/tiny/generation.yaml``: the GRPO policy as Qwen-Image's
+   text encoder, judging the images itself
+
+then ``summary.json``, ``report.md`` and a self-contained ``report.html`` in the output folder (default
+``runs/demo``). Running the demo again skips the stages whose outputs are complete and resumes an interrupted one
+(training continues from its last complete checkpoint); a stage whose settings changed starts over, and so do the
+stages built on it. ``--fresh`` starts everything over.
+
+    cogalign demo
+    cogalign demo --fresh
+    cogalign demo --sft_config my_sft.yaml --grpo_max_steps 20
+    cogalign demo --n_test 16 --set generation.images_per_prompt=1 --set grpo.num_generations=4
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from cogip.demo_stages import StageBook, code_version, empty_folder, fingerprint, write_json_atomic
 
-def main(argv: list[str] | None = None) -> int:
-    from rich.console import Console
+REPO_ROOT = Path(__file__).resolve().parents[1]
+STAGE_ARGS = ("sft", "grpo", "eval", "generation")  # the stages --set reaches
+# Fields the demo sets itself to chain the stages (the benchmark seed has its own flag, --seed).
+CHAINED = {"sft": {"output_dir", "synthetic_seed"},
+           "grpo": {"output_dir", "model_name_or_path", "synthetic_seed"},
+           "eval": {"run_dir", "checkpoint", "compare", "data", "split", "output_dir"},
+           "generation": {"output_dir", "aligned_model"}}
+
+
+class DemoInputError(ValueError):
+    """Bad input to the demo, found before anything is written."""
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    title: str
+    folder: str  # relative to the demo folder; emptied when the stage starts over
+    upstream: tuple[str, ...] = ()
+    code: tuple[str, ...] = ("cogip",)  # packages whose code makes its outputs (a change re-runs the stage)
+    resumable: bool = False  # training stages continue from their last complete checkpoint
+
+
+_TRAIN = ("cogip", "sft_warmstart", "rl", "rewards", "eval")
+STAGES = (
+    Stage("data", "Synthetic benchmark", "data"),
+    Stage("sft", "SFT warm-start", "sft", code=_TRAIN, resumable=True),
+    Stage("grpo", "GRPO from the SFT output", "grpo", ("sft",), code=_TRAIN, resumable=True),
+    Stage("eval_base", "Evaluate the base model on the test split", "eval/base", ("data", "sft"), ("cogip", "eval")),
+    Stage("eval_sft", "Evaluate every SFT checkpoint on the test split", "eval/sft", ("data", "sft"),
+          ("cogip", "eval")),
+    Stage("eval_grpo", "Evaluate every GRPO checkpoint on the test split", "eval/grpo", ("data", "grpo"),
+          ("cogip", "eval")),
+    Stage("generation", "Generation: the GRPO policy as Qwen-Image's text encoder", "generation", ("sft", "grpo"),
+          ("cogip", "eval", "generation")),
+)
+OUTPUTS = [s.folder.split("/")[0] for s in STAGES] + ["stages", "report.md", "report.html", "summary.json",
+                                                      "training_curves.png"]
+
+
+def downstream(name: str) -> list[Stage]:
+    """The stages built (directly or not) on ``name``."""
+    found: list[Stage] = []
+    frontier = {name}
+    for s in STAGES:
+        if frontier & set(s.upstream):
+            found.append(s)
+            frontier.add(s.name)
+    return found
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Command line and plan: everything is parsed and checked before anything is written.
+
+
+def make_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cogalign demo", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--output_dir", default="runs/demo", help="demo folder (default runs/demo)")
+    p.add_argument("--sft_config", default=None, help="SFT config (default configs/tiny/sft.yaml)")
+    p.add_argument("--grpo_config", default=None, help="GRPO config (default configs/tiny/grpo.yaml)")
+    p.add_argument("--generation_config", default=None,
+                   help="generation config (default configs/tiny/generation.yaml)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed of the synthetic benchmark, passed to both training stages as synthetic_seed "
+                        "(default: the SFT config's)")
+    p.add_argument("--n_test", type=int, default=400, help="test items, cycling through the four traits")
+    p.add_argument("--n_boot", type=int, default=1000, help="bootstrap resamples for every interval")
+    p.add_argument("--sft_max_steps", type=int, default=None, help="override the SFT config's max_steps")
+    p.add_argument("--grpo_max_steps", type=int, default=None, help="override the GRPO config's max_steps")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="STAGE.FIELD=VALUE",
+                   help=f"override any field of a stage ({', '.join(STAGE_ARGS)}), e.g. grpo.num_generations=4 or "
+                        "'generation.alphas=0 1'; repeatable")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default 1: the tiny models are fastest on one)")
+    p.add_argument("--fresh", action="store_true", help="delete the previous demo outputs and start over")
+    return p
+
+
+@dataclass
+class Plan:
+    out: Path
+    configs: dict[str, Path]
+    seed: int
+    sizes: dict[str, int]
+    prompt_style: str
+    n_boot: int
+    argv: dict[str, list[str]]  # sft, grpo, eval, generation (without the judge's image size)
+    base_model: str
+    stage_data_args: list = field(default_factory=list)  # the SFT and GRPO data arguments, to check disjointness
+    settings: dict = field(default_factory=dict)
+
+
+def _config_path(given: str | None, default: str, what: str) -> Path:
+    path = Path(given) if given else REPO_ROOT / default
+    if not path.is_file():
+        raise DemoInputError(f"{what} config not found: {path}")
+    return path.resolve()
+
+
+def _overrides(sets: list[str]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {s: [] for s in STAGE_ARGS}
+    for item in sets:
+        key, eq, value = item.partition("=")
+        stage, dot, name = key.partition(".")
+        if not eq or not dot or not name or stage not in out:
+            raise DemoInputError(f"--set {item!r}: expected STAGE.FIELD=VALUE with STAGE one of {', '.join(out)}")
+        if name in CHAINED[stage]:
+            raise DemoInputError(f"--set {item!r}: the demo sets {stage}.{name} itself to chain the stages")
+        out[stage] += [f"--{name}", *value.split()]
+    return out
+
+
+def _parse_stage(stage: str, argv: list[str]):
+    """Parse a stage's arguments with the parser of its own command line (YAML via ``--config`` included)."""
+    if stage == "sft":
+        from sft_warmstart.train_sft import make_parser as parser
+    elif stage == "grpo":
+        from rl.train_grpo import make_parser as parser
+    elif stage == "generation":
+        from generation.generate import make_parser as parser
+    else:
+        from eval.run import parse_args
+
+        return parse_args(argv)
+    return parser().parse_args_and_config(args=argv)
+
+
+def _checked_parse(stage: str, argv: list[str]):
+    """:func:`_parse_stage`, with a missing file, a bad field or a bad value turned into a DemoInputError."""
+    import yaml
+
+    try:
+        return _parse_stage(stage, argv)
+    except (ValueError, OSError, TypeError, yaml.YAMLError) as e:
+        raise DemoInputError(f"{stage} settings: {e}") from e
+    except SystemExit as e:  # argparse has printed why
+        raise DemoInputError(f"{stage} settings were refused (see above)") from e
+
+
+def base_model_of(sft_model: str, sft_dir: Path) -> str:
+    """The model the SFT stage starts from (``tiny`` is built into ``<sft output>/tiny-base``)."""
+    from sft_warmstart.artifacts import TINY_BASE_DIR
+    from sft_warmstart.config import TINY_MODEL
+
+    return str((sft_dir / TINY_BASE_DIR).resolve()) if sft_model == TINY_MODEL else sft_model
+
+
+def plan_demo(args: argparse.Namespace) -> Plan:
+    out = Path(args.output_dir).resolve()
+    if out.exists() and not out.is_dir():
+        raise DemoInputError(f"--output_dir {out} is a file")
+    if args.n_test < 12:
+        raise DemoInputError("--n_test must be at least 12 (three test items per trait)")
+    if args.n_boot < 100:
+        raise DemoInputError("--n_boot must be at least 100")
+    configs = {"sft": _config_path(args.sft_config, "configs/tiny/sft.yaml", "SFT"),
+               "grpo": _config_path(args.grpo_config, "configs/tiny/grpo.yaml", "GRPO"),
+               "generation": _config_path(args.generation_config, "configs/tiny/generation.yaml", "generation")}
+    sets = _overrides(args.sets)
+    sft_dir, grpo_dir = out / "sft", out / "grpo"
+
+    def training_argv(stage: str, seed: int | None, extra: list[str], max_steps: int | None) -> list[str]:
+        argv = ["--config", str(configs[stage]), *extra]
+        argv += ["--synthetic_seed", str(seed)] if seed is not None else []
+        argv += ["--max_steps", str(max_steps)] if max_steps is not None else []
+        return argv + sets[stage]
+
+    # The benchmark seed: given, else the SFT config's; both training stages draw their data from it.
+    sft_script, _, sft_model = _checked_parse("sft", training_argv("sft", args.seed, ["--output_dir", str(sft_dir)],
+                                                                   args.sft_max_steps))
+    seed = args.seed if args.seed is not None else sft_script.synthetic_seed
+    argv = {"sft": training_argv("sft", seed, ["--output_dir", str(sft_dir)], args.sft_max_steps),
+            "grpo": training_argv("grpo", seed, ["--output_dir", str(grpo_dir), "--model_name_or_path",
+                                                 str(sft_dir)], args.grpo_max_steps)}
+    sft_script, sft_train, sft_model = _checked_parse("sft", argv["sft"])
+    grpo_script, grpo_train, _ = _checked_parse("grpo", argv["grpo"])
+    for name, script in (("SFT", sft_script), ("GRPO", grpo_script)):
+        if script.dataset != "synthetic":
+            raise DemoInputError(f"the demo runs on the synthetic benchmark, but the {name} config uses dataset "
+                                 f"{script.dataset!r}")
+    if sft_script.prompt_style != grpo_script.prompt_style:
+        raise DemoInputError(f"the SFT and GRPO configs ask for different prompt styles ({sft_script.prompt_style!r} "
+                             f"and {grpo_script.prompt_style!r}); the test split can only use one")
+    base_model = base_model_of(sft_model.model_name_or_path, sft_dir)
+
+    argv["eval"] = ["--data", str(out / "data"), "--split", "test", "--n_boot", str(args.n_boot),
+                    "--seed", str(seed), "--blindness_models", "final", *sets["eval"]]
+    _checked_parse("eval", ["--checkpoint", base_model, *argv["eval"]])
+    argv["generation"] = ["--config", str(configs["generation"]), "--output_dir", str(out / "generation"),
+                          "--aligned_model", str(grpo_dir), "--judge_model", str(grpo_dir),
+                          "--base_encoder", base_model, *sets["generation"]]
+    _checked_parse("generation", argv["generation"])
+
+    sizes = {"n_train": max(sft_script.synthetic_train_size, grpo_script.synthetic_train_size),
+             "n_validation": max(sft_script.synthetic_eval_size if sft_train.eval_strategy != "no" else 0,
+                                 grpo_script.synthetic_eval_size),
+             "n_test": args.n_test}
+    settings = {"output_dir": str(out), "configs": {k: str(v) for k, v in configs.items()}, "seed": seed,
+                "n_test": args.n_test, "n_boot": args.n_boot, "sft_max_steps": args.sft_max_steps,
+                "grpo_max_steps": args.grpo_max_steps, "sets": list(args.sets), "threads": args.threads,
+                "argv": argv}
+    return Plan(out=out, configs=configs, seed=seed, sizes=sizes, prompt_style=grpo_script.prompt_style,
+                n_boot=args.n_boot, argv=argv, base_model=base_model, stage_data_args=[sft_script, grpo_script],
+                settings=settings)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The stages. Each takes the plan and its argument list and writes into its own folder.
+
+
+def items_shared_with_training(test, data_args: list) -> int:
+    """How many test items also occur, by id or by identical pixels, in the training or validation items that the
+    stages configured by ``data_args`` draw (through the same loader they use)."""
+    import hashlib
+
+    import numpy as np
+
+    from cogip.data_sources import load_canonical_splits
+
+    def keys(ds) -> tuple[set[str], set[str]]:
+        return (set(map(str, ds["id"])),
+                {hashlib.sha1(np.asarray(im.convert("RGB")).tobytes()).hexdigest() for im in ds["image"]})
+
+    seen_ids, seen_pixels = set(), set()
+    for args in data_args:
+        for split in load_canonical_splits(args, with_eval=True):
+            if split is not None:
+                ids, pixels = keys(split)
+                seen_ids |= ids
+                seen_pixels |= pixels
+    test_ids = list(map(str, test["id"]))
+    test_pixels = [hashlib.sha1(np.asarray(im.convert("RGB")).tobytes()).hexdigest() for im in test["image"]]
+    return sum(i in seen_ids or h in seen_pixels for i, h in zip(test_ids, test_pixels))
+
+
+def _data_stage(plan: Plan, console) -> None:
     from rich.table import Table
 
-    from cogip.models import build_tiny_qwen2_5_vl
     from cogip.synthetic import make_benchmark, reliability
 
-    p = argparse.ArgumentParser(prog="cogalign demo", description=__doc__)
-    p.add_argument("--output_dir", default="runs/demo")
-    p.add_argument("--n_train", type=int, default=2000)
-    p.add_argument("--n_validation", type=int, default=200)
-    p.add_argument("--n_test", type=int, default=400)
-    p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
-    console, start = Console(), time.time()
-    out = Path(args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-
-    with console.status("building the synthetic benchmark"):
-        splits = make_benchmark(args.n_train, args.n_validation, args.n_test, seed=args.seed)
-        splits.save_to_disk(out / "data")
-    console.print(f"synthetic benchmark: {', '.join(f'{k} {len(v)}' for k, v in splits.items())} -> {out / 'data'}")
-    with console.status("building the tiny Qwen2.5-VL"):
-        model_dir = build_tiny_qwen2_5_vl(out / "tiny-base", seed=args.seed)
-    console.print(f"tiny Qwen2.5-VL -> {model_dir}")
-
+    with console.status("drawing the synthetic benchmark"):
+        splits = make_benchmark(**plan.sizes, seed=plan.seed, prompt_style=plan.prompt_style)
+    with console.status("checking the test split against the items the training stages draw"):
+        shared = items_shared_with_training(splits["test"], plan.stage_data_args)
+    if shared:
+        raise RuntimeError(f"{shared} test items also occur in the SFT/GRPO training or validation data")
+    splits.save_to_disk(str(plan.out / "data"))
     ceiling = reliability(splits["test"])
-    table = Table(title="Synthetic benchmark: reliability of the simulated raters (test split)")
+    write_json_atomic(plan.out / "data" / "benchmark.json", {
+        "seed": plan.seed, "sizes": {k: len(v) for k, v in splits.items()}, "prompt_style": plan.prompt_style,
+        "image_size": list(splits["test"][0]["image"].size), "reliability": ceiling, "overlap": shared})
+    console.print(f"synthetic benchmark: {', '.join(f'{k} {len(v)}' for k, v in splits.items())} "
+                  f"(seed {plan.seed}; test items shared with training data: {shared})")
+    table = Table(title="Simulated raters' reliability on the test split")
     for col in ("trait", "items", "split-half SRCC", "Spearman-Brown", "ceiling SRCC"):
-        table.add_column(col, justify="right" if col != "trait" else "left")
+        table.add_column(col, justify="left" if col == "trait" else "right")
     for trait, r in ceiling.items():
         table.add_row(trait, str(r["n"]), f"{r['split_half_srcc']:.3f}", f"{r['spearman_brown']:.3f}",
                       f"{r['ceiling_srcc']:.3f}")
     console.print(table)
-    summary = {"ceiling_srcc": {t: r["ceiling_srcc"] for t, r in ceiling.items()},
-               "minutes": (time.time() - start) / 60}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    console.print(f"summary -> {out / 'summary.json'}")
+
+
+def _training_stage(stage: str, argv: list[str]) -> None:
+    if stage == "sft":
+        from sft_warmstart.train_sft import main
+    else:
+        from rl.train_grpo import main
+    main(*_parse_stage(stage, argv))
+
+
+def _eval_stage(stage: str, plan: Plan) -> None:
+    from eval.run import main, parse_args
+
+    target = {"eval_base": ["--checkpoint", plan.base_model], "eval_sft": ["--run_dir", str(plan.out / "sft")],
+              "eval_grpo": ["--run_dir", str(plan.out / "grpo")]}[stage]
+    out = ["--output_dir", str(plan.out / "eval" / stage.removeprefix("eval_"))]
+    main(parse_args(target + out + plan.argv["eval"]))
+
+
+def _generation_argv(plan: Plan) -> list[str]:
+    """The generation stage's arguments, with the judge's image size read from the GRPO policy's processor (the
+    size the tiny model's processor pins) rather than assumed."""
+    from cogip.models import load_processor
+    from generation.judging import judge_side
+
+    side = judge_side(load_processor(plan.out / "grpo"))
+    argv = list(plan.argv["generation"])
+    if side:  # after the config, before any --set override (the last value of a flag wins)
+        argv[2:2] = ["--judge_image_size", str(side)]
+    return argv
+
+
+def _generation_stage(argv: list[str]) -> None:
+    from generation.generate import main
+
+    (args,) = _parse_stage("generation", argv)
+    main(args)
+
+
+def stage_argv(stage: Stage, plan: Plan) -> list[str]:
+    """What a stage's outputs depend on besides its config files and upstream stages."""
+    if stage.name == "data":
+        return [f"--{k}={v}" for k, v in sorted(plan.sizes.items())] + [f"--seed={plan.seed}",
+                                                                         f"--prompt_style={plan.prompt_style}"]
+    if stage.name in ("sft", "grpo"):
+        return plan.argv[stage.name]
+    if stage.name.startswith("eval_"):
+        return [stage.name, plan.base_model, *plan.argv["eval"]]
+    return _generation_argv(plan)
+
+
+def run_stage(stage: Stage, plan: Plan, argv: list[str], console) -> None:
+    if stage.name == "data":
+        _data_stage(plan, console)
+    elif stage.name in ("sft", "grpo"):
+        _training_stage(stage.name, argv)
+    elif stage.name.startswith("eval_"):
+        _eval_stage(stage.name, plan)
+    else:
+        _generation_stage(argv)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Running it all
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    return f"{m // 60}:{m % 60:02d}:{s:02d}"
+
+
+def versions() -> dict[str, str]:
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("cogalign", "torch", "transformers", "trl", "peft", "accelerate", "datasets", "diffusers"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def run_demo(plan: Plan, console, fresh: bool = False) -> dict:
+    """Run (or skip, or resume) every stage, then write summary.json and the reports. Returns the summary."""
+    from cogip.demo_report import write_reports
+    from cogip.demo_summary import build_summary
+
+    start = time.time()
+    if fresh:
+        for name in OUTPUTS:
+            empty_folder(plan.out / name)
+    plan.out.mkdir(parents=True, exist_ok=True)
+    book = StageBook(plan.out)
+    fingerprints: dict[str, str] = {}
+    record: dict[str, dict] = {}
+    total = len(STAGES) + 1
+    for i, stage in enumerate(STAGES, 1):
+        console.rule(f"[bold cyan]{i}/{total} {stage.title}[/] [dim]({_clock(time.time() - start)})[/]")
+        argv = stage_argv(stage, plan)
+        configs = [plan.configs[stage.name]] if stage.name in plan.configs else []
+        fp = fingerprint(argv, configs, [fingerprints[u] for u in stage.upstream], code_version(stage.code))
+        fingerprints[stage.name] = fp
+        folder = plan.out / stage.folder
+        decision = book.decide(stage.name, fp, folder, stage.resumable)
+        if decision == "skip":
+            seconds = (book.read(stage.name) or {}).get("seconds")
+            console.print(f"[green]skipped[/]: the outputs in {stage.folder}/ are complete (it took "
+                          f"{seconds or 0:.0f} s)")
+            record[stage.name] = {"status": "skipped", "seconds": seconds}
+            continue
+        if decision == "restart":
+            console.print(f"[yellow]settings or code changed, or outputs unaccounted for: starting {stage.folder}/ "
+                          "over[/]")
+            empty_folder(folder)
+        elif decision == "resume":
+            console.print(f"[yellow]resuming the unfinished run in {stage.folder}/[/]")
+        for later in downstream(stage.name):
+            book.forget(later.name)
+            empty_folder(plan.out / later.folder)
+        book.start(stage.name, fp)
+        t0 = time.time()
+        try:
+            run_stage(stage, plan, argv, console)
+        except BaseException:
+            console.print(f"[red]stage {stage.name} did not finish[/]; run `cogalign demo` again to resume it")
+            raise
+        seconds = time.time() - t0
+        book.finish(stage.name, fp, seconds)
+        record[stage.name] = {"status": "resumed" if decision == "resume" else "ran", "seconds": seconds}
+        console.print(f"[green]done[/] in {seconds:.1f} s")
+
+    console.rule(f"[bold cyan]{total}/{total} Summary and report[/] [dim]({_clock(time.time() - start)})[/]")
+    summary = build_summary(plan.out, n_boot=plan.n_boot, seed=plan.seed, stages=record,
+                            minutes=(time.time() - start) / 60, versions=versions(), settings=plan.settings)
+    write_json_atomic(plan.out / "summary.json", summary)
+    md, page = write_reports(plan.out, summary)
+    summary["minutes"] = (time.time() - start) / 60
+    write_json_atomic(plan.out / "summary.json", summary)
+    _print_result(console, summary, page, md)
+    if any(r["status"] == "skipped" for r in record.values()):
+        console.print("Stages with complete outputs were skipped; `cogalign demo --fresh` runs everything again.")
+    return summary
+
+
+def _print_result(console, s: dict, page: Path, md: Path) -> None:
+    from rich.table import Table
+
+    def f(x):
+        return "–" if x is None else f"{x:.3f}"
+
+    table = Table(title="Test-split SRCC (final models)")
+    for col in ("trait", "ceiling", "base", "SFT", "GRPO"):
+        table.add_column(col, justify="left" if col == "trait" else "right")
+    for t in s["ceiling_srcc"]:
+        table.add_row(t, f(s["ceiling_srcc"][t]), f(s["srcc_base"][t]), f(s["srcc_sft"][t]), f(s["srcc_grpo"][t]))
+    table.add_row("mean", f(s["ceiling_mean"]), f(s["srcc_base"]["mean"]), f(s["srcc_sft"]["mean"]),
+                  f(s["srcc_grpo"]["mean"]), style="bold")
+    console.print(table)
+    lo, hi = s["srcc_grpo_minus_sft_ci"]
+    ok = {True: "[green]met[/]", False: "[red]not met[/]"}
+    console.print(f"GRPO mean SRCC {f(s['srcc_grpo']['mean'])} vs target {f(s['target'])} (0.8 x mean ceiling): "
+                  f"{ok[s['passed']['grpo_mean_srcc_reaches_target']]}")
+    console.print(f"GRPO - SFT mean SRCC {f(s['srcc_grpo_minus_sft'])}, 95% CI [{f(lo)}, {f(hi)}]: "
+                  f"{ok[s['passed']['grpo_beats_sft_ci_above_zero']]}")
+    console.print(f"{s['minutes']:.1f} min. Report: [bold]{page}[/] (also {md.name}, summary.json)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from rich.console import Console
+
+    args = make_parser().parse_args(argv)
+    console = Console()
+    try:
+        plan = plan_demo(args)
+    except DemoInputError as e:
+        print(f"cogalign demo: error: {e}", file=sys.stderr)
+        return 2
+    import torch
+
+    torch.set_num_threads(max(args.threads, 1))
+    try:
+        run_demo(plan, console, fresh=args.fresh)
+    except KeyboardInterrupt:
+        console.print("interrupted: run `cogalign demo` again to resume where it stopped")
+        return 130
     return 0

@@ -6,6 +6,7 @@ run folder's complete checkpoints and joins each with what the training run logg
 
 from __future__ import annotations
 
+import filecmp
 import json
 import logging
 import re
@@ -81,14 +82,15 @@ def _reward_fns(args: EvalArgs) -> dict:
 
 
 def evaluate_model(model, processor, dataset, args: EvalArgs, train_means: dict[str, float] | None = None,
-                   reward_fns: dict | None = None, label: str = "") -> tuple[dict, list[Prediction]]:
-    """Predictions and every figure for one model on ``dataset``."""
+                   reward_fns: dict | None = None, label: str = "",
+                   blindness: bool | None = None) -> tuple[dict, list[Prediction]]:
+    """Predictions and every figure for one model on ``dataset`` (``blindness`` overrides ``args.blindness``)."""
     preds = predict(model, processor, dataset, decoding=args.decoding, batch_size=args.batch_size,
                     max_new_tokens=args.max_new_tokens, num_samples=args.num_samples, temperature=args.temperature,
                     seed=args.seed, progress=f"predict {label}".strip())
     result = {"metrics": evaluate(preds, dataset, unparsable=args.unparsable, train_means=train_means,
                                   n_boot=args.n_boot, seed=args.seed)}
-    if args.blindness:
+    if args.blindness if blindness is None else blindness:
         # The blindness check always decodes greedily: it asks whether the answer changes, not how well it scores.
         greedy = preds if args.decoding == "greedy" else predict(
             model, processor, dataset, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
@@ -115,13 +117,32 @@ def run_checkpoints(args: EvalArgs) -> list[tuple[str, str, int | None]]:
         log.warning("skipping incomplete checkpoint(s) (no trainer_state.json): %s", ", ".join(skipped))
     has_weights = any((run / f).exists() for f in ("config.json", "adapter_config.json"))
     if args.include_final and has_weights:
-        try:
-            final_step = json.loads((run / "trainer_state.json").read_text()).get("global_step")
-        except (OSError, ValueError):
-            final_step = None
+        final_step = _final_step(run, found)
         if final_step is None or final_step not in {f[2] for f in found}:
             found.append(("final", str(run), final_step))
     return found
+
+
+def _weight_files(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.glob("*.safetensors"))
+
+
+def _final_step(run: Path, found: list[tuple[str, str, int | None]]) -> int | None:
+    """The step of the model saved at the top of ``run``: the global step of its trainer_state.json, else that of
+    the newest checkpoint holding byte-identical weights (the Trainer's last checkpoint and its final save_model
+    write the same files, and the top folder gets no trainer_state.json), else None."""
+    try:
+        return json.loads((run / "trainer_state.json").read_text()).get("global_step")
+    except (OSError, ValueError, AttributeError):
+        pass
+    if not found:
+        return None
+    _, newest, step = found[-1]
+    names = _weight_files(run)
+    if names and names == _weight_files(Path(newest)) and all(
+            filecmp.cmp(run / n, Path(newest) / n, shallow=False) for n in names):
+        return step
+    return None
 
 
 def evaluate_run(args: EvalArgs) -> dict:
@@ -133,9 +154,12 @@ def evaluate_run(args: EvalArgs) -> dict:
     if not models:
         raise FileNotFoundError(f"{args.run_dir} holds no complete checkpoint and no saved model")
     results, previous, all_preds = [], None, {}
-    for name, path, step in tqdm(models, desc=f"checkpoints in {Path(args.run_dir).name}", unit="ckpt"):
+    for i, (name, path, step) in enumerate(tqdm(models, desc=f"checkpoints in {Path(args.run_dir).name}",
+                                                unit="ckpt")):
         model, processor = _load(path, args)
-        res, preds = evaluate_model(model, processor, dataset, args, train_means, reward_fns, label=name)
+        blind = args.blindness and (args.blindness_models == "all" or i == len(models) - 1)
+        res, preds = evaluate_model(model, processor, dataset, args, train_means, reward_fns, label=name,
+                                    blindness=blind)
         res |= {"name": name, "path": path, "step": step,
                 "training": training_at_step(history, corr, step, previous)}
         results.append(res)
@@ -161,19 +185,33 @@ def paired_comparison(preds_a: list[Prediction], preds_b: list[Prediction], unpa
                       n_boot: int = 2000, seed: int = 0,
                       metrics: tuple[str, ...] = ("srcc", "plcc", "krcc", "mae")) -> dict:
     """Per trait and metric: A minus B on the same items with a paired bootstrap interval and p-value."""
+    return {name: {m: M.paired_bootstrap(m, sa, sb, human, n_boot=n_boot, seed=seed) for m in metrics}
+            for name, (sa, sb, human) in paired_scores(preds_a, preds_b, unparsable).items()}
+
+
+def paired_scores(preds_a: list[Prediction], preds_b: list[Prediction],
+                  unparsable: str = "midpoint") -> dict[str, tuple[list[float], list[float], list[float]]]:
+    """Per trait: (scores of A, scores of B, human scores) on the same items, unparsable answers filled by the
+    ``unparsable`` policy. Refuses two lists that do not hold the same items in the same order."""
     from cogip.traits import get_trait
 
-    out: dict[str, dict] = {}
+    if len(preds_a) != len(preds_b) or any(a.id != b.id for a, b in zip(preds_a, preds_b)):
+        raise ValueError("the two prediction lists do not cover the same items in the same order")
+    out = {}
     for name in dict.fromkeys(p.trait for p in preds_a):
         trait = get_trait(name)
-        pairs = [(a, b) for a, b in zip(preds_a, preds_b, strict=True) if a.trait == name]
-        if any(a.id != b.id for a, b in pairs):
-            raise ValueError("the two prediction lists do not cover the same items in the same order")
-        sa = [fill_score(a, trait, unparsable) for a, _ in pairs]
-        sb = [fill_score(b, trait, unparsable) for _, b in pairs]
-        human = [a.human for a, _ in pairs]
-        out[name] = {m: M.paired_bootstrap(m, sa, sb, human, n_boot=n_boot, seed=seed) for m in metrics}
+        pairs = [(a, b) for a, b in zip(preds_a, preds_b) if a.trait == name]
+        out[name] = ([fill_score(a, trait, unparsable) for a, _ in pairs],
+                     [fill_score(b, trait, unparsable) for _, b in pairs], [a.human for a, _ in pairs])
     return out
+
+
+def mean_over_traits_comparison(preds_a: list[Prediction], preds_b: list[Prediction], metric: str = "srcc",
+                                unparsable: str = "midpoint", n_boot: int = 2000, seed: int = 0) -> dict:
+    """A minus B in the mean over traits of ``metric`` on the same items, with a paired bootstrap interval that
+    resamples items within each trait (an undefined value, e.g. SRCC of constant answers, counts as 0)."""
+    return M.paired_bootstrap_mean_over_groups(metric, paired_scores(preds_a, preds_b, unparsable),
+                                               n_boot=n_boot, seed=seed)
 
 
 def evaluate_compare(args: EvalArgs) -> dict:

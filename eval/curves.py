@@ -77,3 +77,61 @@ def plot_curves(results: dict, path: str | Path) -> Path | None:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return Path(path)
+
+
+def plot_training_curves(sft_history: list[dict], grpo_history: list[dict], correlation_log: list[dict],
+                         path: str | Path, ceiling: dict[str, float] | None = None) -> Path | None:
+    """What the two training stages logged, step by step: the SFT loss, the GRPO training reward, and the held-out
+    SRCC per trait that the GRPO callback measured (``correlation_log.jsonl``), with each trait's reliability
+    ceiling as a dotted line. None when nothing was logged."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    loss = [(e["step"], e["loss"]) for e in sft_history if e.get("loss") is not None]
+    reward = [(e["step"], e["reward"]) for e in grpo_history if e.get("reward") is not None]
+    if not (loss or reward or correlation_log):
+        return None
+    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(16, 4.5))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+
+    if loss:
+        ax1.plot([s for s, _ in loss], [v for _, v in loss], "o-", ms=3)
+    else:
+        ax1.text(0.5, 0.5, "no loss logged\n(fewer steps than logging_steps)", ha="center", va="center",
+                 transform=ax1.transAxes, color="0.4")
+    ax1.set(xlabel="SFT step", ylabel="training loss", title="SFT warm-start: loss")
+
+    if reward:
+        ax2.plot([s for s, _ in reward], [r for _, r in reward], "-", color="0.6", lw=1, label="logged each step")
+    means = [(e["step"], e["train_reward"]) for e in correlation_log if e.get("train_reward") is not None]
+    if means:
+        ax2.plot([s for s, _ in means], [r for _, r in means], "o-", color="k", label="mean since previous eval")
+    ax2.set(xlabel="GRPO step", ylabel="reward", title="GRPO: training reward")
+    if reward or means:
+        ax2.legend(fontsize=7)
+
+    traits = list(dict.fromkeys(k[: -len("/srcc")] for e in correlation_log for k in e if k.endswith("/srcc")))
+    traits += [t for t in (ceiling or {}) if t not in traits]
+    for i, t in enumerate(traits):
+        c = colors[i % len(colors)]
+        pts = [(e["step"], e[f"{t}/srcc"]) for e in correlation_log if e.get(f"{t}/srcc") is not None]
+        if pts:
+            ax3.plot([s for s, _ in pts], [v for _, v in pts], "o-", color=c, label=t)
+        if ceiling and ceiling.get(t) is not None:
+            ax3.axhline(ceiling[t], color=c, ls=":", lw=1)
+    pts = [(e["step"], e["mean_srcc"]) for e in correlation_log if e.get("mean_srcc") is not None]
+    if pts:
+        ax3.plot([s for s, _ in pts], [v for _, v in pts], "s-", color="k", lw=2, label="mean")
+    if not any(k.endswith("srcc") and e.get(k) is not None for e in correlation_log for k in e):
+        ax3.text(0.5, 0.5, "SRCC undefined so far\n(constant answers)", ha="center", va="center",
+                 transform=ax3.transAxes, color="0.4")
+    ax3.set(xlabel="GRPO step", ylabel="SRCC with people (validation split)",
+            title="GRPO: held-out SRCC (dotted: ceiling)")
+    if ax3.get_legend_handles_labels()[0]:
+        ax3.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)

@@ -36,6 +36,8 @@ class EvalArgs:
         "help": "how unparsable answers are scored: midpoint | worst | train_mean (they are always counted)"})
     n_boot: int = field(default=1000, metadata={"help": "bootstrap resamples for the 95%% intervals (0: none)"})
     blindness: bool = field(default=True, metadata={"help": "re-score with blank and shuffled images"})
+    blindness_models: str = field(default="all", metadata={
+        "help": "with --run_dir: run the blindness check on 'all' checkpoints or only on the run's 'final' model"})
     blindness_tolerance: float = field(default=0.02, metadata={
         "help": "flag a trait whose predictions move less than this share of its range under shuffled images"})
     reward_funcs: list[str] | None = field(default=None, metadata={
@@ -54,5 +56,7 @@ class EvalArgs:
             raise ValueError("--compare takes two models")
         if self.decoding not in ("greedy", "expected", "sample"):
             raise ValueError(f"--decoding must be greedy, expected or sample, not {self.decoding!r}")
+        if self.blindness_models not in ("all", "final"):
+            raise ValueError(f"--blindness_models must be all or final, not {self.blindness_models!r}")
         if self.unparsable not in ("midpoint", "worst", "train_mean"):
             raise ValueError(f"--unparsable must be midpoint, worst or train_mean, not {self.unparsable!r}")

@@ -180,7 +180,14 @@ def paired_bootstrap(metric: str, pred_a: np.ndarray, pred_b: np.ndarray, human:
     diff = fn(pred_a, human) - fn(pred_b, human)
     idx = _resamples(len(human), n_boot, seed)
     d = bootstrap_distribution(metric, pred_a, human, idx) - bootstrap_distribution(metric, pred_b, human, idx)
-    d = d[np.isfinite(d)]
+    return {"metric": metric, "a": fn(pred_a, human), "b": fn(pred_b, human), **_difference(metric, diff, d, level),
+            "n": len(human)}
+
+
+def _difference(metric: str, diff: float, resampled: np.ndarray, level: float) -> dict:
+    """The observed difference ``a - b``, the percentile interval and two-sided p-value of its resampled values
+    (twice the share on the far side of zero), and whether ``a`` is the better one."""
+    d = resampled[np.isfinite(resampled)]
     a = (1 - level) / 2
     if len(d) == 0 or not math.isfinite(diff):
         lo = hi = p = math.nan
@@ -188,8 +195,55 @@ def paired_bootstrap(metric: str, pred_a: np.ndarray, pred_b: np.ndarray, human:
         lo, hi = (float(v) for v in np.quantile(d, [a, 1 - a]))
         p = float(min(1.0, 2 * min(np.mean(d <= 0), np.mean(d >= 0))))
     better = (diff > 0) == HIGHER_IS_BETTER[metric] if math.isfinite(diff) and diff != 0 else None
-    return {"metric": metric, "a": fn(pred_a, human), "b": fn(pred_b, human), "diff": diff, "ci": [lo, hi],
-            "p_value": p, "a_better": better, "n": len(human)}
+    return {"diff": diff, "ci": [lo, hi], "p_value": p, "a_better": better}
+
+
+def paired_bootstrap_mean_over_groups(metric: str, groups: dict[str, tuple], n_boot: int = 2000,
+                                      level: float = 0.95, seed: int = 0, undefined: float | None = 0.0) -> dict:
+    """Compare two models by the mean over groups (traits) of ``metric``, each group scored on its own items.
+
+    ``groups`` maps a name to ``(pred_a, pred_b, human)`` on that group's items. Every resample draws items with
+    replacement *within* each group, the same items for both models, computes the metric per group and averages
+    over groups, so the interval is that of the difference of the two means. A value the metric leaves undefined
+    (NaN: SRCC of constant predictions) counts as ``undefined`` (0 by default: a constant ranks nothing), or is
+    left out of the mean with ``undefined=None``.
+
+    >>> rng = np.random.default_rng(0)
+    >>> h = rng.normal(size=60)
+    >>> good, bad = h + rng.normal(scale=0.3, size=60), h + rng.normal(scale=3.0, size=60)
+    >>> r = paired_bootstrap_mean_over_groups("srcc", {"x": (good[:30], bad[:30], h[:30]),
+    ...                                                "y": (good[30:], bad[30:], h[30:])}, n_boot=500)
+    >>> r["ci"][0] > 0 and r["a_better"]
+    True
+    """
+    if not groups:
+        raise ValueError("no groups to compare")
+    fn = METRIC_FNS[metric]
+
+    def fill(x):
+        x = np.asarray(x, float)
+        return x if undefined is None else np.where(np.isfinite(x), x, undefined)
+
+    def mean(rows: list) -> np.ndarray:  # rows: one array (or scalar) per group -> mean over groups
+        stacked = np.vstack([np.atleast_1d(fill(r)) for r in rows])  # (groups, B)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns stay NaN
+            return np.nanmean(stacked, axis=0)
+
+    point_a, point_b, dist_a, dist_b, per_group = [], [], [], [], {}
+    for k, (name, (pred_a, pred_b, human)) in enumerate(groups.items()):
+        pred_a, pred_b, human = (np.asarray(x, float) for x in (pred_a, pred_b, human))
+        if not len(pred_a) == len(pred_b) == len(human) or len(human) == 0:
+            raise ValueError(f"group {name!r}: a paired comparison needs both models' scores on the same items")
+        idx = _resamples(len(human), n_boot, seed + k)  # (n_boot, n) item indices within this group
+        point_a.append(fn(pred_a, human))
+        point_b.append(fn(pred_b, human))
+        dist_a.append(bootstrap_distribution(metric, pred_a, human, idx))
+        dist_b.append(bootstrap_distribution(metric, pred_b, human, idx))
+        per_group[name] = {"a": point_a[-1], "b": point_b[-1], "n": len(human)}
+    a, b = float(mean(point_a)[0]), float(mean(point_b)[0])
+    return {"metric": metric, "a": a, "b": b, **_difference(metric, a - b, mean(dist_a) - mean(dist_b), level),
+            "groups": per_group, "undefined_as": undefined}
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -51,9 +51,18 @@ def main(args: EvalArgs) -> dict:
     return results
 
 
+def make_parser() -> HfArgumentParser:
+    return HfArgumentParser(EvalArgs)
+
+
+def parse_args(argv: list[str] | None = None) -> EvalArgs:
+    """The flags of ``eval/run.py`` as :class:`EvalArgs` (shared with ``cogalign eval`` and ``cogalign demo``)."""
+    (args,) = make_parser().parse_args_into_dataclasses(args=argv)
+    return args
+
+
 def cli_main(argv: list[str] | None = None) -> int:
-    (args,) = HfArgumentParser(EvalArgs).parse_args_into_dataclasses(args=argv)
-    main(args)
+    main(parse_args(argv))
     return 0
 
 

@@ -113,6 +113,31 @@ def test_paired_bootstrap_detects_the_better_model():
         M.paired_bootstrap("srcc", good[:10], bad, human)
 
 
+def test_paired_bootstrap_of_a_mean_over_traits_resamples_within_each_trait():
+    rng = np.random.default_rng(5)
+    groups = {}
+    for k, n in enumerate((40, 60, 80)):  # traits of different sizes, on different scales
+        human = rng.uniform(0, 10 ** k, n)
+        groups[f"t{k}"] = (human + rng.normal(0, 0.2 * 10 ** k, n), human + rng.normal(0, 2 * 10 ** k, n), human)
+    res = M.paired_bootstrap_mean_over_groups("srcc", groups, n_boot=400)
+    by_trait = {t: M.srcc(a, h) - M.srcc(b, h) for t, (a, b, h) in groups.items()}
+    assert res["diff"] == pytest.approx(np.mean(list(by_trait.values())))
+    assert res["a_better"] and 0 < res["ci"][0] < res["diff"] < res["ci"][1] and res["p_value"] < 0.01
+    assert [g["n"] for g in res["groups"].values()] == [40, 60, 80]
+    swapped = M.paired_bootstrap_mean_over_groups("srcc", {t: (b, a, h) for t, (a, b, h) in groups.items()},
+                                                  n_boot=400)
+    assert swapped["diff"] == pytest.approx(-res["diff"]) and swapped["ci"][1] < 0
+    # A model with constant answers has no SRCC: it counts as 0 (the default) or is left out of the mean.
+    human = groups["t0"][2]
+    const = {"t0": (np.full(40, 5.0), groups["t0"][1], human), "t1": groups["t1"]}
+    as_zero = M.paired_bootstrap_mean_over_groups("srcc", const, n_boot=200)
+    assert as_zero["a"] == pytest.approx(M.srcc(*groups["t1"][::2]) / 2)
+    left_out = M.paired_bootstrap_mean_over_groups("srcc", const, n_boot=200, undefined=None)
+    assert left_out["a"] == pytest.approx(M.srcc(*groups["t1"][::2]))
+    with pytest.raises(ValueError):
+        M.paired_bootstrap_mean_over_groups("srcc", {"t0": (human[:5], human, human)})
+
+
 def test_spread_flags_collapse_and_reference_lines():
     human = np.linspace(0, 10, 50)
     assert M.spread(np.full(50, 5.0), human)["collapsed"]

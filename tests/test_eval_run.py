@@ -130,3 +130,20 @@ def test_upstream_release_with_an_image_root(tiny_model_dir, tmp_path):  # noqa:
 @pytest.fixture(scope="module", autouse=True)
 def _single_thread(one_thread):  # noqa: F811
     yield
+
+
+def test_a_final_save_identical_to_the_last_checkpoint_is_evaluated_once(tmp_path, tiny_model_dir,
+                                                                          fitted_model_dir):  # noqa: F811
+    import shutil
+
+    from eval.checkpoint_eval import run_checkpoints
+    from eval.eval_args import EvalArgs
+
+    run = make_run_dir(tmp_path / "run", {3: tiny_model_dir, 6: fitted_model_dir}, HISTORY, incomplete_step=None)
+    (run / "trainer_state.json").unlink()  # the Trainer's final save_model writes none at the top of the run
+    for f in Path(fitted_model_dir).iterdir():  # ... but the same weights as its last checkpoint
+        shutil.copy(f, run / f.name)
+    listed = lambda: [(name, step) for name, _, step in run_checkpoints(EvalArgs(run_dir=str(run)))]
+    assert listed() == [("checkpoint-3", 3), ("checkpoint-6", 6)]
+    shutil.copy(Path(tiny_model_dir) / "model.safetensors", run / "model.safetensors")  # other weights: a model
+    assert listed() == [("checkpoint-3", 3), ("checkpoint-6", 6), ("final", None)]  # of its own, evaluated too
