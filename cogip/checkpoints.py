@@ -92,3 +92,15 @@ def load_checkpoint_weights(model, checkpoint: str | Path) -> None:
         raise RuntimeError(f"{folder} does not match the model: missing {sorted(missing)[:5]} "
                            f"({len(missing)}), unexpected {sorted(result.unexpected_keys)[:5]} "
                            f"({len(result.unexpected_keys)})")
+
+
+class FullWeightsResumeMixin:
+    """For Trainer subclasses: resuming from a full-weights checkpoint restores the weights through
+    :func:`load_checkpoint_weights`. DeepSpeed, FSDP and LoRA-adapter checkpoints keep the Trainer's own loaders."""
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        folder = Path(resume_from_checkpoint)
+        full = (folder / "model.safetensors").is_file() or (folder / "model.safetensors.index.json").is_file()
+        if model is None and full and not (self.is_deepspeed_enabled or self.is_fsdp_enabled):
+            return load_checkpoint_weights(self.model, folder)
+        return super()._load_from_checkpoint(resume_from_checkpoint, model)

@@ -34,6 +34,7 @@ class TinySizes:
     vision_hidden_size: int = 64
     vision_heads: int = 4
     image_size: int = 56  # the processor keeps images of this many pixels square (min = max pixels)
+    patch_size: int = 14  # ViT patch side in pixels; 2x2 patches merge into one LLM token
 
 
 def _chat_template() -> str:
@@ -69,11 +70,11 @@ def build_tiny_tokenizer():
     return fast
 
 
-def build_tiny_processor(image_size: int = 56):
+def build_tiny_processor(image_size: int = 56, patch_size: int = 14):
     from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor
 
     pixels = image_size * image_size
-    image_processor = Qwen2VLImageProcessor(min_pixels=pixels, max_pixels=pixels)
+    image_processor = Qwen2VLImageProcessor(min_pixels=pixels, max_pixels=pixels, patch_size=patch_size)
     return Qwen2_5_VLProcessor(
         image_processor=image_processor, tokenizer=build_tiny_tokenizer(), video_processor=Qwen2VLVideoProcessor(),
         chat_template=_chat_template(),
@@ -102,7 +103,7 @@ def tiny_qwen2_5_vl_config(tokenizer, sizes: TinySizes):
         vision_config={
             "depth": sizes.vision_depth, "hidden_size": sizes.vision_hidden_size,
             "intermediate_size": 2 * sizes.vision_hidden_size, "num_heads": sizes.vision_heads,
-            "out_hidden_size": sizes.hidden_size, "patch_size": 14, "spatial_merge_size": 2,
+            "out_hidden_size": sizes.hidden_size, "patch_size": sizes.patch_size, "spatial_merge_size": 2,
             "temporal_patch_size": 2, "window_size": 56, "fullatt_block_indexes": [sizes.vision_depth - 1],
         },
         tie_word_embeddings=True,
@@ -131,7 +132,7 @@ def build_tiny_qwen2_5_vl(out_dir: str | Path, sizes: TinySizes | None = None, s
 
     sizes = sizes or TinySizes()
     out = Path(out_dir)
-    processor = build_tiny_processor(sizes.image_size)
+    processor = build_tiny_processor(sizes.image_size, sizes.patch_size)
     config = tiny_qwen2_5_vl_config(processor.tokenizer, sizes)
     torch.manual_seed(seed)
     with without_zero3_init():

@@ -11,6 +11,7 @@ import torch
 from trl import SFTTrainer
 from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 
+from cogip.checkpoints import FullWeightsResumeMixin
 from cogip.models import digit_token_ids
 from sft_warmstart.collator import ITEM_COLUMNS, SOFT_LABEL_KEYS, SoftLabelCollator
 from sft_warmstart.config import SoftLabelSFTConfig
@@ -18,7 +19,7 @@ from sft_warmstart.soft_label_loss import soft_label_loss
 from sft_warmstart.trainable import PartLearningRatesMixin
 
 
-class SoftLabelSFTTrainer(PartLearningRatesMixin, SFTTrainer):
+class SoftLabelSFTTrainer(FullWeightsResumeMixin, PartLearningRatesMixin, SFTTrainer):
     _tag_names = ["trl", "sft", "cogalign", "soft-label"]
 
     def __init__(self, model, args: SoftLabelSFTConfig, train_dataset, eval_dataset=None, processing_class=None,
