@@ -7,8 +7,11 @@ Qwen2.5 vocabulary (151,936), with about 8 numeric answers per sequence (every t
 Timings: forward, and forward + backward, of both, side by side in one run (median of --repeats; the reference once).
 ``speedup`` in the JSON is reference / vectorised for forward + backward (what a training step pays for the loss);
 ``speedup_forward`` is the forward alone. On a CPU both do the same full-vocabulary exp work per position, so the
-forward ratio stays near 1; the gap opens in the backward (the reference's per-position autograd) and, on a GPU,
-in the forward too (thousands of small kernel launches against a few large ones).
+forward ratio stays near 1; the gap opens in the backward (the reference's per-position autograd: a log-softmax
+backward, a gather backward and a stack per position) and, on a GPU, in the forward too (thousands of small kernel
+launches against a few large ones). The vectorised backward is one exp pass written straight into the gradient, so
+on a CPU its floor is two exp passes over B * T * V plus the page faults of the fresh logits-sized gradient (which
+every loss allocates), and ``speedup`` cannot go much past reference / that.
 Memory: peak memory of the loss beyond the logits, for the forward and for forward + backward (which includes the
 gradient of the logits, one logits-sized tensor that any loss produces), and torch's cross_entropy for comparison.
 On CUDA from the allocator's peak; on CPU from the peak resident set (VmHWM, reset before the loss) of a fresh

@@ -20,9 +20,10 @@ All other labelled tokens (label words, sign, point, end of turn) get ordinary c
 (or ``/ num_items_in_batch``, as the HF ``Trainer`` passes under gradient accumulation), so ``ce`` is exactly the
 usual token-mean cross-entropy.
 
-Cost: one pass over the vocabulary per labelled position (the log-sum-exp that cross-entropy needs anyway), done in
-blocks of rows by :class:`_RowSoftCrossEntropy` so the only full-vocabulary tensor is the gradient of the logits;
-the soft targets live on ``(K, 10)`` gathered digit logits, never as a ``(B, T, V)`` tensor.
+Cost: one pass over the vocabulary per labelled position in the forward (the log-sum-exp that cross-entropy needs
+anyway) and one in the backward (the softmax, written straight into the gradient), by :class:`_RowSoftCrossEntropy`
+in blocks of rows, so the only full-vocabulary tensor is the gradient of the logits; the soft targets live on
+``(K, 10)`` gathered digit logits, never as a ``(B, T, V)`` tensor.
 """
 
 from __future__ import annotations
@@ -146,36 +147,28 @@ def digit_soft_targets(true_digit: torch.Tensor, place: torch.Tensor, prefix: to
 # The loss kernel.
 
 
-def _blocks(rows: torch.Tensor, rows_per_block: int):
-    """Yield (slice into rows, first row, last row + 1, contiguous?) per block of rows (rows sorted ascending).
-
-    Contiguous blocks are read as views of the logits; others through index_select (one block-sized copy).
-    """
-    bounds = rows.tolist()  # N is small next to N * V; one host copy instead of a sync per block
-    for start in range(0, len(bounds), rows_per_block):
-        stop = min(start + rows_per_block, len(bounds))
-        first, last = bounds[start], bounds[stop - 1]
-        yield slice(start, stop), first, last + 1, last - first == stop - start - 1
-
-
-def _read_block(logits2d: torch.Tensor, rows: torch.Tensor, sl: slice, first: int, end: int, contiguous: bool,
-                gather_buf: list[torch.Tensor]) -> torch.Tensor:
-    """The block's logits rows: a view when contiguous, else copied into one reused buffer (allocated once)."""
-    if contiguous:
-        return logits2d[first:end]
-    idx = rows[sl]
-    if not gather_buf:
-        gather_buf.append(torch.empty(sl.stop - sl.start, logits2d.shape[1], dtype=logits2d.dtype,
-                                      device=logits2d.device))
-    return torch.index_select(logits2d, 0, idx, out=gather_buf[0][: idx.numel()])
+def _blocks(rows: torch.Tensor, max_rows: int | None = None):
+    """Yield (slice into rows, first row, last row + 1) per block of consecutive rows (rows sorted ascending): the
+    runs of consecutive rows, cut to at most ``max_rows`` rows. Every block is a view of the logits (no gathers)."""
+    cuts = ((rows[1:] != rows[:-1] + 1).nonzero().squeeze(1) + 1).tolist()  # one host copy, not a sync per block
+    starts, stops = [0, *cuts], [*cuts, rows.numel()]
+    firsts = rows[torch.tensor(starts, device=rows.device)].tolist() if rows.numel() else []
+    for start, stop, first in zip(starts, stops, firsts):
+        step = max_rows or stop - start
+        for a in range(start, stop, step):
+            b = min(stop, a + step)
+            yield slice(a, b), first + a - start, first + b - start
 
 
 class _RowSoftCrossEntropy(torch.autograd.Function):
-    """Per-row ``H(target, softmax(logits[row]))`` for targets that live on C token ids per row.
+    """Per-row ``H(target, softmax(z)) = sum_c t_c * (logsumexp(z) - z[id_c])`` for targets on C token ids per row.
 
-    Forward and backward walk the rows in blocks through one reused ``(rows_per_block, V)`` float32 buffer, so beyond
-    the logits and their gradient nothing full-vocabulary is allocated. Returns (loss per row, argmax per row or
-    an empty tensor when ``want_top1`` is False: the argmax costs one more pass over the block).
+    Forward: one fused log-softmax per block of rows into a reused ``(rows_per_block, V)`` float32 buffer, kept only
+    for the row's log-sum-exp (and argmax, if asked). Backward: ``dL/dz = g * (softmax(z) - t)``, recomputed as
+    ``exp(z - (lse - log|g|))`` straight into the gradient (a subtract and an in-place exp per run of consecutive
+    rows when the logits are float32; through the block buffer otherwise), then the sparse ``-g * t`` added at the C
+    target ids. Beyond the logits and their gradient nothing full-vocabulary is allocated. Returns (loss per row,
+    argmax per row or an empty tensor when ``want_top1`` is False).
     """
 
     @staticmethod
@@ -183,52 +176,49 @@ class _RowSoftCrossEntropy(torch.autograd.Function):
         # logits2d (R, V); rows (N,) sorted, which logits rows are scored; target_ids / target_probs (N, C)
         n, vocab = rows.numel(), logits2d.shape[1]
         buf = torch.empty(min(n, rows_per_block), vocab, dtype=torch.float32, device=logits2d.device)
-        picked = torch.empty(target_ids.shape, dtype=torch.float32, device=logits2d.device)  # (N, C) log-probs
         lse = torch.empty(n, dtype=torch.float32, device=logits2d.device)
         top1 = torch.empty(n if want_top1 else 0, dtype=torch.long, device=logits2d.device)
-        gather_buf: list[torch.Tensor] = []
-        for sl, first, end, contiguous in _blocks(rows, rows_per_block):
-            x = _read_block(logits2d, rows, sl, first, end, contiguous, gather_buf)
-            log_p = torch.log_softmax(x.float(), dim=-1, out=buf[: x.shape[0]])  # row-wise kernel, in cache
-            picked[sl] = log_p.gather(1, target_ids[sl])
-            lse[sl] = x[:, 0].float() - log_p[:, 0]  # log-sum-exp, kept for the backward
+        for sl, first, end in _blocks(rows, rows_per_block):
+            x = logits2d[first:end]
+            log_p = torch.log_softmax(x.float(), dim=-1, out=buf[: end - first])  # one fused row-wise kernel
+            lse[sl] = x[:, 0].float() - log_p[:, 0]  # log-sum-exp (as torch's log_softmax sums it)
             if want_top1:
                 top1[sl] = log_p.argmax(dim=-1)
-        loss = -(target_probs.float() * picked).sum(-1)
+        picked = logits2d[rows[:, None], target_ids].float()  # (N, C)
+        loss = (target_probs * (lse[:, None] - picked)).sum(-1)
         ctx.save_for_backward(logits2d, rows, target_ids, target_probs, lse)
         ctx.rows_per_block = rows_per_block
         ctx.mark_non_differentiable(top1)
         return loss, top1
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(ctx, grad_loss, _grad_top1):
         logits2d, rows, target_ids, target_probs, lse = ctx.saved_tensors
-        # (R, V): the one full-size tensor, the gradient itself. Rows that are scored are written in full below;
-        # only the others (prompt, padding, last position) need zeros.
-        grad = torch.empty_like(logits2d)
+        g = grad_loss.float()
+        # |g| * softmax(z) = exp(z - shift): the scale rides in the exponent, no multiply pass over the gradient
+        # (g = 0 gives shift = inf, exp = 0). Rows with g < 0 are negated at the end.
+        shift = (lse - g.abs().log())[:, None]
+        minus_target = target_probs * -g.abs()[:, None]  # (N, C)
+        # (R, V): the one full-size tensor, the gradient itself. Scored rows are written in full below; only the
+        # others (prompt, padding, last position) need zeros.
+        grad = torch.empty_like(logits2d, memory_format=torch.contiguous_format)
         unscored = torch.ones(logits2d.shape[0], dtype=torch.bool, device=logits2d.device)
         unscored[rows] = False
-        grad[unscored] = 0
-        buf: list[torch.Tensor] = []
-        gather_buf: list[torch.Tensor] = []
-        for sl, first, end, contiguous in _blocks(rows, ctx.rows_per_block):
-            x = _read_block(logits2d, rows, sl, first, end, contiguous, gather_buf)
-            g = grad_loss[sl].float()[:, None]  # (n_b, 1)
-            direct = contiguous and grad.dtype == torch.float32
-            if direct:
-                out = grad[first:end]  # write straight into the gradient: no extra pass
-            else:
-                if not buf:
-                    buf.append(torch.empty(min(rows.numel(), ctx.rows_per_block), logits2d.shape[1],
-                                           dtype=torch.float32, device=logits2d.device))
-                out = buf[0][: x.shape[0]]
-            p = torch.sub(x.float(), lse[sl, None], out=out).exp_().mul_(g)  # softmax * g, in place
-            p.scatter_add_(1, target_ids[sl], -target_probs[sl].float() * g)
-            if not direct:  # computed in the buffer: copy it over
-                if contiguous:
-                    grad[first:end] = p
-                else:
-                    grad.index_copy_(0, rows[sl], p.to(grad.dtype))
+        grad.index_fill_(0, unscored.nonzero().squeeze(1), 0)
+        if logits2d.dtype == torch.float32:  # straight into the gradient, a whole run of rows at a time
+            for sl, first, end in _blocks(rows):
+                torch.sub(logits2d[first:end], shift[sl], out=grad[first:end]).exp_()
+            grad.index_put_((rows[:, None], target_ids), minus_target, accumulate=True)
+        else:  # in float32 per block (the target too: p - t cancels), then stored in the logits' dtype
+            buf = torch.empty(min(rows.numel(), ctx.rows_per_block), logits2d.shape[1], dtype=torch.float32,
+                              device=logits2d.device)
+            for sl, first, end in _blocks(rows, ctx.rows_per_block):
+                p = torch.sub(logits2d[first:end], shift[sl], out=buf[: end - first]).exp_()
+                grad[first:end] = p.scatter_add_(1, target_ids[sl], minus_target[sl])
+        flip = rows[g < 0]
+        if flip.numel():
+            grad[flip] = -grad[flip]
         return grad, None, None, None, None, None
 
 

@@ -15,6 +15,7 @@ from cogip.answer import render_answer
 from cogip.traits import get_trait
 from sft_warmstart.soft_label_loss import (
     SoftLabelConfig,
+    _RowSoftCrossEntropy,
     digit_soft_targets,
     locate_number_digits,
     score_digit_index,
@@ -216,6 +217,37 @@ def test_bfloat16_logits_and_num_items_in_batch(tokenizer):
     out.loss.backward()
     assert low.grad.dtype == torch.bfloat16 and torch.isfinite(low.grad.float()).all()
     assert abs(out.loss.item() - full.loss.item()) < 0.05
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("rows_per_block", [3, 64])
+def test_row_kernel_backward_equals_autograd(dtype, rows_per_block):
+    """The hand-written backward against autograd through a float64 log-softmax: unscored rows in between (labels
+    -100), repeated target ids, and upstream gradients of both signs and zero."""
+    gen = torch.Generator().manual_seed(7)
+    logits = 3.0 * torch.randn(23, 50, generator=gen)
+    rows = torch.tensor([0, 1, 2, 5, 6, 9, 10, 11, 12, 13, 20])
+    ids = torch.randint(0, 50, (rows.numel(), 10), generator=gen)
+    ids[:4] = ids[:4, :1]  # one-hot rows: the label repeated, as the loss passes them
+    probs = torch.rand(rows.numel(), 10, generator=gen)
+    probs /= probs.sum(1, keepdim=True)
+    upstream = torch.randn(rows.numel(), generator=gen)
+    upstream[[1, 4]] = 0.0
+
+    x = logits.to(dtype).requires_grad_(True)
+    loss, _ = _RowSoftCrossEntropy.apply(x, rows, ids, probs, rows_per_block, False)
+    (loss * upstream).sum().backward()
+    y = x.detach().double().requires_grad_(True)
+    expected = -(probs.double() * torch.log_softmax(y[rows], -1).gather(1, ids)).sum(-1)
+    (expected * upstream.double()).sum().backward()
+
+    assert x.grad.dtype == dtype
+    assert torch.allclose(loss.double(), expected, atol=1e-5)
+    unscored = torch.ones(23, dtype=torch.bool)
+    unscored[rows] = False
+    assert (x.grad[unscored] == 0).all()
+    tol = 1e-2 if dtype == torch.bfloat16 else 1e-6
+    assert torch.allclose(x.grad.double(), y.grad, atol=tol)
 
 
 def test_locate_digits_handles_sign_integers_and_tags():
