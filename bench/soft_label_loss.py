@@ -106,7 +106,7 @@ def reference_loss(logits, labels, numbers, spans, sigmas, digit_ids, cfg: SoftL
             log_p = torch.log_softmax(position_logits[t - 1].float(), dim=-1)
             if t in targets:
                 soft = torch.tensor(targets[t], dtype=log_p.dtype, device=log_p.device)
-                total = total - cfg.lam * (soft * log_p[digit_ids]).sum()
+                total = total - (1.0 if cfg.kind == "ce" else cfg.lam) * (soft * log_p[digit_ids]).sum()
             else:
                 total = total - log_p[labels_cpu[b, t]]
             count += 1
