@@ -459,6 +459,9 @@ def _print_result(console, s: dict, page: Path, md: Path) -> None:
                   f"{ok[s['passed']['grpo_mean_srcc_reaches_target']]}")
     console.print(f"GRPO - SFT mean SRCC {f(s['srcc_grpo_minus_sft'])}, 95% CI [{f(lo)}, {f(hi)}]: "
                   f"{ok[s['passed']['grpo_beats_sft_ci_above_zero']]}")
+    mlo, mhi = s["mae_per_range_grpo_minus_sft_ci"]
+    console.print(f"mean MAE / range: SFT {f(s['mae_per_range_sft'])} -> GRPO {f(s['mae_per_range_grpo'])}, "
+                  f"change 95% CI [{f(mlo)}, {f(mhi)}]")
     console.print(f"{s['minutes']:.1f} min. Report: [bold]{page}[/] (also {md.name}, summary.json)")
 
 

@@ -69,6 +69,10 @@ def _headline(s: dict) -> list:
              _pass(passed["grpo_mean_srcc_reaches_target"])],
             ["GRPO - SFT mean SRCC [95% CI]", f"{_f(diff)} [{_f(lo)}, {_f(hi)}]", "CI lower end > 0",
              _pass(passed["grpo_beats_sft_ci_above_zero"])],
+            ["mean MAE / range: SFT -> GRPO [95% CI of the change]",
+             f"{_f(s['mae_per_range_sft'])} -> {_f(s['mae_per_range_grpo'])} "
+             f"[{_f(s['mae_per_range_grpo_minus_sft_ci'][0])}, {_f(s['mae_per_range_grpo_minus_sft_ci'][1])}]",
+             "(reported, not a criterion)", ""],
         ]),
         Para(f"Test split: {s['test_split']['n_items']} synthetic items "
              f"({', '.join(f'{t} {n}' for t, n in s['test_split']['per_trait'].items())}), drawn from their own "

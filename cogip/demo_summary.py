@@ -80,10 +80,11 @@ def build_summary(out: str | Path, *, n_boot: int, seed: int, stages: dict, minu
     evals = {m: read_eval(out / "eval" / m) for m in EVAL_MODELS}
     finals = {m: final_checkpoint(doc) for m, doc in evals.items()}
 
-    cmp = mean_over_traits_comparison(final_predictions(out / "eval" / "grpo", evals["grpo"]),
-                                      final_predictions(out / "eval" / "sft", evals["sft"]),
-                                      unparsable=evals["grpo"]["settings"].get("unparsable", "midpoint"),
-                                      n_boot=n_boot, seed=seed)
+    final_preds = (final_predictions(out / "eval" / "grpo", evals["grpo"]),
+                   final_predictions(out / "eval" / "sft", evals["sft"]))
+    unparsable = evals["grpo"]["settings"].get("unparsable", "midpoint")
+    cmp = mean_over_traits_comparison(*final_preds, unparsable=unparsable, n_boot=n_boot, seed=seed)
+    cmp_mae = mean_over_traits_comparison(*final_preds, "mae", unparsable, n_boot, seed, per_range=True)
     ceiling_mean = sum(ceiling.values()) / len(ceiling)
     target = TARGET_SHARE * ceiling_mean
     srcc = {m: srcc_per_trait(ck, traits) for m, ck in finals.items()}
@@ -98,6 +99,10 @@ def build_summary(out: str | Path, *, n_boot: int, seed: int, stages: dict, minu
         "srcc_grpo_minus_sft": srcc["grpo"]["mean"] - srcc["sft"]["mean"],
         "srcc_grpo_minus_sft_ci": [_num(v) for v in cmp["ci"]],
         "srcc_grpo_minus_sft_p": _num(cmp["p_value"]),
+        # Errors as a share of each trait's range, averaged over traits (lower is better).
+        "mae_per_range_sft": _num(cmp_mae["b"]),
+        "mae_per_range_grpo": _num(cmp_mae["a"]),
+        "mae_per_range_grpo_minus_sft_ci": [_num(v) for v in cmp_mae["ci"]],
         "passed": {
             "grpo_mean_srcc_reaches_target": srcc["grpo"]["mean"] >= target,
             "grpo_beats_sft_ci_above_zero": lo is not None and lo > 0,

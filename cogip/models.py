@@ -53,16 +53,40 @@ def digit_token_ids(tokenizer) -> list[int]:
     return ids
 
 
+# Qwen2's pre-tokenizer split: words with their leading space or punctuation, and every digit on its own.
+QWEN_SPLIT_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+                      r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+
+
+def _tiny_tokenizer_corpus() -> list[str]:
+    """The words the tiny models meet: every trait's prompts and labels, the chat template's system prompt."""
+    from cogip.traits import all_traits
+
+    texts = ["You are a helpful assistant.", "<answer> </answer>", "system", "user", "assistant"]
+    for t in all_traits():
+        texts += [t.prompt_text("full"), t.prompt_text("short"), t.name, *t.labels, " ".join(t.labels)]
+    return texts
+
+
 def build_tiny_tokenizer():
-    """A byte-level Qwen2 tokenizer: the 256 byte symbols (so every digit is its own token, as in real Qwen) plus
-    the Qwen special tokens; no merges."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    """A Qwen2-style byte-level BPE tokenizer for the tiny models: the 256 byte symbols plus merges learned on the
+    project's own prompts and label words, so that, as with Qwen's real tokenizer, a word is one or a few tokens
+    and every digit is its own token (Qwen's split pattern keeps digits apart; the soft-label loss and
+    expected-score decoding rely on it); then the Qwen special tokens. Built the same way every time (no
+    download). A prompt is ~5x shorter than spelled byte by byte, which leaves the image a real share of what the
+    answer attends to."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import Qwen2TokenizerFast
 
     alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
-    tok = Tokenizer(models.BPE(vocab={ch: i for i, ch in enumerate(alphabet)}, merges=[]))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN_SPLIT_PATTERN), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
     tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=len(alphabet) + 512, min_frequency=1, initial_alphabet=alphabet,
+                                  show_progress=False)
+    tok.train_from_iterator(_tiny_tokenizer_corpus(), trainer=trainer)
     fast = Qwen2TokenizerFast(tokenizer_object=tok, errors="replace", clean_up_tokenization_spaces=False)
     fast.add_special_tokens({"additional_special_tokens": list(QWEN_SPECIAL_TOKENS)})
     fast.eos_token, fast.pad_token = "<|im_end|>", "<|endoftext|>"

@@ -12,6 +12,7 @@ import logging
 import re
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -207,11 +208,18 @@ def paired_scores(preds_a: list[Prediction], preds_b: list[Prediction],
 
 
 def mean_over_traits_comparison(preds_a: list[Prediction], preds_b: list[Prediction], metric: str = "srcc",
-                                unparsable: str = "midpoint", n_boot: int = 2000, seed: int = 0) -> dict:
+                                unparsable: str = "midpoint", n_boot: int = 2000, seed: int = 0,
+                                per_range: bool = False) -> dict:
     """A minus B in the mean over traits of ``metric`` on the same items, with a paired bootstrap interval that
-    resamples items within each trait (an undefined value, e.g. SRCC of constant answers, counts as 0)."""
-    return M.paired_bootstrap_mean_over_groups(metric, paired_scores(preds_a, preds_b, unparsable),
-                                               n_boot=n_boot, seed=seed)
+    resamples items within each trait (an undefined value, e.g. SRCC of constant answers, counts as 0).
+    ``per_range`` divides every score by its trait's range first, so that errors (MAE) of traits on different
+    scales can be averaged."""
+    from cogip.traits import get_trait
+
+    groups = paired_scores(preds_a, preds_b, unparsable)
+    if per_range:
+        groups = {name: tuple(np.asarray(x, float) / get_trait(name).span for x in g) for name, g in groups.items()}
+    return M.paired_bootstrap_mean_over_groups(metric, groups, n_boot=n_boot, seed=seed)
 
 
 def evaluate_compare(args: EvalArgs) -> dict:
@@ -226,6 +234,10 @@ def evaluate_compare(args: EvalArgs) -> dict:
         preds[name] = p
         del model
     a, b = (preds[r["name"]] for r in results)
+    n_boot = max(args.n_boot, 200)
+    mean = {"srcc": mean_over_traits_comparison(a, b, "srcc", args.unparsable, n_boot, args.seed),
+            "mae_per_range": mean_over_traits_comparison(a, b, "mae", args.unparsable, n_boot, args.seed,
+                                                         per_range=True)}
     return {"data": desc, "n_items": len(dataset), "checkpoints": results, "predictions": preds,
-            "comparison": {"a": args.compare[0], "b": args.compare[1],
-                           "traits": paired_comparison(a, b, args.unparsable, max(args.n_boot, 200), args.seed)}}
+            "comparison": {"a": args.compare[0], "b": args.compare[1], "mean_over_traits": mean,
+                           "traits": paired_comparison(a, b, args.unparsable, n_boot, args.seed)}}

@@ -36,6 +36,8 @@ def srcc(pred: np.ndarray, human: np.ndarray) -> float:
 
 def _pearson(x: np.ndarray, y: np.ndarray) -> float:
     x, y = np.asarray(x, float) - np.mean(x), np.asarray(y, float) - np.mean(y)
+    # Scaled to a maximum of 1 first, so that tiny spreads (1e-200) do not underflow the sums of squares.
+    x, y = x / (np.max(np.abs(x)) or 1.0), y / (np.max(np.abs(y)) or 1.0)
     den = math.sqrt(float(x @ x) * float(y @ y))
     return float(x @ y / den) if den > 0 else math.nan
 

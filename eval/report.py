@@ -188,6 +188,10 @@ def _comparison_lines(cmp: dict) -> list[str]:
             better = {True: "A", False: "B", None: "tie"}[r["a_better"]]
             lines.append(f"| {trait} | {m} | {_fmt(r['a'])} | {_fmt(r['b'])} | {_fmt(r['diff'])} "
                          f"[{_fmt(r['ci'][0])}, {_fmt(r['ci'][1])}] | {_fmt(r['p_value'])} | {better} |")
+    for m, r in cmp.get("mean_over_traits", {}).items():
+        better = {True: "A", False: "B", None: "tie"}[r["a_better"]]
+        lines.append(f"| **mean over traits** | {m} | {_fmt(r['a'])} | {_fmt(r['b'])} | {_fmt(r['diff'])} "
+                     f"[{_fmt(r['ci'][0])}, {_fmt(r['ci'][1])}] | {_fmt(r['p_value'])} | {better} |")
     return lines + [""]
 
 

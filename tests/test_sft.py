@@ -128,7 +128,10 @@ def test_tiny_config_trains_resumes_and_merges(tmp_path, capfd):
     from cogip.cli import main as cogalign
 
     out = tmp_path / "run"
-    common = ["--output_dir", str(out), "--synthetic_train_size", "48", "--save_steps", "8", "--logging_steps", "4"]
+    common = ["--output_dir", str(out), "--synthetic_train_size", "48", "--save_steps", "8", "--logging_steps", "4",
+              # the tiny config fine-tunes everything; this test covers its LoRA path (adapter, resume, merge)
+              "--use_peft", "true", "--lora_r", "16", "--lora_alpha", "32", "--per_device_train_batch_size", "8",
+              "--learning_rate", "1e-2", "--merger_lr", "3e-3", "--vision_lr", "1e-3", "--warmup_steps", "2"]
     # 1) As users launch it: python sft_warmstart/train_sft.py --config configs/tiny/sft.yaml
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     proc = subprocess.run([sys.executable, str(ROOT / "sft_warmstart" / "train_sft.py"), "--config", str(TINY_CONFIG),
@@ -146,7 +149,7 @@ def test_tiny_config_trains_resumes_and_merges(tmp_path, capfd):
     # 2) `cogalign sft` in the same folder resumes from checkpoint-16 and ignores a half-written checkpoint-30.
     (out / "checkpoint-30").mkdir()
     capfd.readouterr()
-    assert cogalign(["sft", "--config", str(TINY_CONFIG), *common, "--max_steps", "18"]) == 0
+    assert cogalign(["sft", "--config", str(TINY_CONFIG), *common, "--max_steps", "18", "--merge_lora", "true"]) == 0
     assert f"Resuming from {out / 'checkpoint-16'}" in capfd.readouterr().out
     assert json.loads((out / "checkpoint-18" / "trainer_state.json").read_text())["global_step"] == 18
 
