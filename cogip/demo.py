@@ -219,7 +219,7 @@ def plan_demo(args: argparse.Namespace) -> Plan:
     base_model = base_model_of(sft_model.model_name_or_path, sft_dir)
 
     argv["eval"] = ["--data", str(out / "data"), "--split", "test", "--n_boot", str(args.n_boot),
-                    "--seed", str(seed), "--blindness_models", "final", *sets["eval"]]
+                    "--seed", str(seed), "--blindness_models", "final", "--decoding", "expected", *sets["eval"]]
     _checked_parse("eval", ["--checkpoint", base_model, *argv["eval"]])
     argv["generation"] = ["--config", str(configs["generation"]), "--output_dir", str(out / "generation"),
                           "--aligned_model", str(grpo_dir), "--judge_model", str(grpo_dir),

@@ -4,11 +4,14 @@ Three decodings:
 
 - ``greedy``: the parsed greedy answer.
 - ``sample``: ``num_samples`` sampled answers per item; the score is the mean of the parsable ones.
-- ``expected``: deterministic. The greedy answer fixes the format (sign, number of digits, decimal point); at each
-  digit of its score we take the model's distribution restricted to the ten digit tokens and replace the digit by
-  its expectation, so ``score = sign * sum_i place_i * E[digit_i]``. Label-bin probabilities are the ones implied
-  by those digit distributions (treated as independent given the greedy prefix; the four most significant digits
-  are enumerated exactly), not the probabilities of the label words.
+- ``expected``: deterministic, and it uses the whole answer distribution rather than its mode. For each label ``L``
+  of the trait, the answer is forced to start with ``L`` (after whatever the greedy answer wrote before its label,
+  e.g. ``<answer>``): the label's probability ``P(L)`` is read off the same forward pass, and the number that
+  follows is decoded greedily with every digit replaced by its expectation over the ten digit tokens, giving
+  ``E[score | L]``. The score is ``sum_L P(L) * E[score | L]`` and ``label_probs`` are the ``P(L)``. (Greedy
+  decoding of a model that hedges between bands answers the single likeliest band for every image, e.g. "very
+  low" because "very" is the likeliest first word, and loses every ranking the model knows.) Answers without a
+  label fall back to the digit expectation along the greedy answer.
 
 Every :class:`Prediction` keeps the raw text and the :class:`~cogip.answer.ParsedAnswer`, so nothing is hidden
 from the metrics: ``score is None`` means unparsable, and :mod:`eval.scoring` says how those are counted.
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -178,6 +182,63 @@ def _expected(trait: Trait, pieces: list[str], parsed: ParsedAnswer, step_logits
     return value, _bin_probs(trait, probs, places, sign), True
 
 
+def _label_lead(text: str, label: str) -> str:
+    """What the answer ``text`` wrote before its (last) ``label``, e.g. ``<answer>``."""
+    at = text.lower().rfind(label.lower())
+    return text[:at] if at >= 0 else ""
+
+
+def _label_marginal(model, processor, prompts: list, images: list, preds: list[Prediction], digit_ids: list[int],
+                    stop_ids: set[int], max_new_tokens: int, device: torch.device) -> None:
+    """The ``expected`` decoding of every labelled prediction in ``preds`` (see the module docstring), in place:
+    one teacher-forced pass for the label probabilities, one greedy continuation per (item, label)."""
+    tok = processor.tokenizer
+    jobs = [(i, lbl) for i, p in enumerate(preds) if p.parsed.label is not None for lbl in get_trait(p.trait).labels]
+    if not jobs:
+        return
+    base = [processor.apply_chat_template(prompts[i], tokenize=False, add_generation_prompt=True) for i, _ in jobs]
+    # The label alone, no space after it: the tokenizer may join that space to what follows (" -" before a minus).
+    forced = [_label_lead(preds[i].text, preds[i].parsed.label) + lbl for i, lbl in jobs]
+    n_forced = [len(tok(b + f, add_special_tokens=False).input_ids) - len(tok(b, add_special_tokens=False).input_ids)
+                for b, f in zip(base, forced)]
+    enc = processor(text=[b + f for b, f in zip(base, forced)], images=[[_rgb(images[i])] for i, _ in jobs],
+                    padding=True, return_tensors="pt")
+    enc = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in enc.items()}
+    keep = max(n_forced) + 1
+    logits = model(**enc, logits_to_keep=keep).logits.float()  # (R, keep, V): only the positions we need
+    ids = enc["input_ids"]
+    logp = []
+    for r, n in enumerate(n_forced):  # left padding: the forced tokens are the last n of every row
+        rows = torch.log_softmax(logits[r, keep - 1 - n:keep - 1], dim=-1)
+        logp.append(float(rows.gather(1, ids[r, -n:, None]).sum()))
+    del logits
+    gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, output_logits=True,
+                         return_dict_in_generate=True, pad_token_id=tok.pad_token_id, temperature=None, top_k=None,
+                         top_p=None)
+    seqs = gen.sequences[:, ids.shape[1]:]
+    per_item: dict[int, list[tuple[str, float, float | None, bool]]] = {}
+    for r, (i, lbl) in enumerate(jobs):
+        trait = get_trait(preds[i].trait)
+        cont = _completion_ids(seqs[r], stop_ids)
+        pieces = [tok.decode([t], skip_special_tokens=True) for t in cont]
+        value, exact = None, False
+        parsed = parse_answer("".join(pieces), trait)
+        if cont and parsed.score is not None:
+            step_logits = torch.stack([lg[r] for lg in gen.logits[:len(cont)]])
+            value, _, exact = _expected(trait, pieces, parsed, step_logits, digit_ids)
+            value = None if value is None else min(max(value, trait.low), trait.high)
+        per_item.setdefault(i, []).append((lbl, logp[r], value, exact))
+    for i, rows in per_item.items():
+        top = max(lp for _, lp, _, _ in rows)
+        weights = {lbl: math.exp(lp - top) for lbl, lp, _, _ in rows}
+        total = sum(weights.values())
+        preds[i].label_probs = {lbl: w / total for lbl, w in weights.items()}
+        scored = [(weights[lbl], v, ex) for lbl, _, v, ex in rows if v is not None]
+        if scored:
+            preds[i].score = sum(w * v for w, v, _ in scored) / sum(w for w, _, _ in scored)
+            preds[i].expected_exact = all(ex for _, _, ex in scored)
+
+
 def predict(model, processor, dataset, decoding: str = "greedy", batch_size: int = 16, max_new_tokens: int = 24,
             num_samples: int = 8, temperature: float = 1.0, seed: int = 0, images: Sequence | None = None,
             progress: bool | str = True) -> list[Prediction]:
@@ -242,6 +303,9 @@ def predict(model, processor, dataset, decoding: str = "greedy", batch_size: int
                     else:
                         pred.expected_exact = False
                 out.append(pred)
+            if decoding == "expected":
+                _label_marginal(model, processor, rows["prompt"], batch_images, out[start:], digit_ids, stop_ids,
+                                max_new_tokens, device)
             bar.update(len(rows["id"]))
     bar.close()
     return out

@@ -9,9 +9,11 @@ from sft_warmstart.config import TINY_MODEL
 TINY_BASE_DIR = "tiny-base"
 
 
-def resolve_model_path(name: str | None, output_dir: str | Path) -> str:
+def resolve_model_path(name: str | None, output_dir: str | Path, vision_pretrain_steps: int = 0) -> str:
     """``name`` as given, except ``tiny``: a tiny random Qwen2.5-VL built once into ``<output_dir>/tiny-base``
-    (no download; what the CPU demo and the tests train). The main process builds it, the others wait."""
+    (no download; what the CPU demo and the tests train), its vision first pretrained for
+    ``vision_pretrain_steps`` steps when that is > 0 (:mod:`cogip.tiny_pretrain`; redone if it did not finish).
+    The main process builds it, the others wait."""
     if not name:
         raise ValueError("model_name_or_path is required (a hub id, a folder, or 'tiny')")
     if name != TINY_MODEL:
@@ -19,10 +21,14 @@ def resolve_model_path(name: str | None, output_dir: str | Path) -> str:
     from accelerate import PartialState
 
     from cogip.models import build_tiny_qwen2_5_vl
+    from cogip.tiny_pretrain import PRETRAIN_RECORD, pretrain_vision
 
     path = (Path(output_dir) / TINY_BASE_DIR).resolve()  # absolute: adapter_config.json records it as the base
     with PartialState().main_process_first():
-        if not (path / "config.json").exists():
+        if vision_pretrain_steps > 0 and not (path / PRETRAIN_RECORD).exists():
+            build_tiny_qwen2_5_vl(path)  # from scratch, also when an earlier pretraining was cut short
+            pretrain_vision(path, steps=vision_pretrain_steps)
+        elif not (path / "config.json").exists():
             build_tiny_qwen2_5_vl(path)
     return str(path)
 

@@ -22,6 +22,12 @@ class SFTScriptArguments(DataArguments):
     """Where the data comes from (shared with the other stages) and what to save."""
 
     answer_tags: bool = field(default=False, metadata={"help": "Wrap answers as <answer>...</answer>."})
+    tiny_vision_pretrain_steps: int = field(
+        default=0,
+        metadata={"help": "With model_name_or_path 'tiny': first train the tiny model's vision tower and merger for "
+                          "this many steps to see the synthetic images' visible attributes (never a trait score), "
+                          "the stand-in for a real checkpoint's pretrained vision (cogip.tiny_pretrain). 0: leave "
+                          "the tiny model random."})
     merge_lora: bool = field(
         default=False,
         metadata={"help": "After LoRA training, also save base + adapter merged into <output_dir>/merged."})

@@ -19,6 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 # The tiny configs as they are, cut down to a few steps and items.
 TINY = ["--sft_max_steps", "2", "--grpo_max_steps", "2", "--n_test", "16", "--n_boot", "100",
         "--set", "sft.synthetic_train_size=16", "--set", "sft.save_steps=1",
+        "--set", "sft.tiny_vision_pretrain_steps=0",  # covered in test_models; here it would draw 8,000 images
         "--set", "grpo.synthetic_train_size=8", "--set", "grpo.synthetic_eval_size=4",
         "--set", "generation.images_per_prompt=1", "--set", "generation.alphas=0 1",
         "--set", "generation.n_boot=100"]

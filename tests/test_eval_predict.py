@@ -54,6 +54,36 @@ def test_expected_decoding_is_deterministic_and_scores_every_well_formed_item(fi
     assert any(abs(p.score - p.parsed.score) > 1e-6 for p in well_formed)
 
 
+def test_expected_decoding_weighs_every_label_by_its_probability(fitted, test_items):
+    # The label probabilities equal the model's own, computed here one label at a time without padding, and the
+    # score lies between the smallest and largest per-label expectation (it is their weighted mean).
+    model, processor = fitted
+    preds = predict(model, processor, test_items.select(range(6)), decoding="expected", batch_size=6,
+                    progress=False)
+    tok = processor.tokenizer
+    checked = 0
+    for p, item in zip(preds, test_items.select(range(6))):
+        if not p.parsed.well_formed:
+            continue
+        base = processor.apply_chat_template(item["prompt"], tokenize=False, add_generation_prompt=True)
+        n_base = len(tok(base).input_ids)
+        logp = {}
+        for lbl in get_trait(p.trait).labels:
+            enc = processor(text=[base + lbl], images=[[item["image"]]], return_tensors="pt")
+            n = len(tok(base + lbl).input_ids) - n_base
+            with torch.no_grad():
+                lp = torch.log_softmax(model(**enc).logits[0, -n - 1:-1].float(), -1)
+            logp[lbl] = float(lp.gather(1, enc["input_ids"][0, -n:, None]).sum())
+        z = max(logp.values())
+        total = sum(math.exp(v - z) for v in logp.values())
+        for lbl, v in logp.items():
+            assert p.label_probs[lbl] == pytest.approx(math.exp(v - z) / total, abs=1e-4)
+        t = get_trait(p.trait)
+        assert t.low <= p.score <= t.high
+        checked += 1
+    assert checked >= 3
+
+
 @settings(max_examples=80, deadline=None)
 @given(st.sampled_from(["Aesthetics", "Funniness", "Emotional_Valence", "Memorability"]), st.floats(0, 1))
 def test_digits_of_a_rendered_answer_rebuild_its_score(trait_name, u):

@@ -43,3 +43,24 @@ def test_tiny_qwen_image_pipeline_runs_on_tiny_encoder(tiny_model_dir):
     b = pipe(**kw, generator=torch.Generator().manual_seed(0)).images
     assert a.shape == (1, 32, 32, 3) and np.isfinite(a).all()
     assert np.array_equal(a, b)
+
+
+def test_vision_pretraining_teaches_the_vision_tower_to_see_and_leaves_the_language_model(tmp_path):
+    from safetensors.torch import load_file
+
+    from cogip.models import build_tiny_qwen2_5_vl
+    from cogip.tiny_pretrain import PRETRAIN_RECORD, pretrain_vision
+
+    path = build_tiny_qwen2_5_vl(tmp_path / "tiny")
+    before = load_file(path / "model.safetensors")
+    record = pretrain_vision(path, steps=150, n_images=1500, n_heldout=200, progress=False)
+    after = load_file(path / "model.safetensors")
+    assert json.loads((path / PRETRAIN_RECORD).read_text()) == record
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all("visual" in k for k in changed)  # only the vision tower and merger were trained
+    assert any("merger" in k for k in changed) and any("blocks" in k for k in changed)
+    assert record["last_loss"] < record["first_loss"]
+    # The most salient attributes are already readable from the merged image tokens on held-out images.
+    srcc = record["heldout_srcc"]
+    assert set(srcc) == {"offset", "contrast", "clutter", "warmth", "roundness", "accent", "size", "distortion", "eyes"}
+    assert srcc["contrast"] > 0.4 and srcc["warmth"] > 0.4, srcc

@@ -21,6 +21,10 @@ from sft_warmstart.trainer import SoftLabelSFTTrainer
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_CONFIG = ROOT / "configs" / "tiny" / "sft.yaml"
+# The tiny config fine-tunes the language model of a vision-pretrained tiny model; these tests cover the LoRA path
+# (adapter, resume, merge) on a random one, with the vision tower and merger trained too.
+TINY_LORA = ["--use_peft", "true", "--lora_r", "16", "--lora_alpha", "32", "--tiny_vision_pretrain_steps", "0",
+             "--freeze_vision_tower", "false", "--freeze_merger", "false"]
 
 
 def _model_args(**kw):
@@ -129,9 +133,8 @@ def test_tiny_config_trains_resumes_and_merges(tmp_path, capfd):
 
     out = tmp_path / "run"
     common = ["--output_dir", str(out), "--synthetic_train_size", "48", "--save_steps", "8", "--logging_steps", "4",
-              # the tiny config fine-tunes everything; this test covers its LoRA path (adapter, resume, merge)
-              "--use_peft", "true", "--lora_r", "16", "--lora_alpha", "32", "--per_device_train_batch_size", "8",
-              "--learning_rate", "1e-2", "--merger_lr", "3e-3", "--vision_lr", "1e-3", "--warmup_steps", "2"]
+              *TINY_LORA, "--per_device_train_batch_size", "8", "--learning_rate", "1e-2", "--merger_lr", "3e-3",
+              "--vision_lr", "1e-3", "--warmup_steps", "2"]
     # 1) As users launch it: python sft_warmstart/train_sft.py --config configs/tiny/sft.yaml
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     proc = subprocess.run([sys.executable, str(ROOT / "sft_warmstart" / "train_sft.py"), "--config", str(TINY_CONFIG),
@@ -180,7 +183,7 @@ def test_bad_data_is_refused_before_training(tmp_path):
     out = tmp_path / "run"
     argv = ["--config", str(TINY_CONFIG), "--dataset", "hf", "--dataset_path", str(tmp_path / "data"),
             "--output_dir", str(out), "--max_steps", "1", "--merge_lora", "false", "--save_strategy", "no",
-            "--per_device_train_batch_size", "2"]
+            "--per_device_train_batch_size", "2", *TINY_LORA]
     from sft_warmstart.train_sft import cli_main
 
     assert cli_main(argv) == 2
@@ -198,7 +201,8 @@ def test_deepspeed_zero_on_cpu(tmp_path, zero):
     cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", "2",
            str(ROOT / "sft_warmstart" / "train_sft.py"), "--config", str(TINY_CONFIG), "--output_dir", str(out),
            "--deepspeed", str(ROOT / "configs" / "deepspeed" / f"{zero}.json"), "--max_steps", "3",
-           "--synthetic_train_size", "32", "--per_device_train_batch_size", "2", "--save_steps", "3"]
+           "--synthetic_train_size", "32", "--per_device_train_batch_size", "2", "--save_steps", "3", *TINY_LORA,
+           "--merge_lora", "true"]
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert (out / "adapter_model.safetensors").exists() and last_complete_checkpoint(out)
