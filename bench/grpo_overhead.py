@@ -94,7 +94,9 @@ def build_trainers(model_dir: str, out: Path, steps: int, turns: Turns):
 
     overrides = {"max_steps": steps, "save_strategy": "no", "report_to": "none", "logging_steps": 1}
     argv = ["--config", str(CONFIG), "--output_dir", str(out / "ours"), "--model_name_or_path", model_dir,
-            "--synthetic_eval_size", "0", "--reward_funcs", *ALL_REWARDS, "--reward_weights", *["1"] * 7]
+            "--synthetic_eval_size", "0", "--reward_funcs", *ALL_REWARDS, "--reward_weights", *["1"] * 7,
+            # plain trl trains every weight; so does ours here (the tiny config freezes the vision tower)
+            "--freeze_vision_tower", "false", "--freeze_merger", "false"]
     for k, v in overrides.items():
         argv += [f"--{k}", str(v)]
     script_args, ours_args, model_args = make_parser().parse_args_and_config(argv)

@@ -2,9 +2,9 @@
 
 1. SFT: ``sft_warmstart/train_sft.py --config configs/tiny/sft.yaml``.
 2. GRPO from that output: ``rl/train_grpo.py --config configs/tiny/grpo.yaml`` (timed; the target is <= 10 min).
-3. ``eval/run.py --compare GRPO SFT`` on the validation split (greedy decoding, the same items for both): per-trait
-   SRCC and MAE, and the paired bootstrap 95% interval of the difference in the mean over traits of SRCC and of
-   MAE divided by each trait's range.
+3. ``eval/run.py --compare GRPO SFT`` on the validation split (expected decoding, as the demo evaluates; the same
+   items for both): per-trait SRCC and MAE, and the paired bootstrap 95% interval of the difference in the mean
+   over traits of SRCC and of MAE divided by each trait's range.
 
     python bench/grpo_vs_sft.py                                          # defaults: the tiny configs as they are
     python bench/grpo_vs_sft.py --out runs/bench-grpo-vs-sft --grpo_args --reward_funcs distance_linear format
@@ -63,6 +63,7 @@ def main() -> None:
                     args.threads)
     _run([sys.executable, "eval/run.py", "--compare", str(grpo), str(sft), "--split", "validation",
           "--synthetic_n", str(args.n_validation), "--no_blindness", "--n_boot", str(args.n_boot),
+          "--decoding", "expected",
           "--output_dir", str(out / "compare")], out / "compare.log", args.threads)
     res = json.loads((out / "compare" / "metrics.json").read_text())
     per = {r["name"].split(": ", 1)[0]: r["metrics"]["traits"] for r in res["checkpoints"]}  # "A" = GRPO, "B" = SFT

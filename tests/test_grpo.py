@@ -31,7 +31,8 @@ def test_grpo_trains_logs_correlation_and_resumes(tmp_path, caplog, fitted_model
     args = ["--config", CONFIG, "--output_dir", str(out), "--model_name_or_path", str(fitted_model_dir),
             "--synthetic_train_size", "16", "--synthetic_eval_size", "8",
             "--reward_funcs", "distance_gaussian", "format", "rank_global", "--reward_weights", "1", "0.2", "0.5",
-            "--per_device_train_batch_size", "4", "--num_generations", "2", "--max_completion_length", "8"]
+            "--per_device_train_batch_size", "4", "--num_generations", "2", "--max_completion_length", "8",
+            "--logging_steps", "1", "--save_steps", "2", "--eval_steps", "2"]
     with caplog.at_level(logging.WARNING):
         assert cli_main([*args, "--max_steps", "2"]) == 0
     assert "advantage" in caplog.text  # num_generations=2 with group scaling is flagged

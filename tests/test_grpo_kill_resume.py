@@ -24,7 +24,8 @@ MAX_STEPS = 8
 def _command(out: Path) -> list[str]:
     return [sys.executable, str(ROOT / "rl" / "train_grpo.py"), "--config", str(ROOT / "configs/tiny/grpo.yaml"),
             "--output_dir", str(out), "--max_steps", str(MAX_STEPS), "--save_steps", "2", "--save_total_limit", "10",
-            "--synthetic_eval_size", "0", "--max_completion_length", "8"]
+            "--synthetic_eval_size", "0", "--max_completion_length", "8", "--logging_steps", "1",
+            "--synthetic_train_size", "64"]
 
 
 def _start(out: Path, log: Path) -> subprocess.Popen:
@@ -35,7 +36,7 @@ def _start(out: Path, log: Path) -> subprocess.Popen:
 
 
 def _logged_steps(text: str) -> int:
-    return text.count("{'loss':")  # the Trainer prints one such dict per step (logging_steps: 1)
+    return text.count("{'loss':")  # the Trainer prints one such dict per step (--logging_steps 1)
 
 
 @pytest.mark.slow  # two launches of the tiny run: about 40 s on 2 cores
