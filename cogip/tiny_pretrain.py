@@ -81,7 +81,7 @@ def pretrain_vision(model_dir: str | Path, steps: int = 800, batch_size: int = 6
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     visual.eval()
     with torch.no_grad():
         held = torch.arange(n_images, n_images + n_heldout)
