@@ -17,21 +17,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 
+from sft_losses import run_logged  # bench/ is on sys.path when a script here runs
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _run(cmd: list[str], log: Path, threads: int) -> float:
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    start = time.time()
-    with log.open("a") as fh:
-        subprocess.run(cmd, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT, check=True)
-    return time.time() - start
 
 
 def _stage(name: str, out: Path, cmd: list[str], threads: int) -> float:
@@ -39,7 +30,7 @@ def _stage(name: str, out: Path, cmd: list[str], threads: int) -> float:
     timing = out / name / "bench_timing.json"
     if timing.exists():
         return json.loads(timing.read_text())["seconds"]
-    seconds = _run(cmd, out / f"{name}.log", threads)
+    seconds = run_logged(cmd, out / f"{name}.log", threads)
     timing.write_text(json.dumps({"seconds": seconds}))
     return seconds
 
@@ -50,25 +41,26 @@ def main() -> None:
     p.add_argument("--n_validation", type=int, default=400)
     p.add_argument("--n_boot", type=int, default=2000)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--sft_args", nargs=argparse.REMAINDER, default=[], help="extra train_sft.py arguments")
-    p.add_argument("--grpo_args", nargs=argparse.REMAINDER, default=[], help="extra train_grpo.py arguments (last)")
+    p.add_argument("--grpo_args", nargs=argparse.REMAINDER, default=[],
+                   help="extra train_grpo.py arguments (everything after it)")
     args = p.parse_args()
     out = (ROOT / args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     sft, grpo = out / "sft", out / "grpo"
     sft_s = _stage("sft", out, [sys.executable, "sft_warmstart/train_sft.py", "--config", "configs/tiny/sft.yaml",
-                                "--output_dir", str(sft), *args.sft_args], args.threads)
+                                "--output_dir", str(sft)], args.threads)
     grpo_s = _stage("grpo", out, [sys.executable, "rl/train_grpo.py", "--config", "configs/tiny/grpo.yaml",
                                   "--model_name_or_path", str(sft), "--output_dir", str(grpo), *args.grpo_args],
                     args.threads)
-    _run([sys.executable, "eval/run.py", "--compare", str(grpo), str(sft), "--split", "validation",
+    run_logged([sys.executable, "eval/run.py", "--compare", str(grpo), str(sft), "--split", "validation",
           "--synthetic_n", str(args.n_validation), "--no_blindness", "--n_boot", str(args.n_boot),
           "--decoding", "expected",
           "--output_dir", str(out / "compare")], out / "compare.log", args.threads)
     res = json.loads((out / "compare" / "metrics.json").read_text())
     per = {r["name"].split(": ", 1)[0]: r["metrics"]["traits"] for r in res["checkpoints"]}  # "A" = GRPO, "B" = SFT
     mean = res["comparison"]["mean_over_traits"]
-    print(f"{'trait':<18} {'SRCC SFT':>9} {'SRCC GRPO':>10} {'MAE SFT':>8} {'MAE GRPO':>9} {'well-formed SFT/GRPO':>21}")
+    print(f"{'trait':<18} {'SRCC SFT':>9} {'SRCC GRPO':>10} {'MAE SFT':>8} {'MAE GRPO':>9} "
+          f"{'well-formed SFT/GRPO':>21}")
     for trait in per["B"]:
         b, a = per["B"][trait], per["A"][trait]
         print(f"{trait:<18} {_f(b['srcc']):>9} {_f(a['srcc']):>10} {b['mae']:8.3f} {a['mae']:9.3f} "

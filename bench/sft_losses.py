@@ -28,7 +28,9 @@ TRAIN_OVERRIDES = [  # the tiny recipe (vision-pretrained tiny model, LM fully f
 ]
 
 
-def _run(cmd: list[str], log: Path, threads: int) -> float:
+def run_logged(cmd: list[str], log: Path, threads: int) -> float:
+    """Run ``cmd`` from the repository root with ``threads`` torch threads, appending its output to ``log``; return
+    its wall time in seconds (the other bench scripts that launch the entry scripts use it too)."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     start = time.time()
     with log.open("a") as fh:
@@ -53,11 +55,11 @@ def main() -> None:
         train_cmd = [sys.executable, "sft_warmstart/train_sft.py", "--config", "configs/tiny/sft.yaml",
                      "--output_dir", str(run), "--soft_label_loss", loss, "--max_steps", str(args.max_steps),
                      "--save_steps", str(args.max_steps), *TRAIN_OVERRIDES]
-        train_s = json.loads(timing.read_text())["train_s"] if done else _run(train_cmd, out / f"{loss}.log",
+        train_s = json.loads(timing.read_text())["train_s"] if done else run_logged(train_cmd, out / f"{loss}.log",
                                                                               args.threads)
         if not done:
             timing.write_text(json.dumps({"train_s": train_s}))
-        _run([sys.executable, "eval/run.py", "--checkpoint", str(run), "--split", "validation",
+        run_logged([sys.executable, "eval/run.py", "--checkpoint", str(run), "--split", "validation",
               "--synthetic_n", str(args.n_validation), "--output_dir", str(run / "eval"), "--no_blindness",
               "--n_boot", "200", "--decoding", "expected"], out / f"{loss}.log", args.threads)
         metrics = json.loads((run / "eval" / "metrics.json").read_text())["checkpoints"][0]["metrics"]

@@ -73,7 +73,7 @@ def pretrain_vision(model_dir: str | Path, steps: int = 800, batch_size: int = 6
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
     visual.train()
     losses = []
-    for step in tqdm(range(steps), desc="vision pretraining", disable=not progress):
+    for _ in tqdm(range(steps), desc="vision pretraining", disable=not progress):
         idx = torch.from_numpy(rng.integers(0, n_images, batch_size))
         loss = torch.nn.functional.mse_loss(predict(idx), targets[idx])
         opt.zero_grad(set_to_none=True)

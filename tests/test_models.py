@@ -62,5 +62,6 @@ def test_vision_pretraining_teaches_the_vision_tower_to_see_and_leaves_the_langu
     assert record["last_loss"] < record["first_loss"]
     # The most salient attributes are already readable from the merged image tokens on held-out images.
     srcc = record["heldout_srcc"]
-    assert set(srcc) == {"offset", "contrast", "clutter", "warmth", "roundness", "accent", "size", "distortion", "eyes"}
+    assert set(srcc) == {"offset", "contrast", "clutter", "warmth", "roundness", "accent", "size", "distortion",
+                         "eyes"}
     assert srcc["contrast"] > 0.4 and srcc["warmth"] > 0.4, srcc
