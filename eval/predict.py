@@ -294,7 +294,7 @@ def predict(model, processor, dataset, decoding: str = "greedy", batch_size: int
                 text = tokenizer.decode(ids, skip_special_tokens=True)
                 parsed = parse_answer(text, trait)
                 pred = Prediction(**common, text=text, parsed=parsed, score=parsed.score)
-                if decoding == "expected":
+                if decoding == "expected" and parsed.label is None:  # labelled answers: _label_marginal below
                     pieces = [tokenizer.decode([t], skip_special_tokens=True) for t in ids]
                     step_logits = torch.stack([lg[b] for lg in gen.logits[:len(ids)]]) if ids else None
                     if step_logits is not None:
