@@ -196,11 +196,14 @@ def _label_marginal(model, processor, prompts: list, images: list, preds: list[P
     jobs = [(i, lbl) for i, p in enumerate(preds) if p.parsed.label is not None for lbl in get_trait(p.trait).labels]
     if not jobs:
         return
-    base = [processor.apply_chat_template(prompts[i], tokenize=False, add_generation_prompt=True) for i, _ in jobs]
+    prompt_text = {i: processor.apply_chat_template(prompts[i], tokenize=False, add_generation_prompt=True)
+                   for i in dict.fromkeys(i for i, _ in jobs)}
+    prompt_len = {i: len(tok(t, add_special_tokens=False).input_ids) for i, t in prompt_text.items()}
+    base = [prompt_text[i] for i, _ in jobs]
     # The label alone, no space after it: the tokenizer may join that space to what follows (" -" before a minus).
     forced = [_label_lead(preds[i].text, preds[i].parsed.label) + lbl for i, lbl in jobs]
-    n_forced = [len(tok(b + f, add_special_tokens=False).input_ids) - len(tok(b, add_special_tokens=False).input_ids)
-                for b, f in zip(base, forced)]
+    n_forced = [len(tok(b + f, add_special_tokens=False).input_ids) - prompt_len[i]
+                for b, f, (i, _) in zip(base, forced, jobs)]
     enc = processor(text=[b + f for b, f in zip(base, forced)], images=[[_rgb(images[i])] for i, _ in jobs],
                     padding=True, return_tensors="pt")
     enc = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in enc.items()}
