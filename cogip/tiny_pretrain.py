@@ -10,6 +10,12 @@ the merged image tokens, to regress the nine visible attributes of synthetic ima
 Factors`: position, contrast, clutter, colour, shape, accent mark, size, stretch, eyes). It never sees a trait score
 or a rater; how people turn those attributes into aesthetics, funniness, valence and memorability is left to SFT and
 GRPO. The images come from a seed of their own, apart from the benchmark's splits.
+
+The head reads the *mean* of the merged image tokens, as an attention head of the language model reads them (a
+weighted average), not their concatenation: features that are only readable token by token are lost to the tiny
+language model. Measured (validation, 400 items, expected decoding, same SFT recipe): with a head on the
+concatenated tokens the SFT model reached mean SRCC 0.25 (its last hidden state held little more: ridge probe 0.33),
+with the head on the mean 0.49.
 """
 
 from __future__ import annotations
@@ -59,14 +65,14 @@ def pretrain_vision(model_dir: str | Path, steps: int = 800, batch_size: int = 6
     hidden = model.config.text_config.hidden_size
     tokens = int(grid.prod()) // visual.spatial_merge_size ** 2
     torch.manual_seed(seed)
-    head = torch.nn.Sequential(torch.nn.Linear(tokens * hidden, 128), torch.nn.GELU(),
+    head = torch.nn.Sequential(torch.nn.Linear(hidden, 128), torch.nn.GELU(),
                                torch.nn.Linear(128, len(dataclasses.fields(Factors))))
     targets = torch.from_numpy(factors)
 
     def predict(idx: torch.Tensor) -> torch.Tensor:
         out = visual(pixels[idx].flatten(0, 1), grid_thw=grid.repeat(len(idx), 1))
         merged = getattr(out, "pooler_output", out)  # (images * tokens, hidden)
-        return head(merged.reshape(len(idx), tokens * hidden))
+        return head(merged.reshape(len(idx), tokens, hidden).mean(1))  # read as attention would: averaged
 
     params = list(visual.parameters()) + list(head.parameters())
     opt = torch.optim.AdamW(params, lr=learning_rate, weight_decay=0.0)
