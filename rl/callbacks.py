@@ -1,7 +1,8 @@
 """Training callbacks of the GRPO stage: held-out correlation while training, and guards against degenerate
 set-ups.
 
-``CorrelationCallback`` scores a fixed held-out split with the eval predictor every ``eval_steps`` and logs per-trait
+``CorrelationCallback`` scores a fixed held-out split with the eval predictor (greedy, or the decoding asked for)
+every ``eval_steps`` and logs per-trait
 SRCC, PLCC, MAE and parse rate next to the training reward (to the Trainer's logs, so tensorboard/wandb get them, and
 to ``correlation_log.jsonl`` in the output dir); it remembers the best step by mean SRCC in ``best_checkpoint.json``
 and warns when the reward rises while SRCC falls (reward hacking).
@@ -26,8 +27,8 @@ class CorrelationCallback(TrainerCallback):
     ``dataset`` with the live policy and log the correlations with the mean training reward since the last one."""
 
     def __init__(self, dataset, processor, eval_steps: int, batch_size: int = 16, max_new_tokens: int = 24,
-                 reward_rise: float = 0.02, srcc_fall: float = 0.02):
-        self.dataset, self.processor = dataset, processor
+                 decoding: str = "greedy", reward_rise: float = 0.02, srcc_fall: float = 0.02):
+        self.dataset, self.processor, self.decoding = dataset, processor, decoding
         self.eval_steps, self.batch_size, self.max_new_tokens = eval_steps, batch_size, max_new_tokens
         self.reward_rise, self.srcc_fall = reward_rise, srcc_fall
         self.trainer = None  # set by train_grpo after the trainer exists (needed to log and to gather ZeRO-3 weights)
@@ -64,7 +65,7 @@ class CorrelationCallback(TrainerCallback):
         self.last_step = state.global_step
         # Every process scores the same items: under ZeRO-3 all ranks must take part in each forward pass.
         with unwrap_model_for_generation(trainer.model_wrapped, trainer.accelerator) as model:
-            preds = predict(model, self.processor, self.dataset, batch_size=self.batch_size,
+            preds = predict(model, self.processor, self.dataset, decoding=self.decoding, batch_size=self.batch_size,
                             max_new_tokens=self.max_new_tokens, progress=False)
         result = evaluate(preds, self.dataset, n_boot=0)
         metrics = flat_metrics(result)

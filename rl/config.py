@@ -35,6 +35,11 @@ class GRPOScriptArguments(DataArguments):
     correlation_eval_size: int | None = field(
         default=None, metadata={"help": "Held-out items scored every eval_steps (default: the whole split)."})
     correlation_batch_size: int = field(default=16, metadata={"help": "Batch size of the held-out scoring."})
+    correlation_decoding: str = field(
+        default="greedy",
+        metadata={"help": "Decoding of the held-out scoring, as in eval/run.py: greedy, or expected (the score "
+                          "averaged over the answer distribution: what a model that hedges between bands believes).",
+                  "choices": ["greedy", "expected", "sample"]})
     resume: bool = field(
         default=True, metadata={"help": "Resume from the last complete checkpoint in output_dir when there is one."})
 

@@ -66,7 +66,8 @@ def main(script_args: GRPOScriptArguments, training_args: CogGRPOConfig, model_a
         every = int(training_args.eval_steps or training_args.save_steps)
         correlation = CorrelationCallback(held_out, processor, eval_steps=every,
                                           batch_size=script_args.correlation_batch_size,
-                                          max_new_tokens=training_args.max_completion_length)
+                                          max_new_tokens=training_args.max_completion_length,
+                                          decoding=script_args.correlation_decoding)
         callbacks.append(correlation)
     trainer = CogGRPOTrainer(model=model, reward_funcs=reward_funcs, args=training_args,
                              train_dataset=to_grpo_format(train), processing_class=processor, callbacks=callbacks)
