@@ -59,9 +59,11 @@ def movement(original: Sequence[Prediction], altered: Sequence[Prediction], unpa
 
 
 def blindness_check(model, processor, dataset, original: Sequence[Prediction], decoding: str = "greedy",
-                    batch_size: int = 16, max_new_tokens: int = 24, unparsable: str = "midpoint",
-                    tolerance: float = 0.02, seed: int = 0, progress: bool = True) -> dict:
-    """Predict ``dataset`` again with blank and with shuffled images and compare with ``original``.
+                    batch_size: int = 16, max_new_tokens: int = 24, num_samples: int = 8, temperature: float = 1.0,
+                    unparsable: str = "midpoint", tolerance: float = 0.02, seed: int = 0,
+                    progress: bool = True) -> dict:
+    """Predict ``dataset`` again with blank and with shuffled images and compare with ``original`` (which must have
+    been predicted with the same ``decoding``).
 
     Returns ``{"blank": {trait: {...}}, "shuffled": {trait: {...}}, "flagged": [traits that ignore the image]}``.
     """
@@ -69,7 +71,8 @@ def blindness_check(model, processor, dataset, original: Sequence[Prediction], d
     result: dict = {}
     for cond, imgs in (("blank", blank_images(images)), ("shuffled", shuffled_images(images, seed))):
         altered = predict(model, processor, dataset, decoding=decoding, batch_size=batch_size,
-                          max_new_tokens=max_new_tokens, images=imgs, seed=seed,
+                          max_new_tokens=max_new_tokens, num_samples=num_samples, temperature=temperature,
+                          images=imgs, seed=seed,
                           progress=f"blindness ({cond})" if progress else False)
         result[cond] = movement(original, altered, unparsable, tolerance)
     result["flagged"] = [t for t, r in result["shuffled"].items() if r["ignores_image"]]

@@ -92,13 +92,13 @@ def evaluate_model(model, processor, dataset, args: EvalArgs, train_means: dict[
     result = {"metrics": evaluate(preds, dataset, unparsable=args.unparsable, train_means=train_means,
                                   n_boot=args.n_boot, seed=args.seed)}
     if args.blindness if blindness is None else blindness:
-        # The blindness check always decodes greedily: it asks whether the answer changes, not how well it scores.
-        greedy = preds if args.decoding == "greedy" else predict(
-            model, processor, dataset, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
-            progress=False)
-        result["blindness"] = blindness_check(model, processor, dataset, greedy, batch_size=args.batch_size,
-                                              max_new_tokens=args.max_new_tokens, unparsable=args.unparsable,
-                                              tolerance=args.blindness_tolerance, seed=args.seed)
+        # Same decoding as the scores above: a model that hedges between bands has one greedy answer for every image
+        # (so greedy re-scoring called it blind) while the expected scores it is judged by follow the image.
+        result["blindness"] = blindness_check(model, processor, dataset, preds, decoding=args.decoding,
+                                              batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
+                                              num_samples=args.num_samples, temperature=args.temperature,
+                                              unparsable=args.unparsable, tolerance=args.blindness_tolerance,
+                                              seed=args.seed)
     if reward_fns:
         result["held_out_rewards"] = held_out_rewards(preds, reward_fns, dataset)
     return result, preds

@@ -187,3 +187,19 @@ def test_held_out_rewards_use_trl_contract(test_items):
 @pytest.fixture(scope="module", autouse=True)
 def _single_thread(one_thread):  # noqa: F811
     yield
+
+
+def test_evaluation_blindness_check_rescores_with_the_evaluation_decoding(fitted, test_items):
+    # A model that hedges between bands can give one greedy answer for every image while its expected scores follow
+    # the image: the blindness check must judge the scores the evaluation counts.
+    from eval.blindness import blindness_check
+    from eval.checkpoint_eval import evaluate_model
+    from eval.eval_args import EvalArgs
+
+    model, processor = fitted
+    items = test_items.select(range(8))
+    args = EvalArgs(checkpoint="fitted", decoding="expected", n_boot=0, blindness=True)
+    result, preds = evaluate_model(model, processor, items, args)
+    assert all(p.decoding == "expected" for p in preds)
+    again = blindness_check(model, processor, items, preds, decoding="expected", progress=False)
+    assert result["blindness"] == again
