@@ -53,7 +53,7 @@ def test_vision_pretraining_teaches_the_vision_tower_to_see_and_leaves_the_langu
 
     path = build_tiny_qwen2_5_vl(tmp_path / "tiny")
     before = load_file(path / "model.safetensors")
-    record = pretrain_vision(path, steps=150, n_images=1500, n_heldout=200, progress=False)
+    record = pretrain_vision(path, steps=300, n_images=1500, n_heldout=200, progress=False)
     after = load_file(path / "model.safetensors")
     assert json.loads((path / PRETRAIN_RECORD).read_text()) == record
     changed = {k for k in before if not torch.equal(before[k], after[k])}
