@@ -17,7 +17,8 @@ def _series(cks: list[dict], get) -> tuple[list[int], list[float]]:
 
 
 def plot_curves(results: dict, path: str | Path) -> Path | None:
-    """Three panels; None when there are no checkpoints with a step to draw."""
+    """Three panels (only the correlation panel for a run that logged no reward, like SFT); None when there are no
+    checkpoints with a step to draw."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -27,7 +28,13 @@ def plot_curves(results: dict, path: str | Path) -> Path | None:
     if not cks:
         return None
     traits = list(cks[0]["metrics"]["traits"])
-    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(16, 4.5))
+    logged = (results.get("training_log") or {}).get("reward", [])
+    has_reward = bool(logged) or any((ck.get("training") or {}).get("reward") is not None
+                                     or ck.get("held_out_rewards") for ck in cks)
+    if has_reward:
+        fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(16, 4.5))
+    else:  # a run that logs no reward (SFT): the correlation panel alone, not two empty ones
+        fig, ax1 = plt.subplots(1, 1, figsize=(6, 4.5))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
 
     for i, t in enumerate(traits):
@@ -45,7 +52,16 @@ def plot_curves(results: dict, path: str | Path) -> Path | None:
     ax1.set(xlabel="step", ylabel="SRCC with people", title="Correlation per trait")
     ax1.legend(fontsize=7)
 
-    logged = (results.get("training_log") or {}).get("reward", [])
+    if has_reward:
+        _reward_panels(ax2, ax3, cks, logged, colors)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def _reward_panels(ax2, ax3, cks: list[dict], logged: list, colors: list) -> None:
+    """Reward against step, and reward against mean SRCC across checkpoints."""
     if logged:  # every logged training step, faint: the noise the checkpoint means below average out
         ax2.plot([s for s, _ in logged], [r for _, r in logged], "-", color="0.7", lw=0.8,
                  label="training reward (logged)")
@@ -73,10 +89,6 @@ def plot_curves(results: dict, path: str | Path) -> Path | None:
     ax3.set(xlabel="reward", ylabel="mean held-out SRCC", title="Reward vs correlation (labels: step)")
     if ax3.collections:
         ax3.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
 
 
 def plot_training_curves(sft_history: list[dict], grpo_history: list[dict], correlation_log: list[dict],

@@ -147,3 +147,18 @@ def test_a_final_save_identical_to_the_last_checkpoint_is_evaluated_once(tmp_pat
     assert listed() == [("checkpoint-3", 3), ("checkpoint-6", 6)]
     shutil.copy(Path(tiny_model_dir) / "model.safetensors", run / "model.safetensors")  # other weights: a model
     assert listed() == [("checkpoint-3", 3), ("checkpoint-6", 6), ("final", None)]  # of its own, evaluated too
+
+
+def test_curves_of_a_run_without_rewards_have_only_the_correlation_panel(tmp_path):
+    from PIL import Image
+
+    from eval.curves import plot_curves
+
+    def ck(step, srcc, reward=None):
+        return {"step": step, "metrics": {"traits": {"Aesthetics": {"srcc": srcc}}, "overall": {"mean_srcc": srcc}},
+                "training": {"reward": reward}}
+
+    sft = plot_curves({"checkpoints": [ck(1, 0.1), ck(2, 0.3)]}, tmp_path / "sft.png")
+    grpo = plot_curves({"checkpoints": [ck(1, 0.1, 0.5), ck(2, 0.3, 0.7)]}, tmp_path / "grpo.png")
+    (w1, h1), (w3, h3) = Image.open(sft).size, Image.open(grpo).size
+    assert h1 == h3 and w3 > 2 * w1  # one panel instead of three
