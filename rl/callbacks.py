@@ -2,10 +2,9 @@
 set-ups.
 
 ``CorrelationCallback`` scores a fixed held-out split with the eval predictor (greedy, or the decoding asked for)
-every ``eval_steps`` and logs per-trait
-SRCC, PLCC, MAE and parse rate next to the training reward (to the Trainer's logs, so tensorboard/wandb get them, and
-to ``correlation_log.jsonl`` in the output dir); it remembers the best step by mean SRCC in ``best_checkpoint.json``
-and warns when the reward rises while SRCC falls (reward hacking).
+every ``eval_steps`` and logs per-trait SRCC, PLCC, MAE and parse rate next to the training reward (to the Trainer's
+logs, so tensorboard/wandb get them, and to ``correlation_log.jsonl`` in the output dir); it remembers the best step
+by mean SRCC in ``best_checkpoint.json`` and warns when the reward rises while SRCC falls (reward hacking).
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from trl import GRPOConfig
 
 from cogip.data_sources import DataArguments
+from eval.predict import DECODINGS
 from sft_warmstart.trainable import TrainablePartsArguments
 
 
@@ -39,7 +40,7 @@ class GRPOScriptArguments(DataArguments):
         default="greedy",
         metadata={"help": "Decoding of the held-out scoring, as in eval/run.py: greedy, or expected (the score "
                           "averaged over the answer distribution: what a model that hedges between bands believes).",
-                  "choices": ["greedy", "expected", "sample"]})
+                  "choices": list(DECODINGS)})
     resume: bool = field(
         default=True, metadata={"help": "Resume from the last complete checkpoint in output_dir when there is one."})
 

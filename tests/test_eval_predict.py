@@ -184,11 +184,6 @@ def test_held_out_rewards_use_trl_contract(test_items):
     assert not math.isnan(res["closeness"]["per_trait"][preds[1].trait])
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _single_thread(one_thread):  # noqa: F811
-    yield
-
-
 def test_evaluation_blindness_check_rescores_with_the_evaluation_decoding(fitted, test_items):
     # A model that hedges between bands can give one greedy answer for every image while its expected scores follow
     # the image: the blindness check must judge the scores the evaluation counts.
@@ -203,3 +198,8 @@ def test_evaluation_blindness_check_rescores_with_the_evaluation_decoding(fitted
     assert all(p.decoding == "expected" for p in preds)
     again = blindness_check(model, processor, items, preds, decoding="expected", progress=False)
     assert result["blindness"] == again
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _single_thread(one_thread):  # noqa: F811
+    yield
