@@ -97,8 +97,8 @@ def _rgb(img):
     return img.convert("RGB") if getattr(img, "mode", "RGB") != "RGB" else img
 
 
-def _batch_inputs(processor, prompts: list, images: list, device: torch.device) -> dict:
-    texts = [processor.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
+def _encode(processor, texts: list[str], images: list, device: torch.device) -> dict:
+    """Model inputs for chat-templated ``texts`` with one image each (left-padded batch on ``device``)."""
     enc = processor(text=texts, images=[[_rgb(im)] for im in images], padding=True, return_tensors="pt")
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in enc.items()}
 
@@ -188,25 +188,22 @@ def _label_lead(text: str, label: str) -> str:
     return text[:at] if at >= 0 else ""
 
 
-def _label_marginal(model, processor, prompts: list, images: list, preds: list[Prediction], digit_ids: list[int],
+def _label_marginal(model, processor, texts: list[str], images: list, preds: list[Prediction], digit_ids: list[int],
                     stop_ids: set[int], max_new_tokens: int, device: torch.device) -> None:
     """The ``expected`` decoding of every labelled prediction in ``preds`` (see the module docstring), in place:
-    one teacher-forced pass for the label probabilities, one greedy continuation per (item, label)."""
+    one teacher-forced pass for the label probabilities, one greedy continuation per (item, label). ``texts`` are
+    the items' chat-templated prompts."""
     tok = processor.tokenizer
     jobs = [(i, lbl) for i, p in enumerate(preds) if p.parsed.label is not None for lbl in get_trait(p.trait).labels]
     if not jobs:
         return
-    prompt_text = {i: processor.apply_chat_template(prompts[i], tokenize=False, add_generation_prompt=True)
-                   for i in dict.fromkeys(i for i, _ in jobs)}
-    prompt_len = {i: len(tok(t, add_special_tokens=False).input_ids) for i, t in prompt_text.items()}
-    base = [prompt_text[i] for i, _ in jobs]
+    prompt_len = {i: len(tok(texts[i], add_special_tokens=False).input_ids) for i in dict.fromkeys(i for i, _ in jobs)}
+    base = [texts[i] for i, _ in jobs]
     # The label alone, no space after it: the tokenizer may join that space to what follows (" -" before a minus).
     forced = [_label_lead(preds[i].text, preds[i].parsed.label) + lbl for i, lbl in jobs]
     n_forced = [len(tok(b + f, add_special_tokens=False).input_ids) - prompt_len[i]
                 for b, f, (i, _) in zip(base, forced, jobs)]
-    enc = processor(text=[b + f for b, f in zip(base, forced)], images=[[_rgb(images[i])] for i, _ in jobs],
-                    padding=True, return_tensors="pt")
-    enc = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in enc.items()}
+    enc = _encode(processor, [b + f for b, f in zip(base, forced)], [images[i] for i, _ in jobs], device)
     keep = max(n_forced) + 1
     logits = model(**enc, logits_to_keep=keep).logits.float()  # (R, keep, V): only the positions we need
     ids = enc["input_ids"]
@@ -267,7 +264,9 @@ def predict(model, processor, dataset, decoding: str = "greedy", batch_size: int
         for start in range(0, n, batch_size):
             rows = dataset[start:start + batch_size]
             batch_images = list(images[start:start + batch_size]) if images is not None else rows["image"]
-            inputs = _batch_inputs(processor, rows["prompt"], batch_images, device)
+            texts = [processor.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
+                     for p in rows["prompt"]]
+            inputs = _encode(processor, texts, batch_images, device)
             prompt_len = inputs["input_ids"].shape[1]
             gen_kw = {"max_new_tokens": max_new_tokens, "pad_token_id": tokenizer.pad_token_id,
                       "return_dict_in_generate": True}
@@ -307,7 +306,7 @@ def predict(model, processor, dataset, decoding: str = "greedy", batch_size: int
                         pred.expected_exact = False
                 out.append(pred)
             if decoding == "expected":
-                _label_marginal(model, processor, rows["prompt"], batch_images, out[start:], digit_ids, stop_ids,
+                _label_marginal(model, processor, texts, batch_images, out[start:], digit_ids, stop_ids,
                                 max_new_tokens, device)
             bar.update(len(rows["id"]))
     bar.close()
