@@ -42,3 +42,14 @@ def log_reward_stats(name: str, rewards: list[float], parsed: list[tuple[Trait |
             by_trait.setdefault(trait.name, []).append(r)
     for trait_name, values in by_trait.items():
         log_metric(f"rewards/{name}/{trait_name}", sum(values) / len(values))
+
+
+def gather(local: list) -> list:
+    """All processes' lists, concatenated in rank order (the local list when not distributed)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return local
+    everyone: list = [None] * dist.get_world_size()
+    dist.all_gather_object(everyone, local)
+    return [x for part in everyone for x in part]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from rewards.completions import log_reward_stats, parse_completions
+from rewards.completions import gather, log_reward_stats, parse_completions
 
 # The scale the upstream reward divides by, per trait (it is the range width, except 6 for valence's -3..3).
 UPSTREAM_SCALE = {"Aesthetics": 10.0, "Funniness": 10.0, "Emotional_Valence": 6.0, "Memorability": 1.0}
@@ -91,4 +91,52 @@ def distance_upstream(completions: Sequence, trait: Sequence[str], score: Sequen
         for t, d, _ in rows
     ]
     log_reward_stats("distance_upstream", rewards, parsed, log_metric)
+    return rewards
+
+
+def distance_crps(completions: Sequence, trait: Sequence[str], score: Sequence[float], id: Sequence | None = None,
+                  prompts: Sequence | None = None, *, unparsable_penalty: float = -1.0, log_metric=None,
+                  **_) -> list[float]:
+    """A distance reward that does not pay the policy for false certainty: for completion i of an item whose GRPO
+    group (gathered from all processes) holds G completions, ``(c * mean_j |x_i - x_j| - |x_i - y|) / range`` over
+    the group's other readable scores x_j, with ``c = (G - 1) / (G - 2)``.
+
+    The plain distance rewards are maximised by answering the single most likely score every time, so an unsure
+    policy learns to give the central score to every image (measured: label entropy 1.42 -> 0.75 nats in 200 steps,
+    half the spread of its predictions) before it learns anything about the image. Here the expected policy
+    gradient, after GRPO subtracts the group's mean reward (which takes back (G - 2) / (G - 1) of the spread term,
+    hence ``c``; with G = 2 the spread term cancels altogether), is the gradient of minus the continuous ranked
+    probability score ``E|X - y| - E|X - X'| / 2``, a strictly proper scoring rule: its optimum is the calibrated
+    distribution of scores, spread exactly as wide as the policy's uncertainty about the image. Completions are
+    grouped by item ``id`` (by prompt when there is none); one with no readable score gets ``unparsable_penalty``
+    and is left out of the others' spread.
+
+    >>> distance_crps(["medium 5.000", "high 7.000", "high 7.000"], trait=["Aesthetics"] * 3, score=[6.0] * 3,
+    ...               id=["a"] * 3)
+    [0.3, 0.1, 0.1]
+    """
+    parsed = parse_completions(completions, trait)
+    if id is not None:
+        keys = [str(k) for k in id]
+    else:
+        keys = [repr(p) for p in (prompts if prompts is not None else [None] * len(parsed))]
+    local = [(k, p.score if t is not None else None) for k, (t, p) in zip(keys, parsed)]
+    sizes: dict[str, int] = {}
+    readable: dict[str, list[float]] = {}
+    for key, pred in gather(local):
+        sizes[key] = sizes.get(key, 0) + 1
+        if pred is not None and math.isfinite(pred):
+            readable.setdefault(key, []).append(pred)
+    rewards = []
+    for (key, pred), (t, _), y in zip(local, parsed, score):
+        if pred is None or not math.isfinite(pred):
+            rewards.append(unparsable_penalty)
+            continue
+        others = list(readable[key])
+        others.remove(pred)  # this completion itself
+        g = sizes[key]
+        c = (g - 1) / (g - 2) if g > 2 else 1.0
+        spread = sum(abs(pred - o) for o in others) / len(others) if others else 0.0
+        rewards.append((c * spread - abs(pred - float(y))) / t.span)
+    log_reward_stats("distance_crps", rewards, parsed, log_metric)
     return rewards

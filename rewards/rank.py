@@ -18,18 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from rewards.completions import log_reward_stats, parse_completions
-
-
-def _gather(local: list) -> list:
-    """All processes' lists, concatenated in rank order (the local list when not distributed)."""
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return local
-    everyone: list = [None] * dist.get_world_size()
-    dist.all_gather_object(everyone, local)
-    return [x for part in everyone for x in part]
+from rewards.completions import gather, log_reward_stats, parse_completions
 
 
 def rank_global(completions: Sequence, trait: Sequence[str], score: Sequence[float], id: Sequence | None = None, *,
@@ -51,7 +40,7 @@ def rank_global(completions: Sequence, trait: Sequence[str], score: Sequence[flo
 
         r = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
         local_rows = [(f"{r}:{k}", *rest) for k, *rest in local_rows]
-    rows = _gather(local_rows)
+    rows = gather(local_rows)
 
     refs: dict[str, list] = {}  # item key -> [trait, human score, sum of predictions, count]
     for key, tname, y, pred in rows:

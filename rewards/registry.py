@@ -11,7 +11,7 @@ import inspect
 from collections.abc import Callable
 
 from rewards.answer_format import format_reward, label_consistency
-from rewards.distance import distance_gaussian, distance_laplace, distance_linear, distance_upstream
+from rewards.distance import distance_crps, distance_gaussian, distance_laplace, distance_linear, distance_upstream
 from rewards.rank import rank_global
 
 REWARD_FUNCS: dict[str, Callable[..., list[float]]] = {
@@ -19,6 +19,7 @@ REWARD_FUNCS: dict[str, Callable[..., list[float]]] = {
     "distance_gaussian": distance_gaussian,
     "distance_laplace": distance_laplace,
     "distance_upstream": distance_upstream,
+    "distance_crps": distance_crps,
     "format": format_reward,
     "label_consistency": label_consistency,
     "rank_global": rank_global,

@@ -17,8 +17,8 @@ class GRPOScriptArguments(DataArguments):
     reward_funcs: list[str] = field(
         default_factory=lambda: ["distance_gaussian", "format"],
         metadata={"help": "Reward functions by name (rewards.REWARD_FUNCS): distance_linear, distance_gaussian, "
-                          "distance_laplace, distance_upstream, format, label_consistency, rank_global. Weights: "
-                          "reward_weights."})
+                          "distance_laplace, distance_upstream, distance_crps, format, label_consistency, "
+                          "rank_global. Weights: reward_weights."})
     reward_sigma_frac: float | None = field(
         default=None, metadata={"help": "distance_gaussian / rank_global: sigma as a fraction of the trait's range."})
     reward_use_score_std: bool | None = field(

@@ -103,3 +103,56 @@ def test_rank_global_gathers_across_processes():
     for p in procs:
         p.join(timeout=60)
     assert results == {0: [1.0], 1: [1.0]}
+
+
+def _grpo_fixed_point(reward, truth: dict[float, float], group: int, steps: int = 3000, lr: float = 2.0):
+    """The distribution over Aesthetics scores 1..9 that GRPO's exact expected update (group-mean baseline) settles
+    on for one image whose human score is drawn from ``truth``, every group of ``group`` answers enumerated."""
+    import itertools
+
+    import numpy as np
+
+    from cogip.answer import render_answer
+    from cogip.traits import get_trait
+
+    bins = list(range(1, 10))
+    texts = [render_answer(get_trait("Aesthetics"), float(b)) for b in bins]
+    outcomes = list(itertools.product(range(len(bins)), repeat=group))
+    adv = np.zeros((len(outcomes), group))  # expected advantage of each answer in each group, over the human score
+    for n, combo in enumerate(outcomes):
+        for y, py in truth.items():
+            r = np.array(reward([texts[k] for k in combo], trait=["Aesthetics"] * group, score=[y] * group,
+                                id=["img"] * group))
+            adv[n] += py * (r - r.mean())
+    onehot = np.eye(len(bins))[np.array(outcomes)]  # (outcomes, group, bins)
+    logits = np.zeros(len(bins))
+    for _ in range(steps):
+        p = np.exp(logits - logits.max())
+        p /= p.sum()
+        prob = np.prod(p[np.array(outcomes)], axis=1)  # probability of each group
+        # E[sum_i A_i * grad log p(x_i)], grad log p(x) wrt the logits = onehot(x) - p
+        logits += lr * np.einsum("n,ng,ngb->b", prob, adv, onehot - p)
+    return dict(zip(bins, p))
+
+
+def test_crps_reward_keeps_the_policy_calibrated_where_distance_collapses_it():
+    # People give this image 3 (70 %) or 7 (30 %). Rewarded by distance, GRPO's policy answers the median, 3, every
+    # time; rewarded by distance_crps it settles on the people's own distribution (the coefficient c matters: with
+    # c = 1 at G = 3 it would keep only half of the spread term and end too narrow).
+    from rewards.distance import distance_crps
+
+    truth = {3.0: 0.7, 7.0: 0.3}
+    collapsed = _grpo_fixed_point(distance_linear, truth, group=3)
+    assert collapsed[3] > 0.95
+    calibrated = _grpo_fixed_point(distance_crps, truth, group=3)
+    assert calibrated[3] == pytest.approx(0.7, abs=0.05) and calibrated[7] == pytest.approx(0.3, abs=0.05)
+    assert sum(calibrated[b] for b in (3, 7)) > 0.9
+
+
+def test_crps_reward_groups_by_item_and_skips_unreadable_answers():
+    from rewards.distance import distance_crps
+
+    out = distance_crps(["low 3.000", "nothing", "high 7.000", "low 3.000", "low 3.000"], trait=["Aesthetics"] * 5,
+                        score=[3.0, 3.0, 3.0, 7.0, 7.0], id=["a", "a", "a", "b", "b"], unparsable_penalty=-0.5)
+    # item a: G = 3 (c = 2), readable answers 3 and 7; item b: G = 2 (c = 1), both answers 3
+    assert out == pytest.approx([(2 * 4 - 0) / 10, -0.5, (2 * 4 - 4) / 10, -0.4, -0.4])
