@@ -108,8 +108,8 @@ def distance_crps(completions: Sequence, trait: Sequence[str], score: Sequence[f
     hence ``c``; with G = 2 the spread term cancels altogether), is the gradient of minus the continuous ranked
     probability score ``E|X - y| - E|X - X'| / 2``, a strictly proper scoring rule: its optimum is the calibrated
     distribution of scores, spread exactly as wide as the policy's uncertainty about the image. Completions are
-    grouped by item ``id`` (by prompt when there is none); one with no readable score gets ``unparsable_penalty``
-    and is left out of the others' spread.
+    grouped by item ``id`` (by prompt when there is none); one with no readable score in the trait's range gets
+    ``unparsable_penalty`` and is left out of the others' spread.
 
     >>> distance_crps(["medium 5.000", "high 7.000", "high 7.000"], trait=["Aesthetics"] * 3, score=[6.0] * 3,
     ...               id=["a"] * 3)
@@ -120,7 +120,8 @@ def distance_crps(completions: Sequence, trait: Sequence[str], score: Sequence[f
         keys = [str(k) for k in id]
     else:
         keys = [repr(p) for p in (prompts if prompts is not None else [None] * len(parsed))]
-    local = [(k, p.score if t is not None else None) for k, (t, p) in zip(keys, parsed)]
+    # A score outside the trait's range counts as unreadable: it must not widen the spread the others are paid for.
+    local = [(k, p.score if t is not None and p.in_range else None) for k, (t, p) in zip(keys, parsed)]
     sizes: dict[str, int] = {}
     readable: dict[str, list[float]] = {}
     for key, pred in gather(local):

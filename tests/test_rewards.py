@@ -156,3 +156,7 @@ def test_crps_reward_groups_by_item_and_skips_unreadable_answers():
                         score=[3.0, 3.0, 3.0, 7.0, 7.0], id=["a", "a", "a", "b", "b"], unparsable_penalty=-0.5)
     # item a: G = 3 (c = 2), readable answers 3 and 7; item b: G = 2 (c = 1), both answers 3
     assert out == pytest.approx([(2 * 4 - 0) / 10, -0.5, (2 * 4 - 4) / 10, -0.4, -0.4])
+    # a score outside the range is no answer: penalised, and it widens nobody's spread (G = 3, c = 2)
+    out = distance_crps(["low 3.000", "very high 99.000", "low 3.000"], trait=["Aesthetics"] * 3, score=[3.0] * 3,
+                        id=["a"] * 3, unparsable_penalty=-0.5)
+    assert out == [0.0, -0.5, 0.0]
