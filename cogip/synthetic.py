@@ -87,8 +87,13 @@ def _polygon(cx: float, cy: float, rx: float, ry: float, roundness: float, spin:
     return pts
 
 
-def draw_item(rng: np.random.Generator, size: int = 56) -> tuple[Image.Image, Factors]:
-    """Draw one image; return it with the factors it realises."""
+# What each pixel of :func:`draw_item`'s mask shows (0: background); later layers cover earlier ones.
+MASK_LAYERS = ("clutter", "object", "accent", "eyes")
+
+
+def draw_item(rng: np.random.Generator, size: int = 56, with_mask: bool = False):
+    """Draw one image; return it with the factors it realises (and, with ``with_mask``, a ``size x size`` uint8
+    array telling which of :data:`MASK_LAYERS` each pixel shows, 1-based; it draws nothing at random)."""
     s = size / 56.0  # every length below is for 56x56 and scales with the image
     # Background: gradient between two random colours plus faint stripes (random angle and strength).
     c1, c2 = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
@@ -102,6 +107,9 @@ def draw_item(rng: np.random.Generator, size: int = 56) -> tuple[Image.Image, Fa
     bg = np.clip(c1 * (1 - g) + c2 * g + stripes[..., None], 0, 255)
     img = Image.fromarray(bg.astype(np.uint8), "RGB")
     draw = ImageDraw.Draw(img)
+    mask = Image.new("L", (size, size), 0)
+    mdraw = ImageDraw.Draw(mask)
+    layer = {name: k + 1 for k, name in enumerate(MASK_LAYERS)}
     bg_l = _luma(bg.reshape(-1, 3).mean(0))
 
     # Clutter: small grey-ish squares and dots anywhere.
@@ -109,7 +117,9 @@ def draw_item(rng: np.random.Generator, size: int = 56) -> tuple[Image.Image, Fa
     for _ in range(n_clutter):
         x, y, r = rng.uniform(0, size), rng.uniform(0, size), rng.uniform(1.5, 3.5) * s
         col = tuple(int(v) for v in rng.uniform(60, 200, 3))
-        (draw.rectangle if rng.random() < 0.5 else draw.ellipse)([x - r, y - r, x + r, y + r], fill=col)
+        square = rng.random() < 0.5
+        for d, fill in ((draw, col), (mdraw, layer["clutter"])):
+            (d.rectangle if square else d.ellipse)([x - r, y - r, x + r, y + r], fill=fill)
 
     # Main object.
     size_f = rng.uniform()
@@ -128,7 +138,9 @@ def draw_item(rng: np.random.Generator, size: int = 56) -> tuple[Image.Image, Fa
     sign = 1 if (bg_l + want <= 0.85 and (rng.random() < 0.5 or bg_l - want < 0.15)) else -1
     obj_l = float(np.clip(bg_l + sign * want, 0.15, 0.85))
     colour = _with_luma(COLD * (1 - warmth) + WARM * warmth, obj_l)
-    draw.polygon(_polygon(cx, cy, rx, ry, roundness, rng.uniform(0, 2 * math.pi)), fill=tuple(int(v) for v in colour))
+    outline = _polygon(cx, cy, rx, ry, roundness, rng.uniform(0, 2 * math.pi))
+    draw.polygon(outline, fill=tuple(int(v) for v in colour))
+    mdraw.polygon(outline, fill=layer["object"])
     contrast = min(abs(_luma(np.clip(colour, 0, 255)) - bg_l) / 0.6, 1.0)
 
     # Distinctive accent: a magenta ring-and-dot, present in about two thirds of the images.
@@ -137,6 +149,7 @@ def draw_item(rng: np.random.Generator, size: int = 56) -> tuple[Image.Image, Fa
         ar = (2 + 5 * accent) * s
         ax, ay = rng.uniform(ar, size - ar), rng.uniform(ar, size - ar)
         draw.ellipse([ax - ar, ay - ar, ax + ar, ay + ar], fill=(255, 0, 200), outline=(255, 255, 255))
+        mdraw.ellipse([ax - ar, ay - ar, ax + ar, ay + ar], fill=layer["accent"])
         draw.ellipse([ax - ar / 3, ay - ar / 3, ax + ar / 3, ay + ar / 3], fill=(255, 255, 255))
 
     # Googly eyes on the object: white discs with black pupils looking in random directions.
@@ -146,13 +159,15 @@ def draw_item(rng: np.random.Generator, size: int = 56) -> tuple[Image.Image, Fa
         ex = cx + (k - (n_eyes - 1) / 2) * 2.4 * er
         ey = cy - 0.25 * ry
         draw.ellipse([ex - er, ey - er, ex + er, ey + er], fill=(255, 255, 255), outline=(0, 0, 0))
+        mdraw.ellipse([ex - er, ey - er, ex + er, ey + er], fill=layer["eyes"])
         px, py = ex + rng.uniform(-1, 1) * er / 2, ey + rng.uniform(-1, 1) * er / 2
         draw.ellipse([px - er / 2, py - er / 2, px + er / 2, py + er / 2], fill=(0, 0, 0))
 
-    return img, Factors(
+    factors = Factors(
         offset=offset, contrast=contrast, clutter=n_clutter / 7, warmth=warmth, roundness=roundness,
         accent=accent, size=size_f, distortion=distortion, eyes=n_eyes / 3,
     )
+    return (img, factors, np.asarray(mask)) if with_mask else (img, factors)
 
 
 def simulate_raters(rng: np.random.Generator, trait: str, true_score: float, n_raters: int) -> np.ndarray:

@@ -16,6 +16,13 @@ weighted average), not their concatenation: features that are only readable toke
 language model. Measured (validation, 400 items, expected decoding, same SFT recipe): with a head on the
 concatenated tokens the SFT model reached mean SRCC 0.25 (its last hidden state held little more: ridge probe 0.33),
 with the head on the mean 0.49.
+
+A second, dense target teaches the patch embedding to pick small things out of the busy background: for each merged
+image token, the share of its pixels covered by clutter, the object, the accent mark and the googly eyes (masks drawn
+with the same PIL calls as the image, :data:`cogip.synthetic.MASK_LAYERS`), standardised per layer, through a linear
+head on each token, weighted by ``dense_weight``. One global regression per image left the eyes and the clutter
+nearly unread (held-out SRCC 0.24 and 0.14 after 800 steps); the per-token coverage raised them to 0.46 and 0.60 and
+the mean over the nine attributes from 0.52 to 0.63 in the same 800 steps and time.
 """
 
 from __future__ import annotations
@@ -32,18 +39,25 @@ PRETRAIN_RECORD = "vision_pretraining.json"  # written last: its presence means 
 PRETRAIN_SEED = 7_000_003  # far from the benchmark's split seeds (1000 * seed + 0, 1, 2)
 
 
-def _images(processor, n: int, rng: np.random.Generator, side: int) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
-    from cogip.synthetic import draw_item
+def _images(processor, n: int, rng: np.random.Generator, side: int, cell: int):
+    """``n`` drawn images as patches, their grid, their factors, and per merged token (``cell`` pixels square, raster
+    order as the vision tower emits them) the share of its pixels each of the mask layers covers."""
+    from cogip.synthetic import MASK_LAYERS, draw_item
 
-    drawn = [draw_item(rng, side) for _ in range(n)]
-    enc = processor.image_processor(images=[im for im, _ in drawn], return_tensors="pt")
+    drawn = [draw_item(rng, side, with_mask=True) for _ in range(n)]
+    enc = processor.image_processor(images=[im for im, _, _ in drawn], return_tensors="pt")
     pixels = enc["pixel_values"].view(n, -1, enc["pixel_values"].shape[-1])  # (images, patches, patch dim)
-    factors = np.array([dataclasses.astuple(f) for _, f in drawn], dtype=np.float32)
-    return pixels, enc["image_grid_thw"][:1], factors
+    factors = np.array([dataclasses.astuple(f) for _, f, _ in drawn], dtype=np.float32)
+    masks = np.stack([m for _, _, m in drawn])  # (images, side, side)
+    k = side // cell
+    cells = masks.reshape(n, k, cell, k, cell).transpose(0, 1, 3, 2, 4).reshape(n, k * k, cell * cell)
+    cover = np.stack([(cells == j + 1).mean(-1) for j in range(len(MASK_LAYERS))], -1).astype(np.float32)
+    return pixels, enc["image_grid_thw"][:1], factors, cover
 
 
 def pretrain_vision(model_dir: str | Path, steps: int = 800, batch_size: int = 64, n_images: int = 8000,
-                    n_heldout: int = 400, learning_rate: float = 3e-3, seed: int = PRETRAIN_SEED,
+                    n_heldout: int = 400, learning_rate: float = 3e-3, dense_weight: float = 0.5,
+                    seed: int = PRETRAIN_SEED,
                     progress: bool = True) -> dict:
     """Train the vision tower and merger of the tiny checkpoint in ``model_dir`` to see the synthetic images'
     visible attributes; save the model back in place and write :data:`PRETRAIN_RECORD` (steps, losses and the
@@ -61,27 +75,34 @@ def pretrain_vision(model_dir: str | Path, steps: int = 800, batch_size: int = 6
     visual = model.model.visual
     side = math.isqrt(int(processor.image_processor.size["longest_edge"]))  # the tiny processor keeps side x side
     rng = np.random.default_rng(seed)
-    pixels, grid, factors = _images(processor, n_images + n_heldout, rng, side)
+    cell = model.config.vision_config.patch_size * visual.spatial_merge_size
+    pixels, grid, factors, cover = _images(processor, n_images + n_heldout, rng, side, cell)
     hidden = model.config.text_config.hidden_size
     tokens = int(grid.prod()) // visual.spatial_merge_size ** 2
     torch.manual_seed(seed)
     head = torch.nn.Sequential(torch.nn.Linear(hidden, 128), torch.nn.GELU(),
                                torch.nn.Linear(128, len(dataclasses.fields(Factors))))
+    dense_head = torch.nn.Linear(hidden, cover.shape[-1])
     targets = torch.from_numpy(factors)
+    # Per-token coverage, standardised per layer so that small things (eyes, clutter) weigh as much as the object.
+    cover_t = torch.from_numpy(cover)
+    cover_t = (cover_t - cover_t[:n_images].mean((0, 1))) / cover_t[:n_images].std((0, 1)).clamp_min(1e-6)
 
-    def predict(idx: torch.Tensor) -> torch.Tensor:
+    def predict(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = visual(pixels[idx].flatten(0, 1), grid_thw=grid.repeat(len(idx), 1))
-        merged = getattr(out, "pooler_output", out)  # (images * tokens, hidden)
-        return head(merged.reshape(len(idx), tokens, hidden).mean(1))  # read as attention would: averaged
+        merged = getattr(out, "pooler_output", out).reshape(len(idx), tokens, hidden)
+        return head(merged.mean(1)), dense_head(merged)  # the factors read as attention would: averaged
 
-    params = list(visual.parameters()) + list(head.parameters())
+    params = list(visual.parameters()) + list(head.parameters()) + list(dense_head.parameters())
     opt = torch.optim.AdamW(params, lr=learning_rate, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
     visual.train()
     losses = []
     for _ in tqdm(range(steps), desc="vision pretraining", disable=not progress):
         idx = torch.from_numpy(rng.integers(0, n_images, batch_size))
-        loss = torch.nn.functional.mse_loss(predict(idx), targets[idx])
+        pred, dense = predict(idx)
+        loss = torch.nn.functional.mse_loss(pred, targets[idx]) + dense_weight * torch.nn.functional.mse_loss(
+            dense, cover_t[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -91,9 +112,10 @@ def pretrain_vision(model_dir: str | Path, steps: int = 800, batch_size: int = 6
     visual.eval()
     with torch.no_grad():
         held = torch.arange(n_images, n_images + n_heldout)
-        pred = torch.cat([predict(held[i:i + 100]) for i in range(0, n_heldout, 100)]).numpy()
+        pred = torch.cat([predict(held[i:i + 100])[0] for i in range(0, n_heldout, 100)]).numpy()
     names = [f.name for f in dataclasses.fields(Factors)]
     record = {"steps": steps, "batch_size": batch_size, "n_images": n_images, "learning_rate": learning_rate,
+              "dense_weight": dense_weight,
               "seed": seed, "first_loss": float(np.mean(losses[:10])), "last_loss": float(np.mean(losses[-10:])),
               "heldout_srcc": {n: float(spearmanr(pred[:, j], factors[n_images:, j]).statistic)
                                for j, n in enumerate(names)}}

@@ -70,3 +70,23 @@ def test_reliability_ceiling(synthetic_splits):
     for r in rel.values():
         assert 0.7 < r["ceiling_srcc"] <= 1.0
         assert 0.3 < r["split_half_srcc"] < r["spearman_brown"] < 1.0
+
+
+def test_mask_tells_what_each_pixel_shows_without_changing_the_drawing():
+    from cogip.synthetic import MASK_LAYERS, draw_item
+
+    layer = {name: k + 1 for k, name in enumerate(MASK_LAYERS)}
+    for seed in range(30):
+        img, factors = draw_item(np.random.default_rng(seed))
+        img2, factors2, mask = draw_item(np.random.default_rng(seed), with_mask=True)
+        assert factors == factors2 and np.array_equal(np.asarray(img), np.asarray(img2))
+        assert mask.shape == (56, 56) and mask.dtype == np.uint8 and mask.max() <= len(MASK_LAYERS)
+        pixels = np.asarray(img)
+        assert ((mask == layer["eyes"]).any()) == (factors.eyes > 0)
+        assert ((mask == layer["accent"]).any()) == (factors.accent > 0)
+        assert (mask == layer["object"]).sum() > 20
+        # googly eyes are white and black, the accent magenta
+        eye = pixels[mask == layer["eyes"]]
+        assert eye.size == 0 or (eye.min(-1) > 240).mean() + (eye.max(-1) < 15).mean() > 0.8
+        acc = pixels[mask == layer["accent"]]
+        assert acc.size == 0 or (np.abs(acc.astype(int) - [255, 0, 200]).sum(-1) < 30).mean() > 0.4
