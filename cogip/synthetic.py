@@ -93,7 +93,8 @@ MASK_LAYERS = ("clutter", "object", "accent", "eyes")
 
 def draw_item(rng: np.random.Generator, size: int = 56, with_mask: bool = False):
     """Draw one image; return it with the factors it realises (and, with ``with_mask``, a ``size x size`` uint8
-    array telling which of :data:`MASK_LAYERS` each pixel shows, 1-based; it draws nothing at random)."""
+    array telling which of :data:`MASK_LAYERS` each pixel shows, 1-based; drawing it takes nothing from ``rng``, so
+    the image and factors are the same either way)."""
     s = size / 56.0  # every length below is for 56x56 and scales with the image
     # Background: gradient between two random colours plus faint stripes (random angle and strength).
     c1, c2 = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)

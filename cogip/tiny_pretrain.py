@@ -57,10 +57,10 @@ def _images(processor, n: int, rng: np.random.Generator, side: int, cell: int):
 
 def pretrain_vision(model_dir: str | Path, steps: int = 800, batch_size: int = 64, n_images: int = 8000,
                     n_heldout: int = 400, learning_rate: float = 3e-3, dense_weight: float = 0.5,
-                    seed: int = PRETRAIN_SEED,
-                    progress: bool = True) -> dict:
+                    seed: int = PRETRAIN_SEED, progress: bool = True) -> dict:
     """Train the vision tower and merger of the tiny checkpoint in ``model_dir`` to see the synthetic images'
-    visible attributes; save the model back in place and write :data:`PRETRAIN_RECORD` (steps, losses and the
+    visible attributes and what each image token covers; save the model back in place and write
+    :data:`PRETRAIN_RECORD` (steps, losses and the
     held-out SRCC per attribute), which is also returned."""
     from scipy.stats import spearmanr
     from tqdm.auto import tqdm
