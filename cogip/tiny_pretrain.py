@@ -60,8 +60,7 @@ def pretrain_vision(model_dir: str | Path, steps: int = 800, batch_size: int = 6
                     seed: int = PRETRAIN_SEED, progress: bool = True) -> dict:
     """Train the vision tower and merger of the tiny checkpoint in ``model_dir`` to see the synthetic images'
     visible attributes and what each image token covers; save the model back in place and write
-    :data:`PRETRAIN_RECORD` (steps, losses and the
-    held-out SRCC per attribute), which is also returned."""
+    :data:`PRETRAIN_RECORD` (steps, losses and the held-out SRCC per attribute), which is also returned."""
     from scipy.stats import spearmanr
     from tqdm.auto import tqdm
     from transformers import Qwen2_5_VLForConditionalGeneration
