@@ -120,17 +120,18 @@ def distance_crps(completions: Sequence, trait: Sequence[str], score: Sequence[f
         keys = [str(k) for k in id]
     else:
         keys = [repr(p) for p in (prompts if prompts is not None else [None] * len(parsed))]
-    # A score outside the trait's range counts as unreadable: it must not widen the spread the others are paid for.
+    # A score outside the trait's range (infinite ones included) counts as unreadable: it must not widen the spread
+    # the others are paid for.
     local = [(k, p.score if t is not None and p.in_range else None) for k, (t, p) in zip(keys, parsed)]
     sizes: dict[str, int] = {}
     readable: dict[str, list[float]] = {}
     for key, pred in gather(local):
         sizes[key] = sizes.get(key, 0) + 1
-        if pred is not None and math.isfinite(pred):
+        if pred is not None:
             readable.setdefault(key, []).append(pred)
     rewards = []
     for (key, pred), (t, _), y in zip(local, parsed, score):
-        if pred is None or not math.isfinite(pred):
+        if pred is None:
             rewards.append(unparsable_penalty)
             continue
         others = list(readable[key])
