@@ -32,6 +32,8 @@ class DataArguments:
     synthetic_train_size: int = field(default=256, metadata={"help": "synthetic: number of training items."})
     synthetic_eval_size: int = field(default=32, metadata={"help": "synthetic: number of validation items."})
     synthetic_seed: int = field(default=0, metadata={"help": "synthetic: seed of the benchmark."})
+    synthetic_train_start: int = field(
+        default=0, metadata={"help": "synthetic: first training item to use (skip the ones an earlier stage saw)."})
     synthetic_traits: list[str] | None = field(
         default=None, metadata={"help": "synthetic: traits to draw (default: all four)."})
     prompt_style: str = field(
@@ -57,7 +59,8 @@ def load_canonical_splits(args: DataArguments, with_eval: bool):
         traits = tuple(args.synthetic_traits or TRAITS)
         splits = make_benchmark(n_train=args.synthetic_train_size,
                                 n_validation=args.synthetic_eval_size if with_eval else 0, n_test=0,
-                                seed=args.synthetic_seed, prompt_style=args.prompt_style)
+                                seed=args.synthetic_seed, prompt_style=args.prompt_style,
+                                train_start=args.synthetic_train_start)
         if traits != TRAITS:  # make_benchmark cycles all four; keep the asked ones
             splits = splits.filter(lambda t: t in traits, input_columns="trait")
         train, held_out = splits["train"], splits["validation"]

@@ -178,19 +178,22 @@ def simulate_raters(rng: np.random.Generator, trait: str, true_score: float, n_r
 
 
 def generate_items(n: int, seed: int = 0, image_size: int = 56, n_raters: int = 6,
-                   traits: tuple[str, ...] = TRAITS, prompt_style: str = "short") -> list[dict]:
-    """``n`` items cycling through ``traits``, each with its own image, in the canonical schema (plus
-    ``true_score`` and ``ratings``)."""
+                   traits: tuple[str, ...] = TRAITS, prompt_style: str = "short", start: int = 0) -> list[dict]:
+    """Items ``start`` to ``start + n - 1`` of the stream that ``seed`` draws, cycling through ``traits``, each with
+    its own image, in the canonical schema (plus ``true_score`` and ``ratings``). The first ``start`` are drawn and
+    dropped, so items keep their image, scores and id whatever ``start`` is."""
     from cogip.answer import render_answer
     from cogip.data import make_prompt
 
     rng = np.random.default_rng(seed)
     items = []
-    for i in range(n):
+    for i in range(start + n):
         trait = get_trait(traits[i % len(traits)])
         img, factors = draw_item(rng, image_size)
         true = factors.true_scores()[trait.name]
         ratings = simulate_raters(rng, trait.name, true, n_raters)
+        if i < start:
+            continue
         score = trait.round(float(ratings.mean()))
         items.append({
             "id": f"synthetic-{seed}-{i:06d}", "image": img, "trait": trait.name, "score": score,
@@ -202,16 +205,19 @@ def generate_items(n: int, seed: int = 0, image_size: int = 56, n_raters: int = 
 
 
 def make_benchmark(n_train: int = 2000, n_validation: int = 200, n_test: int = 400, seed: int = 0,
-                   image_size: int = 56, n_raters: int = 6, prompt_style: str = "short"):
-    """The synthetic benchmark as a ``datasets.DatasetDict`` with train / validation / test splits (disjoint seeds)."""
+                   image_size: int = 56, n_raters: int = 6, prompt_style: str = "short", train_start: int = 0):
+    """The synthetic benchmark as a ``datasets.DatasetDict`` with train / validation / test splits (disjoint seeds).
+    The training split holds items ``train_start`` to ``train_start + n_train - 1`` of its stream: a later stage
+    can train on items an earlier one never saw."""
     from datasets import DatasetDict
 
     from cogip.data import items_to_dataset
 
-    sizes = {"train": n_train, "validation": n_validation, "test": n_test}
+    sizes = {"train": (n_train, train_start), "validation": (n_validation, 0), "test": (n_test, 0)}
     return DatasetDict({
-        split: items_to_dataset(generate_items(n, seed * 1000 + k, image_size, n_raters, prompt_style=prompt_style))
-        for k, (split, n) in enumerate(sizes.items())
+        split: items_to_dataset(generate_items(n, seed * 1000 + k, image_size, n_raters, prompt_style=prompt_style,
+                                               start=start))
+        for k, (split, (n, start)) in enumerate(sizes.items())
     })
 
 

@@ -98,33 +98,39 @@ class CorrelationCallback(TrainerCallback):
             self.last = (reward, srcc)
 
 
-def degenerate_group_warning(num_generations: int, scale_rewards: str | bool) -> str | None:
+def degenerate_group_warning(num_generations: int, scale_rewards: str | bool,
+                             reward_names: tuple[str, ...] | list[str] = ()) -> str | None:
     """Why a GRPO set-up turns a continuous reward into a coin flip, or None.
 
     With group scaling, each group's advantages are (r - mean) / std; for two generations that is +-0.71 whatever the
-    two rewards were, so how much closer one answer was to the human score is thrown away.
+    two rewards were, so how much closer one answer was to the human score is thrown away. ``distance_crps`` needs a
+    third answer per group: with two, its spread term cancels in the group baseline.
     """
+    msgs = []
     group_scaled = scale_rewards in (True, "group", "true", "True")
     if num_generations == 2 and group_scaled:
-        return ("num_generations=2 with scale_rewards='group' makes every advantage +-0.71: a continuous reward "
-                "collapses to which of two answers was better. Use num_generations >= 4 (8 is typical) or "
-                "scale_rewards='batch'.")
-    if num_generations < 4:
-        return f"num_generations={num_generations} gives very noisy group baselines; 8 is typical."
-    return None
+        msgs.append("num_generations=2 with scale_rewards='group' makes every advantage +-0.71: a continuous reward "
+                    "collapses to which of two answers was better. Use num_generations >= 4 (8 is typical) or "
+                    "scale_rewards='batch'.")
+    elif num_generations < 4:
+        msgs.append(f"num_generations={num_generations} gives very noisy group baselines; 8 is typical.")
+    if num_generations < 3 and "distance_crps" in reward_names:
+        msgs.append("distance_crps needs num_generations >= 3: with 2 its spread term cancels in the group baseline, "
+                    "and it pays for false certainty as distance_linear does.")
+    return " ".join(msgs) or None
 
 
 class GuardCallback(TrainerCallback):
     """Warns at the start about degenerate group set-ups and, while training, when most groups have rewards with zero
     spread (``frac_reward_zero_std``), so GRPO gets no signal from them."""
 
-    def __init__(self, warn_frac: float = 0.5, warn_logs: int = 5):
-        self.warn_frac, self.warn_logs = warn_frac, warn_logs
+    def __init__(self, warn_frac: float = 0.5, warn_logs: int = 5, reward_names: tuple[str, ...] | list[str] = ()):
+        self.warn_frac, self.warn_logs, self.reward_names = warn_frac, warn_logs, tuple(reward_names)
         self.high_in_a_row = 0
         self.warned = False
 
     def on_train_begin(self, args, state, control, **kwargs):
-        msg = degenerate_group_warning(args.num_generations, args.scale_rewards)
+        msg = degenerate_group_warning(args.num_generations, args.scale_rewards, self.reward_names)
         if msg:
             logger.warning(msg)
 

@@ -61,7 +61,8 @@ def main(script_args: GRPOScriptArguments, training_args: CogGRPOConfig, model_a
 
     # Trainer with held-out correlation and the guards.
     correlation = None
-    callbacks = [GuardCallback(training_args.zero_std_warn_frac, training_args.zero_std_warn_logs)]
+    callbacks = [GuardCallback(training_args.zero_std_warn_frac, training_args.zero_std_warn_logs,
+                               script_args.reward_funcs)]
     if held_out is not None and len(held_out):
         every = int(training_args.eval_steps or training_args.save_steps)
         correlation = CorrelationCallback(held_out, processor, eval_steps=every,

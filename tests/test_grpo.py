@@ -65,6 +65,10 @@ def test_degenerate_group_warning():
     assert "0.71" in degenerate_group_warning(2, "group")
     assert degenerate_group_warning(2, "batch") is not None  # still noisy
     assert degenerate_group_warning(8, "group") is None
+    assert degenerate_group_warning(8, "group", ["distance_crps", "format"]) is None
+    assert "distance_crps" in degenerate_group_warning(2, "batch", ["distance_crps"])
+    both = degenerate_group_warning(2, "group", ["distance_crps"])
+    assert "0.71" in both and "distance_crps" in both
 
 
 def test_bad_data_is_refused_before_training(tmp_path, capsys):

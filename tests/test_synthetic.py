@@ -90,3 +90,10 @@ def test_mask_tells_what_each_pixel_shows_without_changing_the_drawing():
         assert eye.size == 0 or (eye.min(-1) > 240).mean() + (eye.max(-1) < 15).mean() > 0.8
         acc = pixels[mask == layer["accent"]]
         assert acc.size == 0 or (np.abs(acc.astype(int) - [255, 0, 200]).sum(-1) < 30).mean() > 0.4
+
+
+def test_generate_items_start_skips_items_without_changing_them():
+    whole, tail = generate_items(7, seed=5), generate_items(4, seed=5, start=3)
+    assert [x["id"] for x in tail] == [x["id"] for x in whole[3:]]
+    assert [x["score"] for x in tail] == [x["score"] for x in whole[3:]]
+    assert all(np.array_equal(np.asarray(a["image"]), np.asarray(b["image"])) for a, b in zip(tail, whole[3:]))
