@@ -185,6 +185,8 @@ def generate_items(n: int, seed: int = 0, image_size: int = 56, n_raters: int = 
     from cogip.answer import render_answer
     from cogip.data import make_prompt
 
+    if start < 0:
+        raise ValueError(f"the first item to draw must be >= 0, got start={start}")
     rng = np.random.default_rng(seed)
     items = []
     for i in range(start + n):

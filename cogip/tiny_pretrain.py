@@ -55,7 +55,7 @@ def _images(processor, n: int, rng: np.random.Generator, side: int, cell: int):
     return pixels, enc["image_grid_thw"][:1], factors, cover
 
 
-def pretrain_vision(model_dir: str | Path, steps: int = 800, batch_size: int = 64, n_images: int = 8000,
+def pretrain_vision(model_dir: str | Path, steps: int = 2400, batch_size: int = 64, n_images: int = 8000,
                     n_heldout: int = 400, learning_rate: float = 3e-3, dense_weight: float = 0.5,
                     seed: int = PRETRAIN_SEED, progress: bool = True) -> dict:
     """Train the vision tower and merger of the tiny checkpoint in ``model_dir`` to see the synthetic images'

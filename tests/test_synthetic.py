@@ -97,3 +97,5 @@ def test_generate_items_start_skips_items_without_changing_them():
     assert [x["id"] for x in tail] == [x["id"] for x in whole[3:]]
     assert [x["score"] for x in tail] == [x["score"] for x in whole[3:]]
     assert all(np.array_equal(np.asarray(a["image"]), np.asarray(b["image"])) for a, b in zip(tail, whole[3:]))
+    with pytest.raises(ValueError, match="start=-1"):
+        generate_items(2, seed=5, start=-1)
