@@ -23,8 +23,8 @@ with the same PIL calls as the image, :data:`cogip.synthetic.MASK_LAYERS`), stan
 head on each token, weighted by ``dense_weight``. One global regression per image left the eyes and the clutter
 nearly unread (held-out SRCC 0.24 and 0.14 after 800 steps); the per-token coverage raised them to 0.46 and 0.60 and
 the mean over the nine attributes from 0.52 to 0.63 in the same 800 steps and time. Steps are what it lacks most
-after that: 2,400 steps (the default) instead of 800 took the attribute mean to 0.72 (eyes 0.81) and the SFT model's
-validation mean SRCC from 0.56 to 0.69.
+after that: 2,400 steps instead of 800 took the attribute mean to 0.72 (eyes 0.81) and the SFT model's validation
+mean SRCC from 0.56 to 0.69, but the demo's 15 minutes do not hold them yet (BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def _images(processor, n: int, rng: np.random.Generator, side: int, cell: int):
     return pixels, enc["image_grid_thw"][:1], factors, cover
 
 
-def pretrain_vision(model_dir: str | Path, steps: int = 2400, batch_size: int = 64, n_images: int = 8000,
+def pretrain_vision(model_dir: str | Path, steps: int = 800, batch_size: int = 64, n_images: int = 8000,
                     n_heldout: int = 400, learning_rate: float = 3e-3, dense_weight: float = 0.5,
                     seed: int = PRETRAIN_SEED, progress: bool = True) -> dict:
     """Train the vision tower and merger of the tiny checkpoint in ``model_dir`` to see the synthetic images'
