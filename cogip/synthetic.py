@@ -89,6 +89,7 @@ def _polygon(cx: float, cy: float, rx: float, ry: float, roundness: float, spin:
 
 # What each pixel of :func:`draw_item`'s mask shows (0: background); later layers cover earlier ones.
 MASK_LAYERS = ("clutter", "object", "accent", "eyes")
+MASK_VALUE = {name: k + 1 for k, name in enumerate(MASK_LAYERS)}  # the mask's pixel value for each layer
 
 
 def draw_item(rng: np.random.Generator, size: int = 56, with_mask: bool = False):
@@ -110,7 +111,7 @@ def draw_item(rng: np.random.Generator, size: int = 56, with_mask: bool = False)
     draw = ImageDraw.Draw(img)
     mask = Image.new("L", (size, size), 0)
     mdraw = ImageDraw.Draw(mask)
-    layer = {name: k + 1 for k, name in enumerate(MASK_LAYERS)}
+    layer = MASK_VALUE
     bg_l = _luma(bg.reshape(-1, 3).mean(0))
 
     # Clutter: small grey-ish squares and dots anywhere.

@@ -44,7 +44,7 @@ PRETRAIN_SEED = 7_000_003  # far from the benchmark's split seeds (1000 * seed +
 def _images(processor, n: int, rng: np.random.Generator, side: int, cell: int):
     """``n`` drawn images as patches, their grid, their factors, and per merged token (``cell`` pixels square, raster
     order as the vision tower emits them) the share of its pixels each of the mask layers covers."""
-    from cogip.synthetic import MASK_LAYERS, draw_item
+    from cogip.synthetic import MASK_VALUE, draw_item
 
     drawn = [draw_item(rng, side, with_mask=True) for _ in range(n)]
     enc = processor.image_processor(images=[im for im, _, _ in drawn], return_tensors="pt")
@@ -53,7 +53,7 @@ def _images(processor, n: int, rng: np.random.Generator, side: int, cell: int):
     masks = np.stack([m for _, _, m in drawn])  # (images, side, side)
     k = side // cell
     cells = masks.reshape(n, k, cell, k, cell).transpose(0, 1, 3, 2, 4).reshape(n, k * k, cell * cell)
-    cover = np.stack([(cells == j + 1).mean(-1) for j in range(len(MASK_LAYERS))], -1).astype(np.float32)
+    cover = np.stack([(cells == v).mean(-1) for v in MASK_VALUE.values()], -1).astype(np.float32)
     return pixels, enc["image_grid_thw"][:1], factors, cover
 
 

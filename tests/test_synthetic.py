@@ -73,9 +73,9 @@ def test_reliability_ceiling(synthetic_splits):
 
 
 def test_mask_tells_what_each_pixel_shows_without_changing_the_drawing():
-    from cogip.synthetic import MASK_LAYERS, draw_item
+    from cogip.synthetic import MASK_LAYERS, MASK_VALUE, draw_item
 
-    layer = {name: k + 1 for k, name in enumerate(MASK_LAYERS)}
+    layer = MASK_VALUE
     for seed in range(30):
         img, factors = draw_item(np.random.default_rng(seed))
         img2, factors2, mask = draw_item(np.random.default_rng(seed), with_mask=True)
