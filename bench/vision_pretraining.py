@@ -69,6 +69,7 @@ def trait_probe(model_dir: str, ridge: float = 10.0) -> dict[str, float]:
     processor = load_processor(model_dir)
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32).eval()
     splits = make_benchmark(n_train=4000, n_validation=400, n_test=0, seed=0)
+    splits = {name: splits[name] for name in ("train", "validation")}
 
     def features(ds) -> np.ndarray:
         out = []
