@@ -208,6 +208,8 @@ def load_policy(model_name_or_path: str | Path, *, dtype: str | torch.dtype = "a
     """
     from transformers import AutoModelForImageTextToText
 
+    from cogip.batched_vision import install_on_model
+
     if isinstance(dtype, str) and dtype not in ("auto", None):
         dtype = getattr(torch, dtype)
     kw = {"dtype": dtype, "trust_remote_code": trust_remote_code}
@@ -226,6 +228,7 @@ def load_policy(model_name_or_path: str | Path, *, dtype: str | torch.dtype = "a
             model = model.merge_and_unload()
     else:
         model = AutoModelForImageTextToText.from_pretrained(model_name_or_path, **kw)
+    install_on_model(model)  # the vision tower attends all equal-sized images at once (same weights and outputs)
     return model, load_processor(model_name_or_path, trust_remote_code=trust_remote_code)
 
 

@@ -66,3 +66,54 @@ def test_vision_pretraining_teaches_the_vision_tower_to_see_and_leaves_the_langu
     assert set(srcc) == {"offset", "contrast", "clutter", "warmth", "roundness", "accent", "size", "distortion",
                          "eyes"}
     assert srcc["contrast"] > 0.4 and srcc["accent"] > 0.4 and srcc["size"] > 0.3, srcc
+
+
+def test_batched_vision_is_the_same_tower_with_the_same_gradients(tiny_model_dir):
+    from transformers import AutoModelForImageTextToText
+
+    from cogip.batched_vision import batched_vision
+
+    model = AutoModelForImageTextToText.from_pretrained(tiny_model_dir, dtype=torch.float32)  # the stock tower
+    visual = model.model.visual
+    visual.train()
+    patch_dim = visual.patch_embed.proj.weight[0].numel()
+    # Three equal images (the batched path), then images of two sizes (the per-segment path).
+    for grid in ([[1, 4, 4]] * 3, [[1, 4, 4], [1, 4, 8], [1, 8, 4]]):
+        grid = torch.tensor(grid)
+        pixels = torch.randn(int(grid.prod(-1).sum()), patch_dim, generator=torch.Generator().manual_seed(0))
+        weights = list(visual.parameters())
+        ref = visual(pixels, grid_thw=grid).pooler_output
+        ref_grads = torch.autograd.grad(ref.square().sum(), weights)
+        with batched_vision(visual) as vision:
+            out = vision(pixels, grid).pooler_output
+            assert visual.config._attn_implementation != "sdpa"
+        grads = torch.autograd.grad(out.square().sum(), weights)
+        torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+        for g, r in zip(grads, ref_grads):
+            torch.testing.assert_close(g, r, atol=1e-4, rtol=1e-4)
+    # Nothing of it stays on the tower.
+    assert visual.config._attn_implementation == model.config.vision_config._attn_implementation == "sdpa"
+    assert "forward" not in vars(visual.patch_embed)
+
+
+def test_load_policy_installs_the_batched_tower_and_changes_no_output(tiny_model_dir, tmp_path):
+    from transformers import AutoModelForImageTextToText
+
+    from cogip.batched_vision import ATTENTION
+
+    stock = AutoModelForImageTextToText.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    model, processor = load_policy(str(tiny_model_dir), dtype="float32")
+    assert model.model.visual.config._attn_implementation == ATTENTION
+    assert model.config.text_config._attn_implementation == "sdpa"  # the language model is left as it was
+    rng = np.random.default_rng(1)
+    images = [Image.fromarray(rng.integers(0, 255, (56, 56, 3), dtype=np.uint8)) for _ in range(3)]
+    msgs = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Rate Aesthetics."}]}]
+    text = processor.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+    batch = processor(text=[text] * 3, images=images, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        torch.testing.assert_close(model(**batch).logits, stock(**batch).logits, atol=1e-5, rtol=1e-5)
+    # Saved, it is an ordinary checkpoint: nothing of the installation is written.
+    model.save_pretrained(tmp_path / "saved")
+    assert "cogalign" not in (tmp_path / "saved" / "config.json").read_text()
+    reloaded = AutoModelForImageTextToText.from_pretrained(tmp_path / "saved")
+    assert reloaded.model.visual.config._attn_implementation == "sdpa"
