@@ -1,4 +1,4 @@
-"""A faster Qwen2.5-VL vision tower forward for batches of images that all have the same size, on CPU.
+"""A faster Qwen2.5-VL vision tower forward for batches of images that all have the same size (on CPU above all).
 
 Transformers' vision tower takes every image's patches packed into one sequence. Without flash-attention it splits
 the packed sequence image by image and calls attention once per image and per block, and it recomputes the
@@ -76,8 +76,8 @@ def _cached_kwargs(visual, cache: dict, grid_thw: torch.Tensor, limit: int = 64)
 def install_batched_vision(visual) -> bool:
     """Make ``visual`` (a Qwen2.5-VL vision tower on sdpa attention) attend with :func:`packed_sdpa` and reuse its
     precomputed positions and windows, for the rest of its life (a forward pre-hook, so copies of the model keep
-    it). Returns False, changing nothing, for a tower on another attention implementation (flash-attention already
-    works on the packed sequence)."""
+    it). Returns whether the tower runs :func:`packed_sdpa` now; a tower on another attention implementation is
+    left alone (flash-attention already works on the packed sequence)."""
     if visual.config._attn_implementation != "sdpa":
         return visual.config._attn_implementation == ATTENTION
     _register()

@@ -24,9 +24,10 @@ head on each token, weighted by ``dense_weight``. One global regression per imag
 nearly unread (held-out SRCC 0.24 and 0.14 after 800 steps); the per-token coverage raised them to 0.46 and 0.60 and
 the mean over the nine attributes from 0.52 to 0.63 in the same 800 steps and time. Steps are what it lacks most
 after that: 2,400 steps instead of 800 took the attribute mean to 0.72 (eyes 0.81) and the SFT model's validation
-mean SRCC from 0.56 to 0.69 (BENCHMARKS.md). The steps run the tower through :func:`cogip.batched_vision.batched_vision`
-(all 64 images attended at once, positions precomputed, patches embedded by one matrix product): the same tower and
-weights, about twice as fast as its stock forward, which is what lets the demo afford 2,400 of them.
+mean SRCC from 0.56 to 0.69 (BENCHMARKS.md). The steps run the tower through
+:func:`cogip.batched_vision.batched_vision` (all 64 images attended at once, positions precomputed, patches embedded
+by one matrix product): the same tower and weights, 1.7x as fast as its stock forward, which is what lets the demo
+afford 2,400 of them.
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ def pretrain_vision(model_dir: str | Path, steps: int = 800, batch_size: int = 6
     opt = torch.optim.AdamW(params, lr=learning_rate, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
     losses = []
-    with batched_vision(visual) as vision:  # the same tower, about twice as fast on these equal-sized images
+    with batched_vision(visual) as vision:  # the same tower, 1.7x as fast on these equal-sized images
 
         def predict(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             out = vision(pixels[idx].flatten(0, 1), grid.repeat(len(idx), 1))
