@@ -3,7 +3,7 @@ no Qwen): a yardstick for the tiny vision tower's pretraining (``bench/vision_pr
 nine attributes of the same 8,000 + 400 images (the pretraining's own seed). If a convolutional network trained
 directly on the pixels cannot read an attribute either, the ViT is not what hides it.
 
-    OMP_NUM_THREADS=1 python bench/pixel_legibility.py                 # 16 channels, 1,200 steps: about 8 minutes
+    OMP_NUM_THREADS=1 python bench/pixel_legibility.py                 # 16 channels, 1,200 steps: about 7 minutes
     OMP_NUM_THREADS=1 python bench/pixel_legibility.py --channels 32 --steps 3000
 
 Prints the held-out SRCC per attribute and, last, one JSON object.
