@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from cogip.checkpoints import list_complete_checkpoints
 from cogip.models import load_policy
+from cogip.vision_cache import install_vision_caches
 from eval import metrics as M
 from eval.blindness import blindness_check
 from eval.eval_args import EvalArgs
@@ -106,6 +107,8 @@ def evaluate_model(model, processor, dataset, args: EvalArgs, train_means: dict[
 
 def _load(path: str, args: EvalArgs):
     model, processor = load_policy(path, dtype=args.dtype)
+    model.requires_grad_(False)  # evaluation never trains: a frozen tower may reuse each image's tokens
+    install_vision_caches(model, args.vision_cache_gb)
     return model.to(_device(args)), processor
 
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from cogip.vision_cache import install_vision_caches
+
 logger = logging.getLogger(__name__)
 
 VISION_MODULE = "visual"
@@ -31,6 +33,11 @@ class TrainablePartsArguments:
         default=None, metadata={"help": "Learning rate of the ViT blocks (default: learning_rate)."})
     merger_lr: float | None = field(
         default=None, metadata={"help": "Learning rate of the merger (default: learning_rate)."})
+    vision_cache_gb: float = field(
+        default=2.0,
+        metadata={"help": "With the vision tower and merger frozen: keep up to this many GiB of image tokens and "
+                          "skip the tower for images it has encoded before (cogip.vision_cache; never under "
+                          "ZeRO-3). 0: off."})
 
 
 class PartLearningRatesMixin:
@@ -98,6 +105,8 @@ def prepare_model(model, model_args, args):
     counts = trainable_counts(model)
     if not any(counts.values()):
         raise ValueError("every parameter is frozen; nothing to train")
+    if not counts["vision"] and not counts["merger"]:
+        install_vision_caches(model, args.vision_cache_gb)
     logger.info("trainable parameters: %s", ", ".join(f"{k} {v:,}" for k, v in counts.items()))
     return model
 

@@ -117,3 +117,58 @@ def test_load_policy_installs_the_batched_tower_and_changes_no_output(tiny_model
     assert "cogalign" not in (tmp_path / "saved" / "config.json").read_text()
     reloaded = AutoModelForImageTextToText.from_pretrained(tmp_path / "saved")
     assert reloaded.model.visual.config._attn_implementation == "sdpa"
+
+
+def test_vision_cache_encodes_each_image_once_and_only_for_a_frozen_tower(tiny_model_dir):
+    import copy
+
+    from cogip.vision_cache import install_vision_caches
+
+    stock, processor = load_policy(str(tiny_model_dir), dtype="float32")
+    model, _ = load_policy(str(tiny_model_dir), dtype="float32")
+    visual = model.model.visual
+    assert install_vision_caches(model, 1.0) == 1
+    calls = []
+    visual.blocks[0].register_forward_hook(lambda m, args, out: calls.append(args[0].shape[0]))
+    rng = np.random.default_rng(2)
+    images = [Image.fromarray(rng.integers(0, 255, (56, 56, 3), dtype=np.uint8)) for _ in range(3)]
+    msgs = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Rate Aesthetics."}]}]
+    text = processor.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+
+    def logits(imgs):
+        batch = processor(text=[text] * len(imgs), images=imgs, return_tensors="pt", padding=True)
+        with torch.no_grad():
+            out = model(**batch).logits
+            torch.testing.assert_close(out, stock(**batch).logits, atol=1e-5, rtol=1e-5)
+        return out
+
+    logits(images[:2])  # trainable tower: runs every time, keeps nothing
+    assert calls == [32] and not visual._cogalign_vision_cache
+    model.requires_grad_(False)
+    logits([images[0], images[1], images[0]])  # frozen: image 0 twice in one batch, encoded once
+    logits([images[1], images[2], images[0]])  # only image 2 is new
+    assert calls == [32, 32, 16] and len(visual._cogalign_vision_cache) == 3
+    logits(images)
+    assert calls == [32, 32, 16]
+    # A weight changed in place (a checkpoint loaded into the model) empties the cache; the tower runs again.
+    with torch.no_grad():
+        visual.blocks[0].mlp.down_proj.weight.mul_(1.5)
+        stock.model.visual.blocks[0].mlp.down_proj.weight.mul_(1.5)
+    logits(images)
+    assert calls == [32, 32, 16, 48]
+    twin = copy.deepcopy(model)  # trl copies models (reference policy): the copy has its own tower and cache
+    assert twin.model.visual.forward.__self__ is twin.model.visual
+    assert twin.model.visual._cogalign_vision_cache is not visual._cogalign_vision_cache
+
+
+def test_prepare_model_caches_the_vision_tower_only_when_it_and_the_merger_are_frozen(tiny_model_dir):
+    from trl import ModelConfig
+
+    from sft_warmstart.trainable import TrainablePartsArguments, prepare_model
+
+    for freeze_merger, vision_cache_gb, cached in ((True, 2.0, True), (False, 2.0, False), (True, 0.0, False)):
+        model, _ = load_policy(str(tiny_model_dir), dtype="float32")
+        args = TrainablePartsArguments(freeze_vision_tower=True, freeze_merger=freeze_merger,
+                                       vision_cache_gb=vision_cache_gb)
+        prepare_model(model, ModelConfig(use_peft=False), args)
+        assert (getattr(model.model.visual, "_cogalign_vision_cache", None) is not None) == cached
