@@ -8,8 +8,8 @@ then looked up by a fingerprint of its pixels and grid. The tower runs as usual,
 of its parameters requires a gradient or is partitioned by DeepSpeed ZeRO-3 (every rank must then run it to gather
 the weights), so a tower that trains is never served stale tokens.
 
-The cache holds at most ``max_bytes`` of tokens (oldest first out): the tiny model's 4,000 SFT images take 4 MB;
-for a 7B checkpoint (3,584-wide tokens, a few hundred per image) 2 GB holds about a thousand images.
+The cache holds at most ``max_bytes`` of tokens (the least recently used go first): the tiny model's 4,000 SFT
+images take 4 MB; for a 7B checkpoint (3,584-wide tokens, a few hundred per image) 2 GB holds about a thousand images.
 """
 
 from __future__ import annotations

@@ -95,7 +95,9 @@ def evaluate_model(model, processor, dataset, args: EvalArgs, train_means: dict[
     if args.blindness if blindness is None else blindness:
         # Same decoding as the scores above: a model that hedges between bands has one greedy answer for every image
         # (so greedy re-scoring called it blind) while the expected scores it is judged by follow the image.
-        result["blindness"] = blindness_check(model, processor, dataset, preds, decoding=args.decoding,
+        n = len(dataset) if args.blindness_items is None else min(args.blindness_items, len(dataset))
+        result["blindness"] = blindness_check(model, processor, dataset.select(range(n)), preds[:n],
+                                              decoding=args.decoding,
                                               batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
                                               num_samples=args.num_samples, temperature=args.temperature,
                                               unparsable=args.unparsable, tolerance=args.blindness_tolerance,

@@ -38,6 +38,8 @@ class EvalArgs:
     blindness: bool = field(default=True, metadata={"help": "re-score with blank and shuffled images"})
     blindness_models: str = field(default="all", metadata={
         "help": "with --run_dir: run the blindness check on 'all' checkpoints or only on the run's 'final' model"})
+    blindness_items: int | None = field(default=None, metadata={
+        "help": "re-score only the first this many items in the blindness check (default: all)"})
     blindness_tolerance: float = field(default=0.02, metadata={
         "help": "flag a trait whose predictions move less than this share of its range under shuffled images"})
     reward_funcs: list[str] | None = field(default=None, metadata={

@@ -60,7 +60,8 @@ def test_run_dir_evaluation_writes_every_output(run_dir, tmp_path):
 
     out = tmp_path / "eval"
     rc = cli_main(["--run_dir", str(run_dir), "--synthetic_n", "16", "--n_boot", "100", "--output_dir", str(out),
-                   "--reward_funcs", "test_eval_run:within_half_range", "--max_new_tokens", "16"])
+                   "--reward_funcs", "test_eval_run:within_half_range", "--max_new_tokens", "16",
+                   "--blindness_items", "8"])
     assert rc == 0
     doc = json.loads((out / "metrics.json").read_text())
     names = [c["name"] for c in doc["checkpoints"]]
@@ -74,6 +75,8 @@ def test_run_dir_evaluation_writes_every_output(run_dir, tmp_path):
     ck3 = doc["checkpoints"][0]["metrics"]["overall"]
     assert ck3["n"] == 16 and ck3["n_unparsable"] == 16
     assert set(doc["checkpoints"][0]["blindness"]["flagged"]) == set(ck6["metrics"]["traits"])
+    # --blindness_items 8: the first 8 of the 16 items re-scored, two per trait
+    assert [r["n"] for r in doc["checkpoints"][0]["blindness"]["shuffled"].values()] == [2, 2, 2, 2]
     rows = list(csv.DictReader((out / "metrics.csv").open()))
     assert len(rows) == 8 and {"srcc", "train_reward", "held_out_within_half_range"} <= set(rows[0])
     report = (out / "report.md").read_text()
