@@ -45,7 +45,7 @@ class EvalArgs:
     reward_funcs: list[str] | None = field(default=None, metadata={
         "help": "rewards to compute on the predictions (registry names or module:function)"})
     dtype: str = field(default="auto", metadata={"help": "model dtype (auto, bfloat16, float32 ...)"})
-    vision_cache_gb: float = field(default=2.0, metadata={
+    vision_cache_gb: float = field(default=0.0, metadata={
         "help": "GiB of image tokens kept so that each image passes the vision tower once (cogip.vision_cache; "
                 "0: off)"})
     device: str | None = field(default=None, metadata={"help": "cuda / cpu (default: cuda when available)"})

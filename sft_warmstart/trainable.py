@@ -34,10 +34,10 @@ class TrainablePartsArguments:
     merger_lr: float | None = field(
         default=None, metadata={"help": "Learning rate of the merger (default: learning_rate)."})
     vision_cache_gb: float = field(
-        default=2.0,
+        default=0.0,
         metadata={"help": "With the vision tower and merger frozen: keep up to this many GiB of image tokens and "
                           "skip the tower for images it has encoded before (cogip.vision_cache; never under "
-                          "ZeRO-3). 0: off."})
+                          "ZeRO-3). 0 (default): off."})
 
 
 class PartLearningRatesMixin:
