@@ -53,6 +53,10 @@ def _register() -> None:
     AttentionInterface.register(ATTENTION, packed_sdpa)
 
 
+# What vision_kwargs precomputes: a caller that runs the tower on other images must drop these and compute them anew.
+PRECOMPUTED = ("position_ids", "cu_seqlens", "window_index", "cu_window_seqlens")
+
+
 def vision_kwargs(visual, grid_thw: torch.Tensor) -> dict:
     """What the tower would otherwise recompute in Python at every call, for images of ``grid_thw``."""
     from transformers import vision_utils as vu

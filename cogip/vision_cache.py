@@ -21,9 +21,8 @@ from collections import OrderedDict
 
 import torch
 
-from cogip.batched_vision import ATTENTION, _cached_kwargs
+from cogip.batched_vision import ATTENTION, PRECOMPUTED, _cached_kwargs
 
-PRECOMPUTED = ("position_ids", "cu_seqlens", "window_index", "cu_window_seqlens")  # batched_vision.vision_kwargs
 DEFAULT_MAX_BYTES = 2 * 1024 ** 3
 
 
@@ -32,8 +31,9 @@ def _fingerprints(pixels: torch.Tensor, grid_thw: torch.Tensor, sizes: list[int]
     width = pixels.shape[-1]
     gen = torch.Generator().manual_seed(width)
     proj = torch.randn(width, 2, generator=gen, dtype=torch.float64).to(pixels.device)
-    sums = torch.stack([chunk.double().sum(0) @ proj for chunk in pixels.split(sizes)])
-    squares = torch.stack([chunk.double().pow(2).sum() for chunk in pixels.split(sizes)])
+    chunks = [chunk.double() for chunk in pixels.split(sizes)]
+    sums = torch.stack([chunk.sum(0) @ proj for chunk in chunks])
+    squares = torch.stack([chunk.pow(2).sum() for chunk in chunks])
     return [(tuple(g), *s, q) for g, s, q in zip(grid_thw.tolist(), sums.tolist(), squares.tolist())]
 
 

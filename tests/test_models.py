@@ -122,6 +122,7 @@ def test_load_policy_installs_the_batched_tower_and_changes_no_output(tiny_model
 def test_vision_cache_encodes_each_image_once_and_only_for_a_frozen_tower(tiny_model_dir):
     import copy
 
+    from cogip.batched_vision import PRECOMPUTED, vision_kwargs
     from cogip.vision_cache import install_vision_caches
 
     stock, processor = load_policy(str(tiny_model_dir), dtype="float32")
@@ -156,6 +157,8 @@ def test_vision_cache_encodes_each_image_once_and_only_for_a_frozen_tower(tiny_m
         stock.model.visual.blocks[0].mlp.down_proj.weight.mul_(1.5)
     logits(images)
     assert calls == [32, 32, 16, 48]
+    # The cache drops exactly what the batched tower precomputes when it encodes a subset of a batch.
+    assert set(vision_kwargs(visual, torch.tensor([[1, 4, 4]]))) == set(PRECOMPUTED)
     twin = copy.deepcopy(model)  # trl copies models (reference policy): the copy has its own tower and cache
     assert twin.model.visual.forward.__self__ is twin.model.visual
     assert twin.model.visual._cogalign_vision_cache is not visual._cogalign_vision_cache
