@@ -2,14 +2,15 @@
 legible, and how long it takes, for a given tiny size and pretraining setting.
 
 Builds a fresh tiny Qwen2.5-VL, runs ``cogip.tiny_pretrain.pretrain_vision`` on it (the demo's default: 2,400 steps
-of 64 images, the per-token coverage head at weight 0.5) and prints the held-out SRCC of each of the nine attributes
-(400 images), their mean and the wall time; then the trait probe: how well a ridge regression from the mean image
-token reads each trait score of the synthetic benchmark (validation SRCC): how much of each trait the vision hands
-the language model, read linearly. The last line printed is one JSON object.
+of 64 images from 16,000 in random orientations, the per-token coverage head at weight 0.5) and prints the held-out
+SRCC of each of the nine attributes (400 images), their mean and the wall time; then the trait probe: how well a
+ridge regression from the mean image token reads each trait score of the synthetic benchmark (validation SRCC): how
+much of each trait the vision hands the language model, read linearly. The last line printed is one JSON object.
 
     OMP_NUM_THREADS=1 python bench/vision_pretraining.py                          # the demo's setting
     OMP_NUM_THREADS=1 python bench/vision_pretraining.py --dense_weight 0         # the mean-token head alone
     OMP_NUM_THREADS=1 python bench/vision_pretraining.py --steps 800              # the earlier setting (SFT 0.56)
+    OMP_NUM_THREADS=1 python bench/vision_pretraining.py --n_images 8000 --no_augment   # before 2026-12-02
 """
 
 from __future__ import annotations
@@ -35,13 +36,17 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=2400, help="pretraining steps (the tiny SFT config's)")
     p.add_argument("--learning_rate", type=float, default=3e-3)
     p.add_argument("--dense_weight", type=float, default=0.5, help="weight of the per-token coverage head (0: off)")
+    p.add_argument("--n_images", type=int, default=16000, help="training images (drawn once)")
+    p.add_argument("--no_augment", action="store_true", help="show every image upright (no turns or mirrors)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: the cores, at most 4)")
     args = p.parse_args()
     sizes = TinySizes(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TinySizes)})
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         build_tiny_qwen2_5_vl(tmp, sizes)
         record = pretrain_vision(tmp, steps=args.steps, learning_rate=args.learning_rate,
-                                 dense_weight=args.dense_weight)
+                                 dense_weight=args.dense_weight, n_images=args.n_images,
+                                 augment=not args.no_augment, threads=args.threads)
         seconds = time.perf_counter() - start
         probe = trait_probe(tmp)
     srcc = record["heldout_srcc"]
@@ -50,6 +55,7 @@ def main() -> None:
     print("trait probe: " + " ".join(f"{k} {v:.3f}" for k, v in probe.items()))
     print(json.dumps({"bench": "vision_pretraining", "sizes": dataclasses.asdict(sizes), "steps": args.steps,
                       "learning_rate": args.learning_rate, "dense_weight": args.dense_weight,
+                      "n_images": args.n_images, "augment": not args.no_augment,
                       "heldout_srcc": srcc, "mean_srcc": mean, "seconds": seconds, "trait_probe_srcc": probe}))
 
 

@@ -53,8 +53,10 @@ def test_vision_pretraining_teaches_the_vision_tower_to_see_and_leaves_the_langu
 
     path = build_tiny_qwen2_5_vl(tmp_path / "tiny")
     before = load_file(path / "model.safetensors")
+    threads = torch.get_num_threads()
     record = pretrain_vision(path, steps=300, n_images=1500, n_heldout=200, progress=False)
     after = load_file(path / "model.safetensors")
+    assert torch.get_num_threads() == threads  # it takes the idle cores while it runs, then gives them back
     assert json.loads((path / PRETRAIN_RECORD).read_text()) == record and record["dense_weight"] > 0
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed and all("visual" in k for k in changed)  # only the vision tower and merger were trained
@@ -67,6 +69,31 @@ def test_vision_pretraining_teaches_the_vision_tower_to_see_and_leaves_the_langu
                          "eyes"}
     assert srcc["contrast"] > 0.4 and srcc["accent"] > 0.4 and srcc["size"] > 0.3, srcc
 
+
+
+def test_vision_pretraining_batches_are_the_processors_patches_and_turn_with_their_coverage(tiny_model_dir):
+    from cogip.models import load_processor
+    from cogip.tiny_pretrain import _coverage, _dihedral, _draw, _patches
+
+    processor = load_processor(tiny_model_dir)
+    images, factors, masks = _draw(6, np.random.default_rng(0), 56)
+    assert images.shape == (6, 3, 56, 56) and images.dtype == torch.uint8 and factors.shape == (6, 9)
+    enc = processor.image_processor(images=[Image.fromarray(im.permute(1, 2, 0).numpy()) for im in images],
+                                    return_tensors="pt")
+    # the same patches the processor gives the model in SFT, GRPO and evaluation
+    torch.testing.assert_close(_patches(processor.image_processor, images, 2).flatten(0, 1), enc["pixel_values"])
+
+    cover = _coverage(masks, 28)  # 2x2 merged tokens of 28 pixels, raster order
+    assert cover.shape == (6, 4, 4) and torch.all(cover.sum(-1) <= 1 + 1e-6)
+    assert torch.equal(cover[:, 1], _coverage(masks[:, :28, 28:], 28)[:, 0])  # token 1 is the top-right cell
+    which = torch.arange(6)  # 0 turns, 1-3 quarter turns, 4-5 mirrored
+    turned_images, turned = _dihedral(images, which), _coverage(_dihedral(masks, which), 28)
+    assert torch.equal(turned_images[0], images[0]) and torch.equal(turned_images[4], images[4].flip(-1))
+    assert torch.equal(turned_images[2], images[2].flip(-1).flip(-2))  # a half turn
+    # coverage moves between tokens with the image and is otherwise unchanged
+    assert torch.equal(turned[4], cover[4][[1, 0, 3, 2]]) and torch.equal(turned[2], cover[2][[3, 2, 1, 0]])
+    assert torch.equal(turned[1], cover[1][[1, 3, 0, 2]])  # a quarter turn anticlockwise
+    assert torch.allclose(turned.sort(1).values, cover.sort(1).values)
 
 def test_batched_vision_is_the_same_tower_with_the_same_gradients(tiny_model_dir):
     from transformers import AutoModelForImageTextToText
