@@ -1,7 +1,7 @@
 """Benchmark: how well the tiny model's vision pretraining makes each visible attribute of the synthetic images
 legible, and how long it takes, for a given tiny size and pretraining setting.
 
-Builds a fresh tiny Qwen2.5-VL, runs ``cogip.tiny_pretrain.pretrain_vision`` on it (the demo's default: 2,400 steps
+Builds a fresh tiny Qwen2.5-VL, runs ``cogip.tiny_pretrain.pretrain_vision`` on it (the demo's default: 3,200 steps
 of 64 images from 16,000 in random orientations, the per-token coverage head at weight 0.5) and prints the held-out
 SRCC of each of the nine attributes (400 images), their mean and the wall time; then the trait probe: how well a
 ridge regression from the mean image token reads each trait score of the synthetic benchmark (validation SRCC): how
@@ -9,8 +9,8 @@ much of each trait the vision hands the language model, read linearly. The last 
 
     OMP_NUM_THREADS=1 python bench/vision_pretraining.py                          # the demo's setting
     OMP_NUM_THREADS=1 python bench/vision_pretraining.py --dense_weight 0         # the mean-token head alone
-    OMP_NUM_THREADS=1 python bench/vision_pretraining.py --steps 800              # the earlier setting (SFT 0.56)
-    OMP_NUM_THREADS=1 python bench/vision_pretraining.py --n_images 8000 --no_augment   # before 2026-12-02
+    OMP_NUM_THREADS=1 python bench/vision_pretraining.py --steps 800 --n_images 8000 --no_augment   # SFT 0.56
+    OMP_NUM_THREADS=1 python bench/vision_pretraining.py --steps 2400 --n_images 8000 --no_augment   # until 2026-12-02
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     for f in dataclasses.fields(TinySizes):
         p.add_argument(f"--{f.name}", type=int, default=f.default, help="tiny model size (cogip.models.TinySizes)")
-    p.add_argument("--steps", type=int, default=2400, help="pretraining steps (the tiny SFT config's)")
+    p.add_argument("--steps", type=int, default=3200, help="pretraining steps (the tiny SFT config's)")
     p.add_argument("--learning_rate", type=float, default=3e-3)
     p.add_argument("--dense_weight", type=float, default=0.5, help="weight of the per-token coverage head (0: off)")
     p.add_argument("--n_images", type=int, default=16000, help="training images (drawn once)")

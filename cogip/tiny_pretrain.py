@@ -29,7 +29,7 @@ learnt them rather than how to see: 16,000 images, each shown in a random one of
 an attribute), took the held-out attribute mean to 0.79 and the SFT model on top to 0.74. The steps run the tower
 through :func:`cogip.batched_vision.batched_vision` (all 64 images attended at once, positions precomputed, patches
 embedded by one matrix product): the same tower and weights, 1.7x as fast as its stock forward, on the cores the
-stages after it leave idle (two threads: 1.3x as fast as one), which is what lets the demo afford 2,400 of them.
+stages after it leave idle (two threads: 1.3x as fast as one), which is what lets the demo afford 3,200 of them.
 """
 
 from __future__ import annotations
@@ -101,7 +101,8 @@ def pretrain_vision(model_dir: str | Path, steps: int = 800, batch_size: int = 6
     ``threads``: torch threads while it runs (default: the cores this process may use, at most 4; nothing else runs
     beside it, and the stage after it gets its own setting back)."""
     saved_threads = torch.get_num_threads()
-    torch.set_num_threads(threads or min(len(os.sched_getaffinity(0)), 4))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)  # macOS
+    torch.set_num_threads(threads or min(cores, 4))
     try:
         return _pretrain(Path(model_dir), steps, batch_size, n_images, n_heldout, learning_rate, dense_weight,
                          augment, seed, progress)

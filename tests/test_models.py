@@ -70,7 +70,6 @@ def test_vision_pretraining_teaches_the_vision_tower_to_see_and_leaves_the_langu
     assert srcc["contrast"] > 0.4 and srcc["accent"] > 0.4 and srcc["size"] > 0.3, srcc
 
 
-
 def test_vision_pretraining_batches_are_the_processors_patches_and_turn_with_their_coverage(tiny_model_dir):
     from cogip.models import load_processor
     from cogip.tiny_pretrain import _coverage, _dihedral, _draw, _patches
