@@ -63,5 +63,7 @@ class EvalArgs:
             raise ValueError(f"--decoding must be greedy, expected or sample, not {self.decoding!r}")
         if self.blindness_models not in ("all", "final"):
             raise ValueError(f"--blindness_models must be all or final, not {self.blindness_models!r}")
+        if self.blindness_items is not None and self.blindness_items < 1:
+            raise ValueError(f"--blindness_items must be at least 1, not {self.blindness_items}")
         if self.unparsable not in ("midpoint", "worst", "train_mean"):
             raise ValueError(f"--unparsable must be midpoint, worst or train_mean, not {self.unparsable!r}")

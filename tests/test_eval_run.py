@@ -165,3 +165,11 @@ def test_curves_of_a_run_without_rewards_have_only_the_correlation_panel(tmp_pat
     grpo = plot_curves({"checkpoints": [ck(1, 0.1, 0.5), ck(2, 0.3, 0.7)]}, tmp_path / "grpo.png")
     (w1, h1), (w3, h3) = Image.open(sft).size, Image.open(grpo).size
     assert h1 == h3 and w3 > 2 * w1  # one panel instead of three
+
+
+def test_blindness_items_must_be_positive():
+    from eval.run import parse_args
+
+    assert parse_args(["--checkpoint", "m", "--blindness_items", "3"]).blindness_items == 3
+    with pytest.raises(ValueError, match="--blindness_items must be at least 1"):
+        parse_args(["--checkpoint", "m", "--blindness_items", "0"])
