@@ -9,7 +9,6 @@ user turn with an image part and a text part).
 from __future__ import annotations
 
 import json
-import random
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -383,26 +382,3 @@ def to_grpo_format(ds):
     ``score``, ``score_std`` and ``answer`` are passed on to the reward functions."""
     keep = {"id", "image", "prompt", "trait", "score", "score_std", "answer"}
     return ds.remove_columns([c for c in ds.column_names if c not in keep])
-
-
-def arrange_in_trait_runs(ds, run_length: int, seed: int = 0):
-    """``ds`` reordered in runs of ``run_length`` items of one trait, the runs in a seeded random order, so that a
-    trainer reading it in order (no shuffle) sees one trait per batch of ``run_length`` prompts. Items that do not
-    fill a last run of their trait are left out. Returns ``(dataset, number left out)``."""
-    if run_length < 1:
-        raise ValueError(f"run_length must be at least 1, not {run_length}")
-    rng = random.Random(seed)
-    by_trait: dict[str, list[int]] = {}
-    for i, trait in enumerate(ds["trait"]):
-        by_trait.setdefault(trait, []).append(i)
-    runs = []
-    for trait in sorted(by_trait):
-        idx = by_trait[trait]
-        rng.shuffle(idx)
-        runs += [idx[i:i + run_length] for i in range(0, len(idx) - run_length + 1, run_length)]
-    if not runs:
-        counts = ", ".join(f"{t} {len(v)}" for t, v in sorted(by_trait.items()))
-        raise ValueError(f"no trait has {run_length} training items to fill one batch (items per trait: {counts})")
-    rng.shuffle(runs)
-    order = [i for run in runs for i in run]
-    return ds.select(order), len(ds) - len(order)

@@ -33,12 +33,6 @@ class GRPOScriptArguments(DataArguments):
         metadata={"help": "When model_name_or_path is a LoRA adapter (e.g. the SFT output): 'merge' it into the base "
                           "and train as configured, or 'train' the same adapter further.",
                   "choices": ["merge", "train"]})
-    trait_batches: bool = field(
-        default=False,
-        metadata={"help": "Give every generation batch prompts of one trait (the items arranged in runs of one trait, "
-                          "the runs in a seeded order, the trainer's own shuffle off), so that rank_global orders "
-                          "each image against all the batch's other images rather than the quarter of them that "
-                          "share its trait."})
     correlation_eval_size: int | None = field(
         default=None, metadata={"help": "Held-out items scored every eval_steps (default: the whole split)."})
     correlation_batch_size: int = field(default=16, metadata={"help": "Batch size of the held-out scoring."})

@@ -30,7 +30,7 @@ from trl import ModelConfig, TrlParser
 
 from cogip.checkpoints import resume_point
 from cogip.cli import run_training_stage
-from cogip.data import arrange_in_trait_runs, to_grpo_format
+from cogip.data import to_grpo_format
 from cogip.data_sources import load_canonical_splits
 from cogip.models import init_deepspeed_comm, is_adapter_dir, load_policy
 from rewards import build_reward_funcs
@@ -47,8 +47,6 @@ def main(script_args: GRPOScriptArguments, training_args: CogGRPOConfig, model_a
     train, held_out = load_canonical_splits(script_args, with_eval=True)
     if held_out is not None and script_args.correlation_eval_size:
         held_out = held_out.select(range(min(script_args.correlation_eval_size, len(held_out))))
-    if script_args.trait_batches:
-        train = trait_batches(train, training_args)
     reward_funcs = build_reward_funcs(script_args.reward_funcs, **script_args.reward_options())
 
     # Policy: a base model, an SFT checkpoint, or an SFT LoRA adapter (merged, or trained further).
@@ -92,17 +90,6 @@ def main(script_args: GRPOScriptArguments, training_args: CogGRPOConfig, model_a
     trainer.accelerator.wait_for_everyone()
     trainer.accelerator.print(f"Saved to {training_args.output_dir}.")
     return metrics
-
-
-def trait_batches(train, training_args: CogGRPOConfig):
-    """``train`` in runs of one trait as long as a generation batch's unique prompts, read in order."""
-    prompts = training_args.generation_batch_size // training_args.num_generations
-    train, left_out = arrange_in_trait_runs(train, prompts, training_args.seed)
-    training_args.shuffle_dataset = False  # the runs are already in a seeded random order
-    if training_args.process_index == 0:
-        print(f"trait_batches: {len(train)} items in runs of {prompts} of one trait"
-              + (f" ({left_out} that do not fill a run left out)" if left_out else ""))
-    return train
 
 
 def make_parser() -> TrlParser:

@@ -11,7 +11,6 @@ from cogip.cli import main as cli
 from cogip.data import (
     CANONICAL_COLUMNS,
     DataValidationError,
-    arrange_in_trait_runs,
     load_hf,
     load_release,
     load_upstream,
@@ -130,18 +129,3 @@ def test_load_hf_and_converters(tmp_path, synthetic_splits):
     grpo = to_grpo_format(synthetic_splits["train"])
     assert {"prompt", "image", "trait", "score", "score_std"} <= set(grpo.column_names)
     assert "ratings" not in grpo.column_names
-
-
-def test_arrange_in_trait_runs(synthetic_splits):
-    train = synthetic_splits["train"]  # 64 items, 16 per trait
-    ds, left_out = arrange_in_trait_runs(train, 5, seed=1)
-    assert left_out == 4 and len(ds) == 60  # 3 runs of 5 per trait; one item of each trait does not fill a run
-    traits = ds["trait"]
-    runs = [traits[i:i + 5] for i in range(0, 60, 5)]
-    assert all(len(set(r)) == 1 for r in runs)
-    assert len(set(ds["id"])) == 60 and set(ds["id"]) <= set(train["id"])
-    assert [r[0] for r in runs] != sorted(r[0] for r in runs)  # the runs are shuffled, not trait after trait
-    assert arrange_in_trait_runs(train, 5, seed=1)[0]["id"] == ds["id"]  # the seed fixes the order
-    assert arrange_in_trait_runs(train, 5, seed=2)[0]["id"] != ds["id"]
-    with pytest.raises(ValueError, match="no trait has 17 training items"):
-        arrange_in_trait_runs(train, 17)

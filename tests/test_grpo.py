@@ -61,22 +61,6 @@ def test_grpo_trains_logs_correlation_and_resumes(tmp_path, caplog, fitted_model
     assert steps == [0, 2, 3]  # resumed at 2: no second step-0 evaluation
 
 
-def test_trait_batches_give_each_step_one_trait(tmp_path, fitted_model_dir):  # noqa: F811
-    # 3 prompts x 2 answers per step: the per-trait rewards logged each step name one trait only
-    out = tmp_path / "run"
-    assert cli_main(["--config", CONFIG, "--output_dir", str(out), "--model_name_or_path", str(fitted_model_dir),
-                     "--synthetic_train_size", "16", "--synthetic_eval_size", "0", "--trait_batches", "true",
-                     "--reward_funcs", "format", "rank_global", "--reward_weights", "0.2", "1",
-                     "--per_device_train_batch_size", "6", "--num_generations", "2", "--max_completion_length", "8",
-                     "--logging_steps", "1", "--save_steps", "4", "--max_steps", "4"]) == 0
-    rows = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())["log_history"]
-    not_traits = {"mean", "std", "parse_fail_rate"}
-    traits = [{k.rsplit("/", 1)[1] for k in row if k.startswith("rewards/format/")} - not_traits
-              for row in rows if "reward" in row]
-    assert len(traits) == 4 and all(len(t) == 1 for t in traits), traits
-    assert len(set.union(*traits)) > 1
-
-
 def test_degenerate_group_warning():
     assert "0.71" in degenerate_group_warning(2, "group")
     assert degenerate_group_warning(2, "batch") is not None  # still noisy
