@@ -3,7 +3,6 @@
 trl's ``DataCollatorForVisionLanguageModeling`` tokenizes prompt + completion and processes the images. This wrapper
 adds, per row, the label positions and place values of the score's digit tokens (found in the decoded completion
 tokens), the trait's span and the item's ``score_std``. The trainer takes these keys out before the forward pass.
-With ``turn_images`` it first shows each image in a random one of the square's eight orientations (training only).
 """
 
 from __future__ import annotations
@@ -13,22 +12,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from PIL import Image
 
 from cogip.traits import get_trait, has_trait
 from sft_warmstart.soft_label_loss import score_digit_index
 
 SOFT_LABEL_KEYS = ("score_digit_positions", "score_digit_places", "score_span", "score_sigma")
 ITEM_COLUMNS = ("trait", "score", "score_std", "id")  # dataset columns the collator reads, not the processor
-_QUARTER_TURNS = (None, Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_180, Image.Transpose.ROTATE_270)
-
-
-def turned(image: Image.Image, which: int) -> Image.Image:
-    """``image`` under one of the square's eight symmetries (0-3: quarter turns, 4-7: the same after a mirror)."""
-    if which >= 4:
-        image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    turn = _QUARTER_TURNS[which % 4]
-    return image if turn is None else image.transpose(turn)
 
 
 @dataclass
@@ -37,7 +26,6 @@ class SoftLabelCollator:
 
     base: Any
     tokenizer: Any
-    turn_images: bool = False
     _pieces: dict[int, str] = field(default_factory=dict, repr=False)
 
     def _piece(self, token_id: int) -> str:
@@ -53,11 +41,7 @@ class SoftLabelCollator:
             spans.append(get_trait(trait).span if isinstance(trait, str) and has_trait(trait) else 1.0)
             std = ex.get("score_std")
             sigmas.append(float(std) if isinstance(std, (int, float)) and math.isfinite(std) else math.nan)
-        rows = [{k: v for k, v in ex.items() if k not in ITEM_COLUMNS} for ex in examples]
-        if self.turn_images:  # torch's generator: seeded by the trainer, and per worker by the data loader
-            for row in rows:
-                row["images"] = [turned(im, int(torch.randint(8, ()))) for im in row["images"]]
-        batch = self.base(rows)
+        batch = self.base([{k: v for k, v in ex.items() if k not in ITEM_COLUMNS} for ex in examples])
         positions, places = score_digit_index(batch["labels"], self._piece)
         batch["score_digit_positions"] = positions
         batch["score_digit_places"] = places

@@ -50,11 +50,6 @@ class SoftLabelSFTConfig(SFTConfig, TrainablePartsArguments):
         default=0.2, metadata={"help": "triangular: distance (fraction of the trait's range) where psi reaches 0."})
     soft_label_sigma_fraction: float = field(
         default=0.05, metadata={"help": "gaussian: sigma as a fraction of the trait's range without score_std."})
-    turn_images: bool = field(
-        default=False,
-        metadata={"help": "Show each training image in a random one of the square's eight orientations (quarter "
-                          "turns and mirrors), for data whose scores do not depend on orientation, as the synthetic "
-                          "benchmark's do. Evaluation images stay as they are."})
     soft_label_chunk_elements: int = field(
         default=1 << 22, metadata={"help": "Logit elements per block in the loss (bounds its extra memory)."})
 

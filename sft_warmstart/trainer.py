@@ -7,8 +7,6 @@ accelerate, checkpoints and logging. The model must come prepared (LoRA and free
 
 from __future__ import annotations
 
-import dataclasses
-
 import torch
 from trl import SFTTrainer
 from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
@@ -37,19 +35,9 @@ class SoftLabelSFTTrainer(FullWeightsResumeMixin, PartLearningRatesMixin, SFTTra
                 completion_only_loss=True if args.completion_only_loss is None else args.completion_only_loss,
                 dataset_text_field=args.dataset_text_field,
             )
-            kwargs["data_collator"] = SoftLabelCollator(base, tokenizer, turn_images=args.turn_images)
+            kwargs["data_collator"] = SoftLabelCollator(base, tokenizer)
         super().__init__(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
                          processing_class=processing_class, **kwargs)
-
-    def get_eval_dataloader(self, eval_dataset=None):
-        # Evaluation sees the images as they are: the collator's turns are for training only.
-        collator = self.data_collator
-        if isinstance(collator, SoftLabelCollator) and collator.turn_images:
-            self.data_collator = dataclasses.replace(collator, turn_images=False)
-        try:
-            return super().get_eval_dataloader(eval_dataset)
-        finally:
-            self.data_collator = collator
 
     def _set_signature_columns_if_needed(self):
         # Keep the item columns (trait, score_std) that the soft-label collator reads next to trl's VLM columns.

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 from cogip.checkpoints import last_complete_checkpoint, list_complete_checkpoints
 from cogip.models import digit_token_ids, load_policy
-from sft_warmstart.collator import SoftLabelCollator, turned
+from sft_warmstart.collator import SoftLabelCollator
 from sft_warmstart.config import SoftLabelSFTConfig
 from sft_warmstart.trainable import parameter_groups, part_of, prepare_model, trainable_counts
 from sft_warmstart.trainer import SoftLabelSFTTrainer
@@ -84,33 +84,6 @@ def test_collator_finds_the_score_digits(tiny_model_dir, synthetic_splits):
         value = sum(d * 10.0 ** p for d, p in zip(digits, places))
         assert abs(value - abs(ds[b]["score"])) < 1e-6
         assert batch["score_sigma"][b].item() == pytest.approx(ds[b]["score_std"], rel=1e-5)
-
-
-def test_turned_images_are_the_eight_symmetries_and_train_only(tiny_model_dir, synthetic_splits, tmp_path):
-    import numpy as np
-
-    image = synthetic_splits["train"][0]["image"]
-    views = [np.asarray(turned(image, w)) for w in range(8)]
-    assert len({v.tobytes() for v in views}) == 8  # an image with no symmetry of its own: eight distinct views
-    for v in views:
-        assert np.array_equal(np.sort(v, None), np.sort(np.asarray(image), None))
-    assert np.array_equal(views[1], np.rot90(views[0])) and np.array_equal(views[4], views[0][:, ::-1])
-
-    _, processor = load_policy(tiny_model_dir)
-    args = _args(tmp_path, turn_images=True)
-    ds = _sft(synthetic_splits["train"], 8)
-    trainer = SoftLabelSFTTrainer(model=load_policy(tiny_model_dir)[0], args=args, train_dataset=ds, eval_dataset=ds,
-                                  processing_class=processor)
-    rows = [ds[i] for i in range(8)]
-    torch.manual_seed(0)
-    train_batch = trainer.data_collator(rows)
-    eval_collator = trainer.get_eval_dataloader().collate_fn
-    plain = SoftLabelCollator(eval_collator.base, processor.tokenizer)(rows)
-    assert trainer.data_collator.turn_images and not eval_collator.turn_images
-    assert torch.equal(eval_collator(rows)["pixel_values"], plain["pixel_values"])
-    assert not torch.equal(train_batch["pixel_values"], plain["pixel_values"])
-    for key in ("input_ids", "labels", "score_digit_positions"):
-        assert torch.equal(train_batch[key], plain[key])
 
 
 # ---------------------------------------------------------------------------------------------------------------
