@@ -88,8 +88,7 @@ def _polygon(cx: float, cy: float, rx: float, ry: float, roundness: float, spin:
 
 
 # What each pixel of :func:`draw_item`'s mask shows (0: background); later layers cover earlier ones.
-# "spikes": the star's points, the part of the object outside its core (the ellipse through the star's inner corners).
-MASK_LAYERS = ("clutter", "spikes", "object", "accent", "eyes")
+MASK_LAYERS = ("clutter", "object", "accent", "eyes")
 MASK_VALUE = {name: k + 1 for k, name in enumerate(MASK_LAYERS)}  # the mask's pixel value for each layer
 
 
@@ -141,12 +140,9 @@ def draw_item(rng: np.random.Generator, size: int = 56, with_mask: bool = False)
     sign = 1 if (bg_l + want <= 0.85 and (rng.random() < 0.5 or bg_l - want < 0.15)) else -1
     obj_l = float(np.clip(bg_l + sign * want, 0.15, 0.85))
     colour = _with_luma(COLD * (1 - warmth) + WARM * warmth, obj_l)
-    spin = rng.uniform(0, 2 * math.pi)
-    outline = _polygon(cx, cy, rx, ry, roundness, spin)
+    outline = _polygon(cx, cy, rx, ry, roundness, rng.uniform(0, 2 * math.pi))
     draw.polygon(outline, fill=tuple(int(v) for v in colour))
-    inner = 0.35 + 0.65 * roundness if roundness <= 0.97 else 1.0
-    mdraw.polygon(outline, fill=layer["spikes"])
-    mdraw.polygon(_polygon(cx, cy, rx * inner, ry * inner, 1.0, spin), fill=layer["object"])
+    mdraw.polygon(outline, fill=layer["object"])
     contrast = min(abs(_luma(np.clip(colour, 0, 255)) - bg_l) / 0.6, 1.0)
 
     # Distinctive accent: a magenta ring-and-dot, present in about two thirds of the images.
