@@ -30,6 +30,9 @@ an attribute), took the held-out attribute mean to 0.79 and the SFT model on top
 through :func:`cogip.batched_vision.batched_vision` (all 64 images attended at once, positions precomputed, patches
 embedded by one matrix product): the same tower and weights, 1.7x as fast as its stock forward, on the cores the
 stages after it leave idle (two threads: 1.3x as fast as one), which is what lets the demo afford 3,200 of them.
+With 7-pixel patches (16 image tokens, the tiny model since 2026-12-02) a step of 64 images costs three times as
+much, so the tiny config's 3,200 steps take 32 images each: about half the time of 64 (held-out attribute mean 0.85
+against 0.89), and on top of it the SFT model reads every trait better than on the 14-pixel tower of 64 (BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -103,7 +106,7 @@ def _dihedral(x: torch.Tensor, which: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def pretrain_vision(model_dir: str | Path, steps: int = 800, batch_size: int = 64, n_images: int = 16000,
+def pretrain_vision(model_dir: str | Path, steps: int = 800, batch_size: int = 32, n_images: int = 16000,
                     n_heldout: int = 400, learning_rate: float = 3e-3, dense_weight: float = 0.5,
                     augment: bool = True, threads: int | None = None, seed: int = PRETRAIN_SEED,
                     progress: bool = True) -> dict:
