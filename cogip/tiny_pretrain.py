@@ -32,7 +32,7 @@ embedded by one matrix product): the same tower and weights, 1.7x as fast as its
 stages after it leave idle (two threads: 1.3x as fast as one), which is what lets the demo afford 3,200 of them.
 With 7-pixel patches (16 image tokens, the tiny model since 2026-12-02) a step of 64 images costs three times as
 much, so the tiny config's 3,200 steps take 32 images each: about half the time of 64 (held-out attribute mean 0.85
-against 0.89), and on top of it the SFT model reads every trait better than on the 14-pixel tower of 64 (BENCHMARKS.md).
+against 0.89); the SFT model on top still reads every trait better than on the 14-pixel tower (BENCHMARKS.md).
 """
 
 from __future__ import annotations
