@@ -2,15 +2,19 @@
 legible, and how long it takes, for a given tiny size and pretraining setting.
 
 Builds a fresh tiny Qwen2.5-VL, runs ``cogip.tiny_pretrain.pretrain_vision`` on it (the demo's default: 3,200 steps
-of 64 images from 16,000 in random orientations, the per-token coverage head at weight 0.5) and prints the held-out
+of 32 images from 16,000 in random orientations, the per-token coverage head at weight 0.5) and prints the held-out
 SRCC of each of the nine attributes (400 images), their mean and the wall time; then the trait probe: how well a
 ridge regression from the mean image token reads each trait score of the synthetic benchmark (validation SRCC): how
 much of each trait the vision hands the language model, read linearly. The last line printed is one JSON object.
 
     OMP_NUM_THREADS=1 python bench/vision_pretraining.py                          # the demo's setting
     OMP_NUM_THREADS=1 python bench/vision_pretraining.py --dense_weight 0         # the mean-token head alone
-    OMP_NUM_THREADS=1 python bench/vision_pretraining.py --steps 800 --n_images 8000 --no_augment   # SFT 0.56
-    OMP_NUM_THREADS=1 python bench/vision_pretraining.py --steps 2400 --n_images 8000 --no_augment   # until 2026-12-02
+    # the 14-pixel, 64-image settings of earlier tiny configs (BENCHMARKS.md, "Tiny vision pretraining"):
+    OMP_NUM_THREADS=1 python bench/vision_pretraining.py --patch_size 14 --batch_size 64   # until 2026-12-02, later
+    OMP_NUM_THREADS=1 python bench/vision_pretraining.py --patch_size 14 --batch_size 64 --vision_depth 2 \
+        --steps 2400 --n_images 8000 --no_augment                                 # until 2026-12-02, earlier
+    OMP_NUM_THREADS=1 python bench/vision_pretraining.py --patch_size 14 --batch_size 64 --vision_depth 2 \
+        --steps 800 --n_images 8000 --no_augment                                  # SFT on top 0.56
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ def main() -> None:
     for f in dataclasses.fields(TinySizes):
         p.add_argument(f"--{f.name}", type=int, default=f.default, help="tiny model size (cogip.models.TinySizes)")
     p.add_argument("--steps", type=int, default=3200, help="pretraining steps (the tiny SFT config's)")
+    p.add_argument("--batch_size", type=int, default=32, help="images per step (the tiny SFT config's)")
     p.add_argument("--learning_rate", type=float, default=3e-3)
     p.add_argument("--dense_weight", type=float, default=0.5, help="weight of the per-token coverage head (0: off)")
     p.add_argument("--n_images", type=int, default=16000, help="training images (drawn once)")
@@ -44,7 +49,7 @@ def main() -> None:
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         build_tiny_qwen2_5_vl(tmp, sizes)
-        record = pretrain_vision(tmp, steps=args.steps, learning_rate=args.learning_rate,
+        record = pretrain_vision(tmp, steps=args.steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
                                  dense_weight=args.dense_weight, n_images=args.n_images,
                                  augment=not args.no_augment, threads=args.threads)
         seconds = time.perf_counter() - start
@@ -54,6 +59,7 @@ def main() -> None:
     print(" ".join(f"{k} {v:.2f}" for k, v in srcc.items()) + f" | mean {mean:.3f} | {seconds:.0f} s")
     print("trait probe: " + " ".join(f"{k} {v:.3f}" for k, v in probe.items()))
     print(json.dumps({"bench": "vision_pretraining", "sizes": dataclasses.asdict(sizes), "steps": args.steps,
+                      "batch_size": args.batch_size,
                       "learning_rate": args.learning_rate, "dense_weight": args.dense_weight,
                       "n_images": args.n_images, "augment": not args.no_augment,
                       "heldout_srcc": srcc, "mean_srcc": mean, "seconds": seconds, "trait_probe_srcc": probe}))

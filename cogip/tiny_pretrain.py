@@ -27,12 +27,13 @@ after that: 2,400 steps instead of 800 took the attribute mean to 0.72 (eyes 0.8
 mean SRCC from 0.56 to 0.69 (BENCHMARKS.md). Those 2,400 steps of 64 went 19 times over 8,000 images, and the tower
 learnt them rather than how to see: 16,000 images, each shown in a random one of its eight orientations (none changes
 an attribute), took the held-out attribute mean to 0.79 and the SFT model on top to 0.74. The steps run the tower
-through :func:`cogip.batched_vision.batched_vision` (all 64 images attended at once, positions precomputed, patches
-embedded by one matrix product): the same tower and weights, 1.7x as fast as its stock forward, on the cores the
-stages after it leave idle (two threads: 1.3x as fast as one), which is what lets the demo afford 3,200 of them.
-With 7-pixel patches (16 image tokens, the tiny model since 2026-12-02) a step of 64 images costs three times as
+through :func:`cogip.batched_vision.batched_vision` (all the step's images attended at once, positions precomputed,
+patches embedded by one matrix product): the same tower and weights, 1.7x as fast as its stock forward, on the
+cores the stages after it leave idle (two threads: 1.3x as fast as one), which is what lets the demo afford 3,200 of
+them. With 7-pixel patches (16 image tokens, the tiny model since 2026-12-02) a step of 64 images costs three times as
 much, so the tiny config's 3,200 steps take 32 images each: about half the time of 64 (held-out attribute mean 0.85
-against 0.89); the SFT model on top still reads every trait better than on the 14-pixel tower (BENCHMARKS.md).
+against 0.89), and the SFT model on top still beats the one on 14-pixel patches (validation mean SRCC 0.796 against
+0.772 on the default draw; BENCHMARKS.md, "Sixteen image tokens").
 """
 
 from __future__ import annotations
