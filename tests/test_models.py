@@ -4,7 +4,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from cogip.models import build_tiny_qwen_image_components, load_policy
+from cogip.models import TinySizes, build_tiny_qwen_image_components, load_policy
 
 
 def test_tiny_checkpoint_loads_like_a_real_one(tiny_model_dir):
@@ -24,7 +24,8 @@ def test_tiny_checkpoint_loads_like_a_real_one(tiny_model_dir):
     msgs = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Rate Aesthetics."}]}]
     text = processor.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
     batch = processor(text=[text, text], images=[img, img], return_tensors="pt", padding=True)
-    assert batch["image_grid_thw"].tolist() == [[1, 4, 4], [1, 4, 4]]  # 56x56 -> 4x4 patches of 14
+    side = TinySizes().image_size // TinySizes().patch_size  # 56x56 -> 8x8 patches of 7
+    assert batch["image_grid_thw"].tolist() == [[1, side, side], [1, side, side]]
     out = model.generate(**batch, max_new_tokens=4, do_sample=False)
     assert out.shape == (2, batch["input_ids"].shape[1] + 4)
     loss = model(**batch, labels=batch["input_ids"]).loss
@@ -169,20 +170,21 @@ def test_vision_cache_encodes_each_image_once_and_only_for_a_frozen_tower(tiny_m
             torch.testing.assert_close(out, stock(**batch).logits, atol=1e-5, rtol=1e-5)
         return out
 
+    n = (TinySizes().image_size // TinySizes().patch_size) ** 2  # patches per image
     logits(images[:2])  # trainable tower: runs every time, keeps nothing
-    assert calls == [32] and not visual._cogalign_vision_cache
+    assert calls == [2 * n] and not visual._cogalign_vision_cache
     model.requires_grad_(False)
     logits([images[0], images[1], images[0]])  # frozen: image 0 twice in one batch, encoded once
     logits([images[1], images[2], images[0]])  # only image 2 is new
-    assert calls == [32, 32, 16] and len(visual._cogalign_vision_cache) == 3
+    assert calls == [2 * n, 2 * n, n] and len(visual._cogalign_vision_cache) == 3
     logits(images)
-    assert calls == [32, 32, 16]
+    assert calls == [2 * n, 2 * n, n]
     # A weight changed in place (a checkpoint loaded into the model) empties the cache; the tower runs again.
     with torch.no_grad():
         visual.blocks[0].mlp.down_proj.weight.mul_(1.5)
         stock.model.visual.blocks[0].mlp.down_proj.weight.mul_(1.5)
     logits(images)
-    assert calls == [32, 32, 16, 48]
+    assert calls == [2 * n, 2 * n, n, 3 * n]
     # The cache drops exactly what the batched tower precomputes when it encodes a subset of a batch.
     assert set(vision_kwargs(visual, torch.tensor([[1, 4, 4]]))) == set(PRECOMPUTED)
     twin = copy.deepcopy(model)  # trl copies models (reference policy): the copy has its own tower and cache

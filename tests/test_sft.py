@@ -138,23 +138,23 @@ def test_tiny_config_trains_resumes_and_merges(tmp_path, capfd):
     # 1) As users launch it: python sft_warmstart/train_sft.py --config configs/tiny/sft.yaml
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     proc = subprocess.run([sys.executable, str(ROOT / "sft_warmstart" / "train_sft.py"), "--config", str(TINY_CONFIG),
-                           *common, "--max_steps", "16", "--merge_lora", "false"],
+                           *common, "--max_steps", "24", "--merge_lora", "false"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert last_complete_checkpoint(out) == str(out / "checkpoint-16")
-    state = json.loads((out / "checkpoint-16" / "trainer_state.json").read_text())
+    assert last_complete_checkpoint(out) == str(out / "checkpoint-24")
+    state = json.loads((out / "checkpoint-24" / "trainer_state.json").read_text())
     logs = [h for h in state["log_history"] if "loss" in h]
     # It learned: the loss fell and far more answer tokens are predicted right than at the start.
     assert logs[-1]["loss"] < logs[0]["loss"] - 0.2, logs
     assert logs[-1]["mean_token_accuracy"] > logs[0]["mean_token_accuracy"] + 0.2, logs
     assert (out / "adapter_model.safetensors").exists() and "Stage 1 of cogalign" in (out / "README.md").read_text()
 
-    # 2) `cogalign sft` in the same folder resumes from checkpoint-16 and ignores a half-written checkpoint-30.
-    (out / "checkpoint-30").mkdir()
+    # 2) `cogalign sft` in the same folder resumes from checkpoint-24 and ignores a half-written checkpoint-40.
+    (out / "checkpoint-40").mkdir()
     capfd.readouterr()
-    assert cogalign(["sft", "--config", str(TINY_CONFIG), *common, "--max_steps", "18", "--merge_lora", "true"]) == 0
-    assert f"Resuming from {out / 'checkpoint-16'}" in capfd.readouterr().out
-    assert json.loads((out / "checkpoint-18" / "trainer_state.json").read_text())["global_step"] == 18
+    assert cogalign(["sft", "--config", str(TINY_CONFIG), *common, "--max_steps", "26", "--merge_lora", "true"]) == 0
+    assert f"Resuming from {out / 'checkpoint-24'}" in capfd.readouterr().out
+    assert json.loads((out / "checkpoint-26" / "trainer_state.json").read_text())["global_step"] == 26
 
     # The adapter holds trained LoRA weights and the trained ViT/merger copy.
     adapter = load_file(out / "adapter_model.safetensors")
