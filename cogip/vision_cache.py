@@ -7,11 +7,12 @@ image for each of its generations and again for the loss, and evaluation encodes
 then looked up by a fingerprint of its pixels and grid. The tower runs as usual, and nothing is cached, whenever any
 of its parameters requires a gradient or is partitioned by DeepSpeed ZeRO-3 (every rank must then run it to gather
 the weights), so a tower that trains is never served stale tokens. The SFT and GRPO stages install it when their
-config freezes both the tower and the merger and sets ``vision_cache_gb`` (0, off, by default: on the tiny model on
-CPU ``bench/vision_cache.py`` cannot tell its effect from the machine's noise); the evaluator likewise.
+config freezes both the tower and the merger and sets ``vision_cache_gb`` (0, off, by default; the tiny configs set
+1: with 16 tokens per image evaluation runs 1.3x as fast in ``bench/vision_cache.py``, GRPO within noise, and SFT steps
+take 17 % less time, BENCHMARKS.md); the evaluator likewise.
 
 The cache holds at most ``max_bytes`` of tokens (the least recently used go first): the tiny model's 4,000 SFT
-images take 4 MB; for a 7B checkpoint (3,584-wide tokens, a few hundred per image) 2 GB holds about a thousand images.
+images take 16 MB; for a 7B checkpoint (3,584-wide tokens, a few hundred per image) 2 GB holds about a thousand images.
 """
 
 from __future__ import annotations
