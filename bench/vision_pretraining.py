@@ -2,19 +2,21 @@
 legible, and how long it takes, for a given tiny size and pretraining setting.
 
 Builds a fresh tiny Qwen2.5-VL, runs ``cogip.tiny_pretrain.pretrain_vision`` on it (the demo's default: 3,200 steps
-of 32 images from 16,000 in random orientations, the per-token coverage head at weight 0.5) and prints the held-out
-SRCC of each of the nine attributes (400 images), their mean and the wall time; then the trait probe: how well a
-ridge regression from the mean image token reads each trait score of the synthetic benchmark (validation SRCC): how
-much of each trait the vision hands the language model, read linearly. The last line printed is one JSON object.
+of 32 images from 16,000 in random orientations, the per-token coverage and position head at weight 0.5) and prints
+the held-out SRCC of each of the nine attributes (400 images), their mean and the wall time; then the trait probe:
+how well a ridge regression from the mean image token reads each trait score of the synthetic benchmark (validation
+SRCC): how much of each trait the vision hands the language model, read linearly. The last line printed is one JSON
+object.
 
     OMP_NUM_THREADS=1 python bench/vision_pretraining.py                          # the demo's setting
     OMP_NUM_THREADS=1 python bench/vision_pretraining.py --dense_weight 0         # the mean-token head alone
-    # the 14-pixel, 64-image settings of earlier tiny configs (BENCHMARKS.md, "Tiny vision pretraining"):
-    OMP_NUM_THREADS=1 python bench/vision_pretraining.py --patch_size 14 --batch_size 64   # until 2026-12-02, later
-    OMP_NUM_THREADS=1 python bench/vision_pretraining.py --patch_size 14 --batch_size 64 --vision_depth 2 \
-        --steps 2400 --n_images 8000 --no_augment                                 # until 2026-12-02, earlier
-    OMP_NUM_THREADS=1 python bench/vision_pretraining.py --patch_size 14 --batch_size 64 --vision_depth 2 \
-        --steps 800 --n_images 8000 --no_augment                                  # SFT on top 0.56
+    # the settings of earlier tiny configs (BENCHMARKS.md, "Tiny vision pretraining"):
+    OMP_NUM_THREADS=1 python bench/vision_pretraining.py --no_position_targets    # 4f72228 to 3c7616e
+    OMP_NUM_THREADS=1 python bench/vision_pretraining.py --no_position_targets --patch_size 14 --batch_size 64
+    OMP_NUM_THREADS=1 python bench/vision_pretraining.py --no_position_targets --patch_size 14 --batch_size 64 \
+        --vision_depth 2 --steps 2400 --n_images 8000 --no_augment                # until 2026-12-02, earlier
+    OMP_NUM_THREADS=1 python bench/vision_pretraining.py --no_position_targets --patch_size 14 --batch_size 64 \
+        --vision_depth 2 --steps 800 --n_images 8000 --no_augment                 # SFT on top 0.56
 """
 
 from __future__ import annotations
