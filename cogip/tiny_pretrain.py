@@ -131,6 +131,7 @@ def pretrain_vision(model_dir: str | Path, steps: int = 800, batch_size: int = 3
     visible attributes and what each image token covers; save the model back in place and write
     :data:`PRETRAIN_RECORD` (steps, losses and the held-out SRCC per attribute), which is also returned.
     ``augment`` shows each training image in a random one of its eight orientations (:func:`_dihedral`).
+    ``position_targets``: the dense head also regresses where each token lies (:func:`_position_maps`).
     ``threads``: torch threads while it runs (default: the cores this process may use, at most 4; nothing else runs
     beside it, and the stage after it gets its own setting back)."""
     from scipy.stats import spearmanr
