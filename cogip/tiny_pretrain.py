@@ -157,14 +157,16 @@ def pretrain_vision(model_dir: str | Path, steps: int = 800, batch_size: int = 3
     torch.manual_seed(seed)
     head = torch.nn.Sequential(torch.nn.Linear(hidden, 128), torch.nn.GELU(),
                                torch.nn.Linear(128, len(dataclasses.fields(Factors))))
-    where = _position_maps(side // cell)[:, :3 if position_targets else 0]
+    where = _position_maps(side // cell)
+    if not position_targets:
+        where = where[:, :0]  # no position columns: the coverage targets alone
     dense_head = torch.nn.Linear(hidden, len(MASK_LAYERS) + where.shape[1])
 
     def dense_targets(m: torch.Tensor) -> torch.Tensor:
         return torch.cat([_coverage(m, cell), where.expand(len(m), -1, -1)], -1)
 
-    # Per-token coverage, standardised per layer so that small things (eyes, clutter) weigh as much as the object
-    # (the symmetries only move coverage between tokens: the statistics hold for turned images too).
+    # Per-token coverage (and position), standardised per layer so that small things (eyes, clutter) weigh as much as
+    # the object (the symmetries only move coverage between tokens: the statistics hold for turned images too).
     cover = dense_targets(masks[:n_images])
     cover_mean, cover_std = cover.mean((0, 1)), cover.std((0, 1)).clamp_min(1e-6)
 
