@@ -9,10 +9,12 @@ from sft_warmstart.config import TINY_MODEL
 TINY_BASE_DIR = "tiny-base"
 
 
-def resolve_model_path(name: str | None, output_dir: str | Path, vision_pretrain_steps: int = 0) -> str:
+def resolve_model_path(name: str | None, output_dir: str | Path, vision_pretrain_steps: int = 0,
+                       position_targets: bool = True) -> str:
     """``name`` as given, except ``tiny``: a tiny random Qwen2.5-VL built once into ``<output_dir>/tiny-base``
     (no download; what the CPU demo and the tests train), its vision first pretrained for
-    ``vision_pretrain_steps`` steps when that is > 0 (:mod:`cogip.tiny_pretrain`; redone if it did not finish).
+    ``vision_pretrain_steps`` steps when that is > 0 (:mod:`cogip.tiny_pretrain`, with or without its
+    ``position_targets``; redone if it did not finish).
     The main process builds it, the others wait."""
     if not name:
         raise ValueError("model_name_or_path is required (a hub id, a folder, or 'tiny')")
@@ -27,7 +29,7 @@ def resolve_model_path(name: str | None, output_dir: str | Path, vision_pretrain
     with PartialState().main_process_first():
         if vision_pretrain_steps > 0 and not (path / PRETRAIN_RECORD).exists():
             build_tiny_qwen2_5_vl(path)  # from scratch, also when an earlier pretraining was cut short
-            pretrain_vision(path, steps=vision_pretrain_steps)
+            pretrain_vision(path, steps=vision_pretrain_steps, position_targets=position_targets)
         elif not (path / "config.json").exists():
             build_tiny_qwen2_5_vl(path)
     return str(path)

@@ -28,6 +28,10 @@ class SFTScriptArguments(DataArguments):
                           "this many steps to see the synthetic images' visible attributes (never a trait score), "
                           "the stand-in for a real checkpoint's pretrained vision (cogip.tiny_pretrain). 0: leave "
                           "the tiny model random."})
+    tiny_vision_position_targets: bool = field(
+        default=True,
+        metadata={"help": "In that pretraining, also teach each image token where it lies (x, y, distance from the "
+                          "centre); false reproduces the towers before these targets (BENCHMARKS.md)."})
     merge_lora: bool = field(
         default=False,
         metadata={"help": "After LoRA training, also save base + adapter merged into <output_dir>/merged."})
