@@ -22,6 +22,7 @@ from cogip.traits import Trait, get_trait
 # A number as models write it: optional sign (ASCII or Unicode minus), digits, optional decimals.
 _NUMBER = r"[-+\u2212]?(?:\d+(?:\.\d*)?|\.\d+)"
 _TAGGED = re.compile(r"<answer>(.*?)(?:</answer>|$)", re.IGNORECASE | re.DOTALL)
+_ONE_BLOCK = re.compile(r"\s*<answer>([^<]*)</answer>\s*", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -67,25 +68,37 @@ def render_answer(trait: str | Trait, score: float) -> str:
     return f"{t.label_for(s)} {s:.{t.decimals}f}"
 
 
-def parse_answer(text: object, trait: str | Trait) -> ParsedAnswer:
+def _read_pair(t: Trait, m: re.Match | None) -> ParsedAnswer | None:
+    """The answer a ``<label> <number>`` match states, or None when there is no match or no finite number."""
+    score = _to_float(m.group(2)) if m else None
+    if score is None:
+        return None
+    label = next(lbl for lbl in t.labels if lbl.lower() == " ".join(m.group(1).lower().split()))
+    return ParsedAnswer(label, score, True, label == t.label_for(t.round(score)), t.in_range(score))
+
+
+def parse_answer(text: object, trait: str | Trait, *, exact: bool = False) -> ParsedAnswer:
     """Read label and score from model text. Never raises on any input.
 
     The last ``<answer>`` block is used when there is one, else the whole text; inside it, the last
     ``<label> <number>`` pair wins (models that reason first state the answer last). With no pair, the last bare
     number is kept as the score and the answer is not well-formed.
+
+    ``exact`` is for ground-truth files: the text must be the pair alone, or the pair alone in one closed
+    ``<answer>`` block; anything else is not well-formed.
     """
     if not isinstance(text, str):
         return _EMPTY
     t = get_trait(trait)
+    pair_re, num_re = _patterns(t.labels)
+    if exact:
+        block = _ONE_BLOCK.fullmatch(text)
+        return _read_pair(t, pair_re.fullmatch((block.group(1) if block else text).strip())) or _EMPTY
     blocks = _TAGGED.findall(text)
     body = blocks[-1] if blocks else text
-    pair_re, num_re = _patterns(t.labels)
     for m in reversed(list(pair_re.finditer(body))):
-        score = _to_float(m.group(2))
-        if score is None:
-            continue
-        label = next(lbl for lbl in t.labels if lbl.lower() == " ".join(m.group(1).lower().split()))
-        return ParsedAnswer(label, score, True, label == t.label_for(t.round(score)), t.in_range(score))
+        if parsed := _read_pair(t, m):
+            return parsed
     for m in reversed(list(num_re.finditer(body))):
         score = _to_float(m.group(0))
         if score is not None:

@@ -39,9 +39,16 @@ class Problem:
     index: int | None
     message: str
 
+    @property
+    def where(self) -> str:
+        if self.index is None:
+            return self.file
+        if self.file.endswith(".txt"):  # a line of a text file, numbered from 1 as editors do
+            return f"{self.file}:{self.index + 1}"
+        return f"{self.file}[{self.index}]"  # an item of a JSON list, numbered from 0
+
     def __str__(self) -> str:
-        where = self.file if self.index is None else f"{self.file}[{self.index}]"
-        return f"{where}: {self.message}"
+        return f"{self.where}: {self.message}"
 
 
 @dataclass
@@ -116,9 +123,11 @@ def _record(file: str, index: int, image: str, answer_text: str, prompt: str, re
         report.problems.append(Problem(file, index, f"unknown trait {trait_name!r} (from image path {image!r})"))
         return None
     trait = get_trait(trait_name)
-    parsed = parse_answer(answer_text, trait)
+    parsed = parse_answer(answer_text, trait, exact=True)
     if not parsed.well_formed:
-        report.problems.append(Problem(file, index, f"malformed answer {answer_text!r}"))
+        report.problems.append(Problem(
+            file, index, f"malformed answer {answer_text!r}: expected '<label> <score>' alone (or in one <answer> "
+                         f"block) with a label of {trait.name} ({', '.join(trait.labels)})"))
         return None
     if not parsed.in_range:
         report.problems.append(
@@ -171,6 +180,17 @@ def read_conversations(path: str | Path) -> tuple[list[dict], ValidationReport]:
     return records, report
 
 
+def _content_parts(content) -> list[dict]:
+    """A chat turn's content as a list of parts: a plain string (or a loose string part) is a text part."""
+    parts = [content] if isinstance(content, str) else content
+    if not isinstance(parts, list):
+        raise TypeError(f"content must be a string or a list of parts, got {type(content).__name__}")
+    out = [{"type": "text", "text": p} if isinstance(p, str) else p for p in parts]
+    if not all(isinstance(p, dict) for p in out):
+        raise TypeError("content parts must be strings or objects")
+    return out
+
+
 def read_messages(path: str | Path) -> tuple[list[dict], ValidationReport]:
     """``test_msg_file/<Trait>/<Trait>_messages.json`` with its ``<Trait>_scores.json`` beside it."""
     path, report, records = Path(path), ValidationReport(), []
@@ -178,16 +198,20 @@ def read_messages(path: str | Path) -> tuple[list[dict], ValidationReport]:
     messages, answers = _load_json(path, report), _load_json(scores_path, report)
     if messages is None or answers is None:
         return records, report
-    if len(messages) != len(answers):
-        report.problems.append(Problem(str(scores_path), None,
-                                       f"{len(answers)} answers for {len(messages)} messages in {path.name}"))
+    for i in range(len(answers), len(messages)):
+        report.problems.append(Problem(str(path), i, f"no answer for this message in {scores_path.name}"))
+    for i in range(len(messages), len(answers)):
+        report.problems.append(Problem(str(scores_path), i, f"no message for this answer in {path.name}"))
     for i, (conv, answer) in enumerate(zip(messages, answers)):
+        if not isinstance(answer, str):
+            report.problems.append(Problem(str(scores_path), i, f"expected an answer string, got {answer!r}"))
+            continue
         try:
-            parts = [p for m in conv if m["role"] == "user" for p in m["content"]]
+            parts = [p for m in conv if m["role"] == "user" for p in _content_parts(m["content"])]
             images = [p["image"] for p in parts if p.get("type") == "image"]
             text = " ".join(p["text"] for p in parts if p.get("type") == "text")
-            if len(images) != 1 or not isinstance(images[0], str) or not isinstance(answer, str):
-                raise ValueError(f"expected one image path and an answer string, got {len(images)} image(s)")
+            if len(images) != 1 or not isinstance(images[0], str):
+                raise ValueError(f"expected one image path in the user turn, got {len(images)} image(s)")
         except (KeyError, TypeError, ValueError) as e:
             report.problems.append(Problem(str(path), i, f"malformed entry: {type(e).__name__}: {e}"))
             continue
@@ -260,7 +284,7 @@ def check_images(records: list[dict], image_root: str | Path | None, file: str,
         p = Path(image_root or ".") / rec["image"]
         try:
             with Image.open(p) as im:
-                im.verify()
+                im.load()  # decodes the whole file: verify() passes a truncated JPEG
         except FileNotFoundError:
             report.problems.append(Problem(file, index, f"missing image {p}"))
             continue
@@ -271,13 +295,29 @@ def check_images(records: list[dict], image_root: str | Path | None, file: str,
     return good
 
 
+def _drop_duplicates(records: list[dict], file: str, report: ValidationReport) -> list[dict]:
+    """Keep the first item of each (trait, image) in a file; each later one is a problem (its score may differ)."""
+    first, kept = {}, []
+    for rec in records:
+        key = (rec["trait"], rec["image"])
+        if key in first:
+            earlier = Problem(file, first[key], "").where
+            report.problems.append(Problem(file, rec["_index"], f"same {key[0]} image {key[1]} as {earlier}"))
+        else:
+            first[key] = rec["_index"]
+            kept.append(rec)
+    return kept
+
+
 def validate(path: str | Path, image_root: str | Path | None) -> tuple[dict[str, list[dict]], ValidationReport]:
     """Read every upstream file under ``path`` and check every item. Returns the valid records per file and the
     report (counts per file and trait, every problem with file and index)."""
     report, by_file = ValidationReport(), {}
     for f in _files_of(Path(path)):
         records, rep = read_file(f)
-        records = check_images(records, image_root, str(f), rep)
+        if not records and not rep.problems:
+            rep.problems.append(Problem(str(f), None, "holds no items"))
+        records = check_images(_drop_duplicates(records, str(f), rep), image_root, str(f), rep)
         rep.counts[str(f)] = Counter(r["trait"] for r in records)
         report.merge(rep)
         by_file[str(f)] = records
@@ -291,7 +331,10 @@ def _refuse_or_warn(report: ValidationReport, drop_invalid: bool) -> None:
     if report.problems:
         if not drop_invalid:
             raise DataValidationError(report)
-        logging.getLogger(__name__).warning("dropped %d invalid item(s):\n%s", len(report.problems), report)
+        items = {(p.file, p.index) for p in report.problems if p.index is not None}
+        files = {p.file for p in report.problems if p.index is None}
+        logging.getLogger(__name__).warning("dropped %d invalid item(s) and every item of %d unusable file(s):\n%s",
+                                            len(items), len(files), report)
 
 
 def load_upstream(path: str | Path, image_root: str | Path | None = None, drop_invalid: bool = False):
@@ -299,6 +342,13 @@ def load_upstream(path: str | Path, image_root: str | Path | None = None, drop_i
     by_file, report = validate(path, image_root)
     _refuse_or_warn(report, drop_invalid)
     return items_to_dataset([r for recs in by_file.values() for r in recs])
+
+
+def get_split(splits, name: str, where: str):
+    """``splits[name]``, or a ValueError naming the splits ``where`` (a release folder or dataset) does have."""
+    if name not in splits:
+        raise ValueError(f"{where} has no split {name!r}; it has: {', '.join(splits) or 'none'}")
+    return splits[name]
 
 
 def load_release(root: str | Path, image_root: str | Path | None = None, drop_invalid: bool = False):

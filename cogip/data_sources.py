@@ -7,9 +7,21 @@ trains, unless ``drop_invalid_items`` is set, in which case the bad items are dr
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from dataclasses import dataclass, field
 
-from cogip.data import load_hf, load_release, load_upstream
+from cogip.data import get_split, load_hf, load_release, load_upstream
+
+
+def check_choices(args) -> None:
+    """Check every field that lists ``choices`` in its metadata. argparse checks only values given as flags; values
+    from ``--config file.yaml`` become parser defaults, which it does not check, so a typo there would otherwise
+    fail late (after a model has loaded) or not at all."""
+    for f in dataclasses.fields(args):
+        choices, value = f.metadata.get("choices"), getattr(args, f.name)
+        if choices is not None and value not in choices:
+            raise ValueError(f"{f.name}: {value!r} is not one of {', '.join(map(str, choices))}")
 
 
 @dataclass
@@ -44,6 +56,9 @@ class DataArguments:
         default=False,
         metadata={"help": "Drop invalid items (and say how many) instead of refusing to start."})
 
+    def __post_init__(self):
+        check_choices(self)
+
 
 def _need_path(args: DataArguments) -> str:
     if not args.dataset_path:
@@ -66,8 +81,12 @@ def load_canonical_splits(args: DataArguments, with_eval: bool):
         train, held_out = splits["train"], splits["validation"]
     elif args.dataset == "release":
         splits = load_release(_need_path(args), args.image_root, drop_invalid=args.drop_invalid_items)
-        train = splits[args.dataset_train_split]
+        train = get_split(splits, args.dataset_train_split, args.dataset_path)
         held_out = splits.get(args.dataset_test_split)
+        if with_eval and held_out is None:
+            logging.getLogger(__name__).warning(
+                "%s has no held-out split %r (it has: %s): no held-out scoring; set --dataset_test_split",
+                args.dataset_path, args.dataset_test_split, ", ".join(splits))
     elif args.dataset == "upstream":
         train, held_out = load_upstream(_need_path(args), args.image_root, drop_invalid=args.drop_invalid_items), None
     elif args.dataset == "hf":

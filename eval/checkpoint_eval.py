@@ -14,9 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from tqdm.auto import tqdm
 
 from cogip.checkpoints import list_complete_checkpoints
+from cogip.data import get_split
 from cogip.models import load_policy
 from cogip.vision_cache import install_vision_caches
 from eval import metrics as M
@@ -67,7 +69,8 @@ def load_eval_data(args: EvalArgs) -> tuple[object, dict[str, float] | None, str
 
             loaded = load_upstream(path, args.image_root, drop_invalid=args.drop_invalid)
         if isinstance(loaded, DatasetDict):
-            ds, train = loaded[args.split], loaded["train"] if "train" in loaded and args.split != "train" else None
+            ds = get_split(loaded, args.split, str(path))
+            train = loaded["train"] if "train" in loaded and args.split != "train" else None
         else:
             ds, train = loaded, None
         desc = f"{path}" + (f", split {args.split}" if isinstance(loaded, DatasetDict) else "")
@@ -108,7 +111,10 @@ def evaluate_model(model, processor, dataset, args: EvalArgs, train_means: dict[
 
 
 def _load(path: str, args: EvalArgs):
-    model, processor = load_policy(path, dtype=args.dtype)
+    try:
+        model, processor = load_policy(path, dtype=args.dtype)
+    except (OSError, ValueError, SafetensorError) as e:  # a half-written folder, a missing file: name the model
+        raise RuntimeError(f"cannot load a model from {path}: {type(e).__name__}: {e}") from e
     model.requires_grad_(False)  # evaluation never trains: a frozen tower may reuse each image's tokens
     install_vision_caches(model, args.vision_cache_gb)
     return model.to(_device(args)), processor

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 @dataclass
@@ -67,3 +68,14 @@ class EvalArgs:
             raise ValueError(f"--blindness_items must be at least 1, not {self.blindness_items}")
         if self.unparsable not in ("midpoint", "worst", "train_mean"):
             raise ValueError(f"--unparsable must be midpoint, worst or train_mean, not {self.unparsable!r}")
+        if self.data == "synthetic" and self.split not in ("train", "validation", "test"):
+            raise ValueError(f"--split of the synthetic data must be train, validation or test, not {self.split!r}")
+
+    def check_models_exist(self) -> None:
+        """Fail fast on a model folder that is not there (called when the evaluation starts: the demo builds its
+        settings before the models exist). "org/name" may be a hub id; anything that can only be a path must exist."""
+        if self.run_dir is not None and not Path(self.run_dir).is_dir():
+            raise FileNotFoundError(f"--run_dir {self.run_dir}: no such folder")
+        for ref in [self.checkpoint] if self.checkpoint else self.compare or []:
+            if not Path(ref).exists() and (ref.startswith((".", "/", "~")) or ref.count("/") > 1):
+                raise FileNotFoundError(f"{ref}: no such model folder")

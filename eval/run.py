@@ -32,6 +32,7 @@ from eval.report import print_table, write_outputs
 
 def main(args: EvalArgs) -> dict:
     # 1. Evaluate: a whole run, one model, or two models on the same items.
+    args.check_models_exist()
     if args.run_dir:
         results = evaluate_run(args)
     elif args.checkpoint:
@@ -62,7 +63,13 @@ def parse_args(argv: list[str] | None = None) -> EvalArgs:
 
 
 def cli_main(argv: list[str] | None = None) -> int:
-    main(parse_args(argv))
+    from cogip.data import DataValidationError
+
+    try:
+        main(parse_args(argv))
+    except DataValidationError as e:
+        print(f"Refusing to evaluate on invalid data (use --drop_invalid to drop it):\n{e.report}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -57,6 +57,10 @@ class SoftLabelSFTConfig(SFTConfig, TrainablePartsArguments):
     soft_label_chunk_elements: int = field(
         default=1 << 22, metadata={"help": "Logit elements per block in the loss (bounds its extra memory)."})
 
+    def __post_init__(self):
+        super().__post_init__()
+        self.soft_label_config()  # a bad value from a YAML config fails here, not after the model has loaded
+
     def soft_label_config(self) -> SoftLabelConfig:
         return SoftLabelConfig(kind=self.soft_label_loss, eta=self.soft_label_eta, lam=self.soft_label_lambda,
                                width=self.soft_label_width, sigma_fraction=self.soft_label_sigma_fraction,

@@ -74,3 +74,19 @@ def test_grpo_configs_hold_only_known_fields(path, monkeypatch):
     if "qwen2_5_vl_7b" in str(path):
         assert training.num_generations == 8 and training.scale_rewards == "group"
         assert model.use_peft == (path.name == "grpo.yaml")
+
+
+def test_a_typo_in_a_config_value_fails_when_the_config_is_read(tmp_path):
+    from rl.train_grpo import make_parser as grpo_parser
+    from sft_warmstart.train_sft import make_parser as sft_parser
+
+    # values from a YAML file become argparse defaults, which argparse never checks against the choices
+    cases = [(sft_parser, "soft_label_loss: gausian\n", "soft-label loss must be one of"),
+             (sft_parser, "prompt_style: shrot\n", "prompt_style: 'shrot' is not one of full, short"),
+             (grpo_parser, "correlation_decoding: expectd\n", "correlation_decoding: 'expectd' is not one of")]
+    for make_parser, yaml_text, message in cases:
+        path = tmp_path / "typo.yaml"
+        path.write_text("output_dir: " + str(tmp_path / "out") + "\nuse_cpu: true\n" + yaml_text)
+        with pytest.raises(ValueError, match=message):
+            make_parser().parse_args_and_config(["--config", str(path)])
+    assert not (tmp_path / "out").exists()

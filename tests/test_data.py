@@ -85,7 +85,7 @@ def test_validate_reports_every_problem(tmp_path, capsys):
     conv = "cognition_training.json"
     for expected in [(conv, 1, "Aesthetics"), (conv, 2, "unknown"), (conv, 3, "malformed"), (conv, 4, "malformed"),
                      (conv, 5, "label"), (conv, 7, "missing"), (conv, 8, "unreadable"),
-                     ("Memorability_scores.txt", 3, "malformed"), ("Aesthetics_scores.json", None, "1")]:
+                     ("Memorability_scores.txt", 3, "malformed"), ("Aesthetics_messages.json", 1, "no")]:
         assert expected in found, (expected, sorted(found, key=str))
     assert cli(["validate-data", str(rel), "--image-root", str(images)]) == 1
     out = capsys.readouterr().out
@@ -97,6 +97,47 @@ def test_validate_reports_every_problem(tmp_path, capsys):
     assert "cognition_training.json[2]: unknown trait 'Cuteness'" in str(err.value)
     kept = load_upstream(rel / "cognition_training.json", images, drop_invalid=True)
     assert len(kept) == 24 - 7
+
+
+def test_validate_catches_subtle_problems(tmp_path, caplog):
+    rel, images = write_release(tmp_path, SMALL, SMALL)
+    conv = json.loads((rel / "cognition_training.json").read_text())
+    conv[1]["conversations"][1]["value"] = "high 7.000 or maybe medium 5.577"  # two answers
+    conv[3] = dict(conv[0])  # the same image again (and score)
+    (rel / "cognition_training.json").write_text(json.dumps(conv))
+    jpeg = images / "Funniness" / "000002.jpg"
+    big = Image.effect_noise((64, 64), 60).convert("RGB")
+    big.save(jpeg, quality=95)
+    jpeg.write_bytes(jpeg.read_bytes()[: len(jpeg.read_bytes()) // 3])  # truncated: PIL's verify() passes it
+    msgs_path = rel / "test_msg_file" / "Aesthetics" / "Aesthetics_messages.json"
+    msgs = json.loads(msgs_path.read_text())
+    msgs[0][0]["content"] = "just text, no image"  # a plain-string content, valid chat but no image
+    msgs[1][0]["content"].append("a loose string part")  # kept as text
+    msgs_path.write_text(json.dumps(msgs))
+    scores_path = msgs_path.with_name("Aesthetics_scores.json")
+    answers = json.loads(scores_path.read_text())
+    answers[2] = 4.105  # not a string: the scores file is to blame
+    scores_path.write_text(json.dumps(answers))
+    (rel / "cognition_scores" / "Funniness_scores.txt").write_text("")
+    (rel / "cognition_scores" / "Memorability_scores.txt").write_text("000000.jpg\t0.400\n000000.jpg\t0.900\n")
+
+    _, report = validate(rel, images)
+    text = str(report)
+    conv_file = "cognition_training.json"
+    assert f"{conv_file}[1]: malformed answer 'high 7.000 or maybe medium 5.577'" in text
+    assert f"{conv_file}[3]: same Aesthetics image Aesthetics/000000.jpg as {rel / conv_file}[0]" in text
+    assert f"{conv_file}[8]: unreadable image" in text and "truncated" in text  # Funniness item 2 of 6
+    assert "Aesthetics_messages.json[0]: malformed entry: ValueError: expected one image path" in text
+    assert "Aesthetics_messages.json[1]" not in text
+    assert "Aesthetics_scores.json[2]: expected an answer string, got 4.105" in text
+    assert "Funniness_scores.txt: holds no items" in text
+    assert "Memorability_scores.txt:2: same Memorability image Memorability/000000.jpg as" in text
+    assert text.rstrip().endswith("Memorability_scores.txt:1")
+    # dropping says how many items went, and that the empty file gave none
+    with caplog.at_level("WARNING"):
+        kept = load_release(rel, images, drop_invalid=True)
+    assert len(kept["train"]) == 24 - 3 and len(kept["scores"]) == 6 + 6 + 1
+    assert "dropped 7 invalid item(s) and every item of 1 unusable file(s)" in caplog.text
 
 
 def test_validate_data_console_script(tmp_path):

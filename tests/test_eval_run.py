@@ -173,3 +173,27 @@ def test_blindness_items_must_be_positive():
     assert parse_args(["--checkpoint", "m", "--blindness_items", "3"]).blindness_items == 3
     with pytest.raises(ValueError, match="--blindness_items must be at least 1"):
         parse_args(["--checkpoint", "m", "--blindness_items", "0"])
+
+
+def test_bad_input_is_refused_before_any_model_loads(tmp_path, capsys):
+    from release_fixture import TRAITS, write_release
+
+    from eval.run import cli_main, parse_args
+
+    with pytest.raises(FileNotFoundError, match="no such model folder"):
+        cli_main(["--checkpoint", str(tmp_path / "runs" / "nope")])
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        cli_main(["--run_dir", str(tmp_path / "nope")])
+    with pytest.raises(ValueError, match="must be train, validation or test, not 'tset'"):
+        parse_args(["--checkpoint", "m", "--split", "tset"])
+
+    rel, images = write_release(tmp_path, {t: 2 for t in TRAITS}, {t: 2 for t in TRAITS})
+    no_model = str(tmp_path)  # a folder without a model, never loaded: the data is refused first
+    with pytest.raises(ValueError, match=r"has no split 'tset'; it has: train, grpo, test, scores"):
+        cli_main(["--checkpoint", no_model, "--data", str(rel), "--image_root", str(images), "--split", "tset"])
+    answers = rel / "test_msg_file" / "Funniness" / "Funniness_scores.json"
+    answers.write_text(json.dumps(["high 7.000", "low 11.000"]))
+    assert cli_main(["--checkpoint", no_model, "--data", str(rel), "--image_root", str(images)]) == 2
+    err = capsys.readouterr().err
+    assert "Refusing to evaluate on invalid data" in err
+    assert "Funniness_messages.json[1]: Funniness score 11.0 outside [0, 10]" in err
