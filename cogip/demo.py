@@ -105,8 +105,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="STAGE.FIELD=VALUE",
                    help=f"override any field of a stage ({', '.join(STAGE_ARGS)}), e.g. grpo.num_generations=4 or "
                         "'generation.alphas=0 1'; repeatable")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch CPU threads (default 1: the tiny models are fastest on one)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default 1 for the stages, where the tiny models are fastest on one, and "
+                        "the free cores up to 4 for the vision pretraining; give 1 on a busy machine)")
     p.add_argument("--fresh", action="store_true", help="delete the previous demo outputs and start over")
     return p
 
@@ -201,10 +202,11 @@ def plan_demo(args: argparse.Namespace) -> Plan:
         return argv + sets[stage]
 
     # The benchmark seed: given, else the SFT config's; both training stages draw their data from it.
-    sft_script, _, sft_model = _checked_parse("sft", training_argv("sft", args.seed, ["--output_dir", str(sft_dir)],
-                                                                   args.sft_max_steps))
+    sft_extra = ["--output_dir", str(sft_dir)]
+    sft_extra += ["--tiny_vision_pretrain_threads", str(args.threads)] if args.threads else []
+    sft_script, _, sft_model = _checked_parse("sft", training_argv("sft", args.seed, sft_extra, args.sft_max_steps))
     seed = args.seed if args.seed is not None else sft_script.synthetic_seed
-    argv = {"sft": training_argv("sft", seed, ["--output_dir", str(sft_dir)], args.sft_max_steps),
+    argv = {"sft": training_argv("sft", seed, sft_extra, args.sft_max_steps),
             "grpo": training_argv("grpo", seed, ["--output_dir", str(grpo_dir), "--model_name_or_path",
                                                  str(sft_dir)], args.grpo_max_steps)}
     sft_script, sft_train, sft_model = _checked_parse("sft", argv["sft"])
@@ -479,7 +481,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import torch
 
-    torch.set_num_threads(max(args.threads, 1))
+    torch.set_num_threads(max(args.threads or 1, 1))
     try:
         run_demo(plan, console, fresh=args.fresh)
     except KeyboardInterrupt:

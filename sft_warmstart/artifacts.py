@@ -10,11 +10,11 @@ TINY_BASE_DIR = "tiny-base"
 
 
 def resolve_model_path(name: str | None, output_dir: str | Path, vision_pretrain_steps: int = 0,
-                       position_targets: bool = True) -> str:
+                       position_targets: bool = True, pretrain_threads: int | None = None) -> str:
     """``name`` as given, except ``tiny``: a tiny random Qwen2.5-VL built once into ``<output_dir>/tiny-base``
     (no download; what the CPU demo and the tests train), its vision first pretrained for
     ``vision_pretrain_steps`` steps when that is > 0 (:mod:`cogip.tiny_pretrain`, with or without its
-    ``position_targets``; redone if it did not finish).
+    ``position_targets``, on ``pretrain_threads`` torch threads; redone if it did not finish).
     The main process builds it, the others wait."""
     if not name:
         raise ValueError("model_name_or_path is required (a hub id, a folder, or 'tiny')")
@@ -29,7 +29,8 @@ def resolve_model_path(name: str | None, output_dir: str | Path, vision_pretrain
     with PartialState().main_process_first():
         if vision_pretrain_steps > 0 and not (path / PRETRAIN_RECORD).exists():
             build_tiny_qwen2_5_vl(path)  # from scratch, also when an earlier pretraining was cut short
-            pretrain_vision(path, steps=vision_pretrain_steps, position_targets=position_targets)
+            pretrain_vision(path, steps=vision_pretrain_steps, position_targets=position_targets,
+                            threads=pretrain_threads)
         elif not (path / "config.json").exists():
             build_tiny_qwen2_5_vl(path)
     return str(path)

@@ -32,6 +32,10 @@ class SFTScriptArguments(DataArguments):
         default=True,
         metadata={"help": "In that pretraining, also teach each image token where it lies (x, y, distance from the "
                           "centre); false reproduces the towers before these targets (BENCHMARKS.md)."})
+    tiny_vision_pretrain_threads: int | None = field(
+        default=None,
+        metadata={"help": "Torch threads of that pretraining (default: OMP_NUM_THREADS when set, else the cores this "
+                          "process may use, at most 4; give 1 when other work shares the CPU)."})
     merge_lora: bool = field(
         default=False,
         metadata={"help": "After LoRA training, also save base + adapter merged into <output_dir>/merged."})

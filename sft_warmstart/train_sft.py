@@ -45,7 +45,8 @@ def main(script_args: SFTScriptArguments, training_args: SoftLabelSFTConfig, mod
     init_deepspeed_comm(training_args)
     model_path = resolve_model_path(model_args.model_name_or_path, training_args.output_dir,
                                     script_args.tiny_vision_pretrain_steps,
-                                    script_args.tiny_vision_position_targets)
+                                    script_args.tiny_vision_position_targets,
+                                    script_args.tiny_vision_pretrain_threads)
     model, processor = load_policy(model_path, dtype=model_args.dtype or "auto",
                                    attn_implementation=model_args.attn_implementation,
                                    trust_remote_code=getattr(training_args, "trust_remote_code", False))

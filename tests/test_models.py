@@ -72,6 +72,23 @@ def test_vision_pretraining_teaches_the_vision_tower_to_see_and_leaves_the_langu
     assert srcc["contrast"] > 0.4 and srcc["accent"] > 0.4 and srcc["size"] > 0.3, srcc
 
 
+def test_vision_pretraining_threads(monkeypatch):
+    import os
+
+    from cogip.tiny_pretrain import _torch_threads
+
+    before = torch.get_num_threads()
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # a user who keeps torch on one thread keeps the pretraining there
+    with _torch_threads(None):
+        assert torch.get_num_threads() == 1
+    with _torch_threads(2):
+        assert torch.get_num_threads() == 2
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    with _torch_threads(None):
+        assert torch.get_num_threads() == min(len(os.sched_getaffinity(0)), 4)
+    assert torch.get_num_threads() == before
+
+
 def test_vision_pretraining_batches_are_the_processors_patches_and_turn_with_their_coverage(tiny_model_dir):
     from cogip.models import load_processor
     from cogip.tiny_pretrain import _coverage, _dihedral, _draw, _patches, _position_maps
