@@ -39,7 +39,8 @@ def _validate_data(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="cogalign validate-data",
                                 description="Check CogIP-Bench files: counts per file and trait, every problem.")
     p.add_argument("path", help="an upstream file, a test_msg_file/ or cognition_scores/ folder, or a release folder")
-    p.add_argument("--image-root", default=None, help="folder the <Trait>/<id>.jpg image paths are relative to")
+    p.add_argument("--image-root", "--image_root", default=None,
+                   help="folder the <Trait>/<id>.jpg image paths are relative to (default: the current folder)")
     args = p.parse_args(argv)
     try:
         _, report = validate(args.path, args.image_root)
@@ -48,6 +49,8 @@ def _validate_data(argv: list[str]) -> int:
         return 2
     print(report)
     print("OK" if report.ok else f"FAILED: {len(report.problems)} problem(s)")
+    if args.image_root is None and any(p.message.startswith("missing image") for p in report.problems):
+        print("(no --image-root given: image paths were looked up from the current folder)")
     return 0 if report.ok else 1
 
 

@@ -203,6 +203,13 @@ def load_processor(model_name_or_path: str | Path, **kwargs):
     return processor
 
 
+def check_model_exists(ref: str | None, flag: str) -> None:
+    """Fail fast, before any work, on a model folder that is not there. ``org/name`` may be a hub id; a reference
+    that can only be a path (``./x``, ``/x``, ``~/x``, ``a/b/c``) must exist."""
+    if ref and not Path(ref).exists() and (ref.startswith((".", "/", "~")) or ref.count("/") > 1):
+        raise FileNotFoundError(f"{flag} {ref}: no such model folder")
+
+
 def load_policy(model_name_or_path: str | Path, *, dtype: str | torch.dtype = "auto",
                 attn_implementation: str | None = None, device_map: str | dict | None = None,
                 trust_remote_code: bool = False, merge_adapter: bool = False, is_trainable: bool = False):

@@ -234,6 +234,9 @@ def reliability(dataset) -> dict[str, dict[str, float]]:
     """Per trait: split-half SRCC of the simulated raters (odd vs even raters), its Spearman-Brown correction to the
     full panel, and ``ceiling_srcc``: the SRCC between the noise-free score and the panel mean, the best a model
     that saw the truth perfectly could reach against these labels."""
+    if "trait" not in dataset.column_names:
+        raise TypeError(f"reliability takes one split (e.g. make_benchmark()['test']), not {type(dataset).__name__} "
+                        f"with {', '.join(dataset) if isinstance(dataset, dict) else dataset.column_names}")
     out = {}
     traits = dataset["trait"]
     ratings, scores, true = dataset["ratings"], dataset["score"], dataset["true_score"]

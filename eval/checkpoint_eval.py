@@ -114,7 +114,8 @@ def _load(path: str, args: EvalArgs):
     try:
         model, processor = load_policy(path, dtype=args.dtype)
     except (OSError, ValueError, SafetensorError) as e:  # a half-written folder, a missing file: name the model
-        raise RuntimeError(f"cannot load a model from {path}: {type(e).__name__}: {e}") from e
+        where = "" if Path(path).exists() else " (no such folder here, so it was looked up as a hub id)"
+        raise RuntimeError(f"cannot load a model from {path}{where}: {type(e).__name__}: {e}") from e
     model.requires_grad_(False)  # evaluation never trains: a frozen tower may reuse each image's tokens
     install_vision_caches(model, args.vision_cache_gb)
     return model.to(_device(args)), processor

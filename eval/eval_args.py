@@ -73,9 +73,10 @@ class EvalArgs:
 
     def check_models_exist(self) -> None:
         """Fail fast on a model folder that is not there (called when the evaluation starts: the demo builds its
-        settings before the models exist). "org/name" may be a hub id; anything that can only be a path must exist."""
+        settings before the models exist)."""
+        from cogip.models import check_model_exists
+
         if self.run_dir is not None and not Path(self.run_dir).is_dir():
             raise FileNotFoundError(f"--run_dir {self.run_dir}: no such folder")
         for ref in [self.checkpoint] if self.checkpoint else self.compare or []:
-            if not Path(ref).exists() and (ref.startswith((".", "/", "~")) or ref.count("/") > 1):
-                raise FileNotFoundError(f"{ref}: no such model folder")
+            check_model_exists(ref, "--checkpoint" if self.checkpoint else "--compare")

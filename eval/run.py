@@ -12,8 +12,9 @@ One model, or a paired comparison of two on the same items:
     python eval/run.py --checkpoint outputs/sft-tiny
     python eval/run.py --compare Qwen/Qwen2.5-VL-7B-Instruct outputs/grpo-7b/checkpoint-500 --data ...
 
-``cogalign eval ...`` takes the same flags. Writes metrics.json, metrics.csv, report.md, curves.png and
-predictions_<model>.jsonl to --output_dir (default <run_dir>/eval, else ./eval_results).
+``cogalign eval ...`` takes the same flags, and both read them from ``--config file.yaml`` too. Writes
+metrics.json, metrics.csv, report.md, predictions_<model>.jsonl and (for a run) curves.png to --output_dir (default
+<run_dir>/eval, else ./eval_results).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from transformers import HfArgumentParser
+from trl import TrlParser
 
 from eval.checkpoint_eval import evaluate_compare, evaluate_run, evaluate_single
 from eval.curves import plot_curves
@@ -48,17 +49,19 @@ def main(args: EvalArgs) -> dict:
 
     # 3. Show the per-trait table.
     print_table(results)
-    print(f"results in {out}: " + ", ".join(p.name for k, p in paths.items() if not k.startswith("predictions")))
+    shown = [p.name for k, p in paths.items() if not k.startswith("predictions")] + ([curves.name] if curves else [])
+    print(f"results in {out}: " + ", ".join(shown))
     return results
 
 
-def make_parser() -> HfArgumentParser:
-    return HfArgumentParser(EvalArgs)
+def make_parser() -> TrlParser:
+    return TrlParser((EvalArgs,))
 
 
 def parse_args(argv: list[str] | None = None) -> EvalArgs:
-    """The flags of ``eval/run.py`` as :class:`EvalArgs` (shared with ``cogalign eval`` and ``cogalign demo``)."""
-    (args,) = make_parser().parse_args_into_dataclasses(args=argv)
+    """The flags of ``eval/run.py`` (and ``--config file.yaml``) as :class:`EvalArgs` (shared with ``cogalign eval``
+    and ``cogalign demo``)."""
+    (args,) = make_parser().parse_args_and_config(args=argv)
     return args
 
 
@@ -66,7 +69,12 @@ def cli_main(argv: list[str] | None = None) -> int:
     from cogip.data import DataValidationError
 
     try:
-        main(parse_args(argv))
+        args = parse_args(argv)
+    except ValueError as e:  # no model given, two modes at once, a bad value
+        print(f"eval/run.py: error: {e} (see --help)", file=sys.stderr)
+        return 2
+    try:
+        main(args)
     except DataValidationError as e:
         print(f"Refusing to evaluate on invalid data (use --drop_invalid to drop it):\n{e.report}", file=sys.stderr)
         return 2

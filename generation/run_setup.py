@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from cogip.models import check_model_exists
 from generation.generation_args import GenerationArgs
 from generation.tiny_checkpoints import (
     STANDIN_NOTE,
@@ -21,6 +22,9 @@ def resolve_models(args: GenerationArgs) -> dict:
     """``{"pipeline", "aligned", "base_encoder", "judge", "notes"}`` as paths or hub ids. ``pipeline: tiny`` builds
     the tiny Qwen-Image checkpoint (and, without ``aligned_model``, the stand-in aligned encoder) under
     ``output_dir``; an existing build is reused."""
+    for flag, ref in (("--aligned_model", args.aligned_model), ("--judge_model", args.judge_model),
+                      ("--base_encoder", args.base_encoder), ("--pipeline", args.pipeline)):
+        check_model_exists(ref, flag)  # before anything is built
     out = Path(args.output_dir)
     notes = []
     pipeline, aligned = args.pipeline, args.aligned_model

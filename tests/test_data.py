@@ -142,9 +142,14 @@ def test_validate_catches_subtle_problems(tmp_path, caplog):
 
 def test_validate_data_console_script(tmp_path):
     rel, images = write_release(tmp_path, SMALL, SMALL, images=False)
-    r = subprocess.run([sys.executable, "-m", "cogip.cli", "validate-data", str(rel / "training_grpo.json"),
-                        "--image-root", str(images)], capture_output=True, text=True)
-    assert r.returncode == 1 and r.stdout.count("missing image") == 24
+    for flag in ("--image-root", "--image_root"):  # the training scripts' spelling works too
+        r = subprocess.run([sys.executable, "-m", "cogip.cli", "validate-data", str(rel / "training_grpo.json"),
+                            flag, str(images)], capture_output=True, text=True)
+        assert r.returncode == 1 and r.stdout.count("missing image") == 24
+        assert "no --image-root given" not in r.stdout
+    r = subprocess.run([sys.executable, "-m", "cogip.cli", "validate-data", str(rel / "training_grpo.json")],
+                       capture_output=True, text=True)
+    assert "(no --image-root given: image paths were looked up from the current folder)" in r.stdout
 
 
 def test_load_hf_and_converters(tmp_path, synthetic_splits):
@@ -170,3 +175,21 @@ def test_load_hf_and_converters(tmp_path, synthetic_splits):
     grpo = to_grpo_format(synthetic_splits["train"])
     assert {"prompt", "image", "trait", "score", "score_std"} <= set(grpo.column_names)
     assert "ratings" not in grpo.column_names
+
+
+def test_a_release_split_that_is_not_there_is_named(tmp_path, caplog):
+    from cogip.data_sources import DataArguments, load_canonical_splits
+
+    rel, images = write_release(tmp_path, {t: 2 for t in TRAITS}, {t: 2 for t in TRAITS})
+    args = DataArguments(dataset="release", dataset_path=str(rel), image_root=str(images))
+    with caplog.at_level("WARNING"):
+        train, held_out = load_canonical_splits(args, with_eval=True)  # the default held-out split: validation
+    assert len(train) == 8 and held_out is None
+    assert "has no held-out split 'validation' (it has: train, grpo, test, scores)" in caplog.text
+    args.dataset_test_split = "test"
+    assert len(load_canonical_splits(args, with_eval=True)[1]) == 8
+    args.dataset_train_split = "trian"
+    with pytest.raises(ValueError, match="has no split 'trian'; it has: train, grpo, test, scores"):
+        load_canonical_splits(args, with_eval=False)
+    with pytest.raises(ValueError, match="dataset: 'relase' is not one of synthetic, release, upstream, hf"):
+        DataArguments(dataset="relase")

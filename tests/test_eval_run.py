@@ -180,12 +180,17 @@ def test_bad_input_is_refused_before_any_model_loads(tmp_path, capsys):
 
     from eval.run import cli_main, parse_args
 
-    with pytest.raises(FileNotFoundError, match="no such model folder"):
+    with pytest.raises(FileNotFoundError, match="--checkpoint .*/runs/nope: no such model folder"):
         cli_main(["--checkpoint", str(tmp_path / "runs" / "nope")])
     with pytest.raises(FileNotFoundError, match="no such folder"):
         cli_main(["--run_dir", str(tmp_path / "nope")])
     with pytest.raises(ValueError, match="must be train, validation or test, not 'tset'"):
         parse_args(["--checkpoint", "m", "--split", "tset"])
+    assert cli_main([]) == 2 and "give exactly one of --run_dir" in capsys.readouterr().err
+    config = tmp_path / "eval.yaml"
+    config.write_text("checkpoint: org/model\ndecoding: expected\ncompare: null\nn_boot: 0\n")
+    args = parse_args(["--config", str(config), "--n_boot", "50"])  # flags win over the file, as in training
+    assert (args.checkpoint, args.decoding, args.n_boot) == ("org/model", "expected", 50)
 
     rel, images = write_release(tmp_path, {t: 2 for t in TRAITS}, {t: 2 for t in TRAITS})
     no_model = str(tmp_path)  # a folder without a model, never loaded: the data is refused first

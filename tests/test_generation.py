@@ -120,6 +120,16 @@ def test_mismatched_encoder_is_refused_before_any_image(kind, tiny_gen_dir, tmp_
     assert not (out / "images").exists() and not (out / "generation.json").exists()
 
 
+def test_a_missing_model_folder_is_refused_before_anything_is_built(tmp_path):
+    from generation.generate import cli_main
+
+    out = tmp_path / "run"
+    with pytest.raises(FileNotFoundError, match="--aligned_model .*/nope: no such model folder"):
+        cli_main(["--config", "configs/tiny/generation.yaml", "--output_dir", str(out),
+                  "--aligned_model", str(tmp_path / "nope")])
+    assert not (out / "tiny-base").exists()
+
+
 def test_tiny_config_end_to_end(tiny_gen_dir, tmp_path, capsys):
     from generation.generate import cli_main
 

@@ -65,6 +65,8 @@ def test_every_trait_depends_on_its_factors(items):
 
 
 def test_reliability_ceiling(synthetic_splits):
+    with pytest.raises(TypeError, match=r"one split \(e.g. make_benchmark\(\)\['test'\]\)"):
+        reliability(synthetic_splits)
     rel = reliability(synthetic_splits["train"])
     assert set(rel) == set(TRAITS)
     for r in rel.values():
