@@ -62,9 +62,9 @@ PRETRAIN_SEED = 7_000_003  # far from the benchmark's split seeds (1000 * seed +
 
 @contextlib.contextmanager
 def _torch_threads(threads: int | None):
-    """Run the block on ``threads`` torch threads, then restore. None: ``OMP_NUM_THREADS`` when it is set (two threads
-    on a core another process keeps busy make each step many times slower), else the cores this process may use, at
-    most 4."""
+    """Run the block on ``threads`` torch threads, then restore. None: ``OMP_NUM_THREADS`` when it is set (two threads,
+    one on a core another process keeps busy, take about twice as long as one), else the cores this process may use,
+    at most 4."""
     saved = torch.get_num_threads()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)  # macOS
     torch.set_num_threads(threads or int(os.environ.get("OMP_NUM_THREADS") or min(cores, 4)))
@@ -135,7 +135,7 @@ def pretrain_vision(model_dir: str | Path, steps: int = 800, batch_size: int = 3
     ``augment`` shows each training image in a random one of its eight orientations (:func:`_dihedral`).
     ``position_targets``: the dense head also regresses where each token lies (:func:`_position_maps`).
     ``threads``: torch threads while it runs (default: ``OMP_NUM_THREADS`` when set, else the cores this process may
-    use, at most 4: nothing of the run itself works beside it); the stage after it gets its own setting back."""
+    use, at most 4, as the run does nothing else meanwhile); the stage after it gets its own setting back."""
     from scipy.stats import spearmanr
     from tqdm.auto import tqdm
     from transformers import Qwen2_5_VLForConditionalGeneration
