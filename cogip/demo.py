@@ -30,7 +30,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cogip.demo_stages import StageBook, code_version, empty_folder, fingerprint, write_json_atomic
+from cogip.demo_stages import StageBook, code_version, empty_folder, fingerprint
+from cogip.files import write_json_atomic
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 STAGE_ARGS = ("sft", "grpo", "eval", "generation")  # the stages --set reaches

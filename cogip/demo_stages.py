@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+
+from cogip.files import write_json_atomic
 
 MARKER_DIR = "stages"
 
@@ -50,15 +51,6 @@ def code_version(packages: Iterable[str], exclude: tuple[str, ...] = ("demo",)) 
                 if not path.name.startswith(exclude):
                     h.update(f"{pkg}/{path.relative_to(root).as_posix()}\0".encode() + path.read_bytes())
     return h.hexdigest()[:16]
-
-
-def write_json_atomic(path: str | Path, doc: dict) -> None:
-    """Write JSON so that a reader (or a run killed mid-write) never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(doc, indent=2))
-    os.replace(tmp, path)
 
 
 def empty_folder(path: str | Path) -> None:

@@ -48,13 +48,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
 import os
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from cogip.files import write_json_atomic
 
 PRETRAIN_RECORD = "vision_pretraining.json"  # written last: its presence means the pretraining finished
 PRETRAIN_SEED = 7_000_003  # far from the benchmark's split seeds (1000 * seed + 0, 1, 2)
@@ -213,5 +214,5 @@ def pretrain_vision(model_dir: str | Path, steps: int = 800, batch_size: int = 3
               "heldout_srcc": {n: float(spearmanr(pred[:, j], factors[n_images:, j]).statistic)
                                for j, n in enumerate(names)}}
     model.save_pretrained(model_dir, safe_serialization=True)
-    (model_dir / PRETRAIN_RECORD).write_text(json.dumps(record, indent=2))
+    write_json_atomic(model_dir / PRETRAIN_RECORD, record)  # never half there: its presence means finished
     return record

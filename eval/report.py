@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import re
 from pathlib import Path
+
+from cogip.files import write_json_atomic, write_text_atomic
 
 CSV_FIELDS = ("model", "step", "trait", "n", "n_unparsable", "parse_rate", "well_formed_rate", "srcc", "srcc_lo",
               "srcc_hi", "plcc", "plcc_logistic", "krcc", "mae", "mae_lo", "mae_hi", "rmse", "label_accuracy",
@@ -80,21 +83,22 @@ def write_outputs(results: dict, out_dir: str | Path, settings: dict) -> dict[st
     paths = {}
     for name, preds in results.get("predictions", {}).items():
         p = out / f"predictions_{_safe_name(name)}.jsonl"
-        p.write_text("".join(json.dumps(_clean(x.to_dict())) + "\n" for x in preds))
+        write_text_atomic(p, "".join(json.dumps(_clean(x.to_dict())) + "\n" for x in preds))
         paths[f"predictions_{name}"] = p
     doc = {"settings": settings, **{k: v for k, v in results.items() if k != "predictions"}}
     paths["json"] = out / "metrics.json"
-    paths["json"].write_text(json.dumps(_clean(doc), indent=2))
+    write_json_atomic(paths["json"], _clean(doc))
     rows = csv_rows(results)
     fields = list(CSV_FIELDS) + sorted({k for r in rows for k in r if k not in CSV_FIELDS})
+    table = io.StringIO(newline="")
+    w = csv.DictWriter(table, fieldnames=fields)
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: _csv_value(v) for k, v in r.items()})
     paths["csv"] = out / "metrics.csv"
-    with open(paths["csv"], "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=fields)
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: _csv_value(v) for k, v in r.items()})
+    write_text_atomic(paths["csv"], table.getvalue())
     paths["report"] = out / "report.md"
-    paths["report"].write_text(markdown_report(results, settings))
+    write_text_atomic(paths["report"], markdown_report(results, settings))
     return paths
 
 

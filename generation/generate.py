@@ -16,7 +16,6 @@ generation.json (every setting, seed and checkpoint), judgement.json, judgement.
 from __future__ import annotations
 
 import gc
-import json
 import logging
 import sys
 import time
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from cogip.files import write_json_atomic
 from generation.comparison_grid import write_grids
 from generation.encoder_swap import build_swapped_pipeline, torch_dtype
 from generation.generation_args import GenerationArgs
@@ -62,7 +62,7 @@ def main(args: GenerationArgs) -> dict:
     images = generate_seed_paired(swapped.pipe, swapped.blend, prompts, seeds, alphas, out, call_kwargs(args),
                                   args.images_per_batch, args.progress)
     record |= {"images": [r.to_dict() for r in images], "generation_seconds": time.time() - start}
-    (out / "generation.json").write_text(json.dumps(record, indent=2))
+    write_json_atomic(out / "generation.json", record)
     del swapped
     gc.collect()
     if torch.cuda.is_available():
@@ -82,7 +82,7 @@ def main(args: GenerationArgs) -> dict:
         summary = summarize(images, judged, args.unparsable, args.n_boot, args.seed)
         summary |= {"judge": models["judge"], "decoding": args.judge_decoding, "notes": models["notes"],
                     "images": judged}
-        (out / "judgement.json").write_text(json.dumps(summary, indent=2))
+        write_json_atomic(out / "judgement.json", summary)
         (out / "judgement.md").write_text(to_markdown(summary, "\n".join(models["notes"])))
         plot_alpha_curve(summary, out / "alpha_curve.png")
 

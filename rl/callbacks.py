@@ -15,6 +15,8 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from cogip.files import write_json_atomic
+
 logger = logging.getLogger(__name__)
 
 CORRELATION_LOG = "correlation_log.jsonl"
@@ -86,7 +88,7 @@ class CorrelationCallback(TrainerCallback):
             ckpt = out / f"checkpoint-{state.global_step}"
             self.best = {"step": state.global_step, "mean_srcc": srcc,
                          "checkpoint": str(ckpt) if state.global_step % max(args.save_steps or 1, 1) == 0 else None}
-            (out / BEST_CHECKPOINT).write_text(json.dumps(self.best, indent=2))
+            write_json_atomic(out / BEST_CHECKPOINT, self.best)
         if reward is not None and srcc is not None and self.last is not None:
             prev_reward, prev_srcc = self.last
             if reward - prev_reward > self.reward_rise and prev_srcc - srcc > self.srcc_fall:

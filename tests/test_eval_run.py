@@ -84,6 +84,9 @@ def test_run_dir_evaluation_writes_every_output(run_dir, tmp_path):
     assert (out / "curves.png").stat().st_size > 10_000
     preds = [json.loads(x) for x in (out / "predictions_checkpoint-6.jsonl").read_text().splitlines()]
     assert len(preds) == 16 and {"text", "parsed", "score"} <= set(preds[0])
+    # each file was written beside itself and moved into place: no temporary file is left, the CSV keeps its rows
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []
+    assert (out / "metrics.csv").read_bytes().count(b"\r\n") == len(rows) + 1
 
 
 def test_compare_two_checkpoints_from_the_command_line(tiny_model_dir, fitted_model_dir, tmp_path):  # noqa: F811

@@ -1,0 +1,20 @@
+"""Writing result files so that a reader, or a run killed mid-write, never sees half of one."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write ``text`` beside ``path`` first, then move it into place in one step."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_json_atomic(path: str | Path, doc: dict) -> None:
+    write_text_atomic(path, json.dumps(doc, indent=2))
