@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 from cogip.answer import parse_answer, render_answer
@@ -55,6 +56,7 @@ class Problem:
 class ValidationReport:
     counts: dict[str, Counter] = field(default_factory=dict)  # file -> trait -> number of good items
     problems: list[Problem] = field(default_factory=list)
+    seen: dict[str, int] = field(default_factory=dict)  # file -> number of items read from it, good or bad
 
     @property
     def ok(self) -> bool:
@@ -63,6 +65,7 @@ class ValidationReport:
     def merge(self, other: ValidationReport) -> None:
         self.counts.update(other.counts)
         self.problems.extend(other.problems)
+        self.seen.update(other.seen)
 
     def __str__(self) -> str:
         lines = []
@@ -160,7 +163,10 @@ def read_conversations(path: str | Path) -> tuple[list[dict], ValidationReport]:
     """``cognition_training.json`` (``image`` a list) or ``training_grpo.json`` (``image`` a string, answers in
     ``<answer>`` tags): LLaVA-style items with a human and a gpt turn."""
     path, report, records = Path(path), ValidationReport(), []
-    for i, item in enumerate(_load_json(path, report) or []):
+    items = _load_json(path, report)
+    if items is not None:
+        report.seen[str(path)] = len(items)
+    for i, item in enumerate(items or []):
         try:
             image = item["image"]
             if isinstance(image, list):
@@ -198,6 +204,7 @@ def read_messages(path: str | Path) -> tuple[list[dict], ValidationReport]:
     messages, answers = _load_json(path, report), _load_json(scores_path, report)
     if messages is None or answers is None:
         return records, report
+    report.seen[str(path)] = len(messages)
     for i in range(len(answers), len(messages)):
         report.problems.append(Problem(str(path), i, f"no answer for this message in {scores_path.name}"))
     for i in range(len(messages), len(answers)):
@@ -221,6 +228,14 @@ def read_messages(path: str | Path) -> tuple[list[dict], ValidationReport]:
     return records, report
 
 
+def _finite_decimal(text: str) -> Decimal | None:
+    try:
+        value = Decimal(text.strip())
+    except InvalidOperation:
+        return None
+    return value if value.is_finite() else None
+
+
 def read_scores_txt(path: str | Path) -> tuple[list[dict], ValidationReport]:
     """``cognition_scores/<Trait>_scores.txt``: ``file<TAB>score`` lines; prompts come from the trait registry."""
     path, report, records = Path(path), ValidationReport(), []
@@ -230,19 +245,23 @@ def read_scores_txt(path: str | Path) -> tuple[list[dict], ValidationReport]:
     except (OSError, UnicodeDecodeError) as e:
         report.problems.append(Problem(str(path), None, f"cannot read: {e}"))
         return records, report
+    report.seen[str(path)] = sum(1 for line in lines if line.strip())
     for i, line in enumerate(lines):
         if not line.strip():
             continue
         fields = line.split("\t")
-        try:
-            if len(fields) != 2:
-                raise ValueError(f"expected 'file<TAB>score', got {len(fields)} field(s)")
-            score = float(fields[1])
-        except ValueError as e:
-            report.problems.append(Problem(str(path), i, f"malformed entry: {e}"))
+        if len(fields) != 2:
+            report.problems.append(Problem(str(path), i, f"expected 'file<TAB>score', got {len(fields)} field(s)"))
+            continue
+        score = _finite_decimal(fields[1])
+        if score is None:
+            report.problems.append(Problem(str(path), i, f"score {fields[1].strip()!r} is not a finite number"))
             continue
         image = f"{trait_name}/{fields[0].strip()}"
-        answer = f"{get_trait(trait_name).label_for(score)} {score}" if has_trait(trait_name) else str(score)
+        # the answer an upstream file would hold: the label of the score as answers round it, the score as written
+        # (without an exponent, which answers never have)
+        label = get_trait(trait_name).label_for(get_trait(trait_name).round(score)) if has_trait(trait_name) else ""
+        answer = f"{label} {score:f}"
         rec = _record(str(path), i, image, answer, "", report)
         if rec:
             records.append(rec)
@@ -331,10 +350,12 @@ def _refuse_or_warn(report: ValidationReport, drop_invalid: bool) -> None:
     if report.problems:
         if not drop_invalid:
             raise DataValidationError(report)
-        items = {(p.file, p.index) for p in report.problems if p.index is not None}
-        files = {p.file for p in report.problems if p.index is None}
-        logging.getLogger(__name__).warning("dropped %d invalid item(s) and every item of %d unusable file(s):\n%s",
-                                            len(items), len(files), report)
+        kept = {f: sum(c.values()) for f, c in report.counts.items()}
+        dropped = sum(n - kept.get(f, 0) for f, n in report.seen.items())
+        unread = {p.file for p in report.problems if p.index is None and p.file not in report.seen}
+        logging.getLogger(__name__).warning("dropped %d of %d item(s)%s:\n%s", dropped, sum(report.seen.values()),
+                                            f" and {len(unread)} file(s) that could not be read" if unread else "",
+                                            report)
 
 
 def load_upstream(path: str | Path, image_root: str | Path | None = None, drop_invalid: bool = False):
@@ -344,10 +365,14 @@ def load_upstream(path: str | Path, image_root: str | Path | None = None, drop_i
     return items_to_dataset([r for recs in by_file.values() for r in recs])
 
 
+class MissingSplitError(ValueError):
+    """A split asked for by name that the data does not hold."""
+
+
 def get_split(splits, name: str, where: str):
-    """``splits[name]``, or a ValueError naming the splits ``where`` (a release folder or dataset) does have."""
+    """``splits[name]``, or a MissingSplitError naming the splits ``where`` (a release folder or dataset) does have."""
     if name not in splits:
-        raise ValueError(f"{where} has no split {name!r}; it has: {', '.join(splits) or 'none'}")
+        raise MissingSplitError(f"{where} has no split {name!r}; it has: {', '.join(splits) or 'none'}")
     return splits[name]
 
 
@@ -382,10 +407,10 @@ def load_hf(name_or_path: str, split: str | None = None, *, image_column: str = 
         ds = datasets.load_from_disk(name_or_path)
     else:
         ds = datasets.load_dataset(name_or_path, split=split)
-    if isinstance(ds, datasets.DatasetDict):
-        ds = ds[split or "train"]
-    report, records = ValidationReport(), []
     src = str(name_or_path if isinstance(name_or_path, str) else "dataset")
+    if isinstance(ds, datasets.DatasetDict):
+        ds = get_split(ds, split or "train", src)
+    report, records = ValidationReport(seen={src: len(ds)}), []
     for i, row in enumerate(ds):
         name = trait or row.get(trait_column)
         if not has_trait(name or ""):

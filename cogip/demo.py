@@ -108,7 +108,7 @@ def make_parser() -> argparse.ArgumentParser:
                         "'generation.alphas=0 1'; repeatable")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default 1 for the stages, where the tiny models are fastest on one, and "
-                        "the free cores up to 4 for the vision pretraining; give 1 on a busy machine)")
+                        "the cores it may use, up to 4, for the vision pretraining; give 1 on a busy machine)")
     p.add_argument("--fresh", action="store_true", help="delete the previous demo outputs and start over")
     return p
 
@@ -190,6 +190,8 @@ def plan_demo(args: argparse.Namespace) -> Plan:
         raise DemoInputError("--n_test must be at least 12 (three test items per trait)")
     if args.n_boot < 100:
         raise DemoInputError("--n_boot must be at least 100")
+    if args.threads is not None and args.threads < 1:
+        raise DemoInputError("--threads must be at least 1")
     configs = {"sft": _config_path(args.sft_config, "configs/tiny/sft.yaml", "SFT"),
                "grpo": _config_path(args.grpo_config, "configs/tiny/grpo.yaml", "GRPO"),
                "generation": _config_path(args.generation_config, "configs/tiny/generation.yaml", "generation")}
@@ -349,6 +351,16 @@ def stage_argv(stage: Stage, plan: Plan) -> list[str]:
     return _generation_argv(plan)
 
 
+def _without_speed_flags(argv: list[str]) -> list[str]:
+    """``argv`` less the flags that change how fast a stage runs, not what it makes: rerunning a stopped demo with
+    ``--threads 1`` resumes it instead of starting over."""
+    out = list(argv)
+    while "--tiny_vision_pretrain_threads" in out:
+        i = out.index("--tiny_vision_pretrain_threads")
+        del out[i:i + 2]
+    return out
+
+
 def run_stage(stage: Stage, plan: Plan, argv: list[str], console) -> None:
     if stage.name == "data":
         _data_stage(plan, console)
@@ -400,7 +412,8 @@ def run_demo(plan: Plan, console, fresh: bool = False) -> dict:
         console.rule(f"[bold cyan]{i}/{total} {stage.title}[/] [dim]({_clock(time.time() - start)})[/]")
         argv = stage_argv(stage, plan)
         configs = [plan.configs[stage.name]] if stage.name in plan.configs else []
-        fp = fingerprint(argv, configs, [fingerprints[u] for u in stage.upstream], code_version(stage.code))
+        fp = fingerprint(_without_speed_flags(argv), configs, [fingerprints[u] for u in stage.upstream],
+                         code_version(stage.code))
         fingerprints[stage.name] = fp
         folder = plan.out / stage.folder
         decision = book.decide(stage.name, fp, folder, stage.resumable)

@@ -7,12 +7,12 @@ import os
 from pathlib import Path
 
 
-def write_text_atomic(path: str | Path, text: str) -> None:
-    """Write ``text`` beside ``path`` first, then move it into place in one step."""
+def write_text_atomic(path: str | Path, text: str, newline: str | None = None) -> None:
+    """Write ``text`` beside ``path`` first, then move it into place in one step (``newline`` as in ``open``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
+    tmp.write_text(text, newline=newline)
     os.replace(tmp, path)
 
 

@@ -68,7 +68,8 @@ def _torch_threads(threads: int | None):
     at most 4."""
     saved = torch.get_num_threads()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)  # macOS
-    torch.set_num_threads(threads or int(os.environ.get("OMP_NUM_THREADS") or min(cores, 4)))
+    omp = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()  # OpenMP also allows "4,2": the outer level
+    torch.set_num_threads(threads or (int(omp) if omp.isdigit() and int(omp) > 0 else min(cores, 4)))
     try:
         yield
     finally:

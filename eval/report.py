@@ -96,7 +96,7 @@ def write_outputs(results: dict, out_dir: str | Path, settings: dict) -> dict[st
     for r in rows:
         w.writerow({k: _csv_value(v) for k, v in r.items()})
     paths["csv"] = out / "metrics.csv"
-    write_text_atomic(paths["csv"], table.getvalue())
+    write_text_atomic(paths["csv"], table.getvalue(), newline="")  # the csv module's own line ends
     paths["report"] = out / "report.md"
     write_text_atomic(paths["report"], markdown_report(results, settings))
     return paths

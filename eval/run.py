@@ -66,17 +66,24 @@ def parse_args(argv: list[str] | None = None) -> EvalArgs:
 
 
 def cli_main(argv: list[str] | None = None) -> int:
-    from cogip.data import DataValidationError
+    """``main`` with bad input (flags, config file, model folders, data) ended by a message and exit code 2."""
+    import yaml
+
+    from cogip.data import DataValidationError, MissingSplitError
 
     try:
         args = parse_args(argv)
-    except ValueError as e:  # no model given, two modes at once, a bad value
+        args.check_models_exist()
+    except (ValueError, OSError, yaml.YAMLError) as e:  # no model, two modes at once, a bad value, a missing file
         print(f"eval/run.py: error: {e} (see --help)", file=sys.stderr)
         return 2
     try:
         main(args)
     except DataValidationError as e:
         print(f"Refusing to evaluate on invalid data (use --drop_invalid to drop it):\n{e.report}", file=sys.stderr)
+        return 2
+    except MissingSplitError as e:
+        print(f"eval/run.py: error: {e}", file=sys.stderr)
         return 2
     return 0
 

@@ -43,6 +43,12 @@ class SFTScriptArguments(DataArguments):
         default=True,
         metadata={"help": "Resume from the last complete checkpoint in output_dir when there is one."})
 
+    def __post_init__(self):
+        super().__post_init__()
+        threads = self.tiny_vision_pretrain_threads
+        if threads is not None and threads < 1:
+            raise ValueError(f"tiny_vision_pretrain_threads must be at least 1, not {threads}")
+
 
 @dataclass
 class SoftLabelSFTConfig(SFTConfig, TrainablePartsArguments):

@@ -85,7 +85,7 @@ def test_validate_reports_every_problem(tmp_path, capsys):
     conv = "cognition_training.json"
     for expected in [(conv, 1, "Aesthetics"), (conv, 2, "unknown"), (conv, 3, "malformed"), (conv, 4, "malformed"),
                      (conv, 5, "label"), (conv, 7, "missing"), (conv, 8, "unreadable"),
-                     ("Memorability_scores.txt", 3, "malformed"), ("Aesthetics_messages.json", 1, "no")]:
+                     ("Memorability_scores.txt", 3, "expected"), ("Aesthetics_messages.json", 1, "no")]:
         assert expected in found, (expected, sorted(found, key=str))
     assert cli(["validate-data", str(rel), "--image-root", str(images)]) == 1
     out = capsys.readouterr().out
@@ -119,7 +119,8 @@ def test_validate_catches_subtle_problems(tmp_path, caplog):
     answers[2] = 4.105  # not a string: the scores file is to blame
     scores_path.write_text(json.dumps(answers))
     (rel / "cognition_scores" / "Funniness_scores.txt").write_text("")
-    (rel / "cognition_scores" / "Memorability_scores.txt").write_text("000000.jpg\t0.400\n000000.jpg\t0.900\n")
+    (rel / "cognition_scores" / "Memorability_scores.txt").write_text(  # a repeat; NaN; the edge 0.35 rounded to; 1e-5
+        "000000.jpg\t0.400\n000000.jpg\t0.900\n000001.jpg\tnan\n000002.jpg\t0.34999\n000003.jpg\t1e-5\n")
 
     _, report = validate(rel, images)
     text = str(report)
@@ -131,13 +132,17 @@ def test_validate_catches_subtle_problems(tmp_path, caplog):
     assert "Aesthetics_messages.json[1]" not in text
     assert "Aesthetics_scores.json[2]: expected an answer string, got 4.105" in text
     assert "Funniness_scores.txt: holds no items" in text
-    assert "Memorability_scores.txt:2: same Memorability image Memorability/000000.jpg as" in text
-    assert text.rstrip().endswith("Memorability_scores.txt:1")
+    mem = rel / "cognition_scores" / "Memorability_scores.txt"
+    assert f"Memorability_scores.txt:2: same Memorability image Memorability/000000.jpg as {mem}:1" in text
+    assert "Memorability_scores.txt:3: score 'nan' is not a finite number" in text
+    assert "Memorability_scores.txt:4" not in text and "Memorability_scores.txt:5" not in text
     # dropping says how many items went, and that the empty file gave none
     with caplog.at_level("WARNING"):
         kept = load_release(rel, images, drop_invalid=True)
-    assert len(kept["train"]) == 24 - 3 and len(kept["scores"]) == 6 + 6 + 1
-    assert "dropped 7 invalid item(s) and every item of 1 unusable file(s)" in caplog.text
+    assert len(kept["train"]) == 24 - 3 and len(kept["scores"]) == 6 + 6 + 3
+    assert "dropped 8 of 89 item(s):" in caplog.text
+    memorability = kept["scores"].filter(lambda t: t == "Memorability", input_columns="trait")
+    assert memorability["score"] == [0.4, 0.34999, 1e-5] and memorability["answer"][1] == "low 0.350"
 
 
 def test_validate_data_console_script(tmp_path):

@@ -140,10 +140,11 @@ def test_bad_input_is_refused_before_anything_is_written(tmp_path, capsys):
     assert not out.exists()
 
 
-def test_threads_given_to_the_demo_reach_the_vision_pretraining(tmp_path):
-    from cogip.demo import make_parser, plan_demo
+def test_threads_given_to_the_demo_reach_the_vision_pretraining_and_do_not_restart_it(tmp_path):
+    from cogip.demo import _without_speed_flags, make_parser, plan_demo
 
     default = plan_demo(make_parser().parse_args(["--output_dir", str(tmp_path)]))
-    assert "--tiny_vision_pretrain_threads" not in default.argv["sft"]  # the free cores, up to 4
+    assert "--tiny_vision_pretrain_threads" not in default.argv["sft"]  # the cores it may use, up to 4
     one = plan_demo(make_parser().parse_args(["--output_dir", str(tmp_path), "--threads", "1"]))
     assert one.argv["sft"][one.argv["sft"].index("--tiny_vision_pretrain_threads") + 1] == "1"
+    assert _without_speed_flags(one.argv["sft"]) == default.argv["sft"]  # so a rerun with --threads 1 resumes

@@ -183,10 +183,11 @@ def test_bad_input_is_refused_before_any_model_loads(tmp_path, capsys):
 
     from eval.run import cli_main, parse_args
 
-    with pytest.raises(FileNotFoundError, match="--checkpoint .*/runs/nope: no such model folder"):
-        cli_main(["--checkpoint", str(tmp_path / "runs" / "nope")])
-    with pytest.raises(FileNotFoundError, match="no such folder"):
-        cli_main(["--run_dir", str(tmp_path / "nope")])
+    assert cli_main(["--checkpoint", str(tmp_path / "runs" / "nope")]) == 2
+    assert f"--checkpoint {tmp_path / 'runs' / 'nope'}: no such model folder" in capsys.readouterr().err
+    assert cli_main(["--run_dir", str(tmp_path / "nope")]) == 2
+    assert f"--run_dir {tmp_path / 'nope'}: no such folder" in capsys.readouterr().err
+    assert cli_main(["--config", str(tmp_path / "nope.yaml")]) == 2 and "nope.yaml" in capsys.readouterr().err
     with pytest.raises(ValueError, match="must be train, validation or test, not 'tset'"):
         parse_args(["--checkpoint", "m", "--split", "tset"])
     assert cli_main([]) == 2 and "give exactly one of --run_dir" in capsys.readouterr().err
@@ -197,11 +198,12 @@ def test_bad_input_is_refused_before_any_model_loads(tmp_path, capsys):
 
     rel, images = write_release(tmp_path, {t: 2 for t in TRAITS}, {t: 2 for t in TRAITS})
     no_model = str(tmp_path)  # a folder without a model, never loaded: the data is refused first
-    with pytest.raises(ValueError, match=r"has no split 'tset'; it has: train, grpo, test, scores"):
-        cli_main(["--checkpoint", no_model, "--data", str(rel), "--image_root", str(images), "--split", "tset"])
+    release = ["--checkpoint", no_model, "--data", str(rel), "--image_root", str(images)]
+    assert cli_main([*release, "--split", "tset"]) == 2
+    assert "has no split 'tset'; it has: train, grpo, test, scores" in capsys.readouterr().err
     answers = rel / "test_msg_file" / "Funniness" / "Funniness_scores.json"
     answers.write_text(json.dumps(["high 7.000", "low 11.000"]))
-    assert cli_main(["--checkpoint", no_model, "--data", str(rel), "--image_root", str(images)]) == 2
+    assert cli_main(release) == 2
     err = capsys.readouterr().err
     assert "Refusing to evaluate on invalid data" in err
     assert "Funniness_messages.json[1]: Funniness score 11.0 outside [0, 10]" in err

@@ -77,15 +77,17 @@ def test_vision_pretraining_threads(monkeypatch):
 
     from cogip.tiny_pretrain import _torch_threads
 
-    before = torch.get_num_threads()
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # a user who keeps torch on one thread keeps the pretraining there
-    with _torch_threads(None):
-        assert torch.get_num_threads() == 1
-    with _torch_threads(2):
-        assert torch.get_num_threads() == 2
+    before, default = torch.get_num_threads(), min(len(os.sched_getaffinity(0)), 4)
+    # a user's OMP_NUM_THREADS is followed (5: never the default of at most 4), an explicit count wins over it
+    for omp, expected in [("5", 5), ("5,2", 5), ("0", default), ("auto", default), ("", default)]:
+        monkeypatch.setenv("OMP_NUM_THREADS", omp)
+        with _torch_threads(None):
+            assert torch.get_num_threads() == expected, omp
+        with _torch_threads(2):
+            assert torch.get_num_threads() == 2
     monkeypatch.delenv("OMP_NUM_THREADS")
     with _torch_threads(None):
-        assert torch.get_num_threads() == min(len(os.sched_getaffinity(0)), 4)
+        assert torch.get_num_threads() == default
     assert torch.get_num_threads() == before
 
 
