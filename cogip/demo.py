@@ -495,7 +495,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import torch
 
-    torch.set_num_threads(max(args.threads or 1, 1))
+    torch.set_num_threads(args.threads or 1)  # at least 1: plan_demo checked it
     try:
         run_demo(plan, console, fresh=args.fresh)
     except KeyboardInterrupt:

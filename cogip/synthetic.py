@@ -28,6 +28,7 @@ from PIL import Image, ImageDraw
 from cogip.traits import get_trait
 
 TRAITS = ("Aesthetics", "Funniness", "Emotional_Valence", "Memorability")
+SPLITS = ("train", "validation", "test")  # in this order: split k is drawn with seed 1000 * seed + k
 # Rater noise per trait, as a fraction of the trait's range (funniness is the one people agree on least).
 RATER_NOISE = {"Aesthetics": 0.15, "Funniness": 0.20, "Emotional_Valence": 0.15, "Memorability": 0.15}
 COLD, WARM = np.array([40.0, 90.0, 230.0]), np.array([245.0, 120.0, 25.0])
@@ -216,7 +217,7 @@ def make_benchmark(n_train: int = 2000, n_validation: int = 200, n_test: int = 4
 
     from cogip.data import items_to_dataset
 
-    sizes = {"train": (n_train, train_start), "validation": (n_validation, 0), "test": (n_test, 0)}
+    sizes = dict(zip(SPLITS, ((n_train, train_start), (n_validation, 0), (n_test, 0))))
     return DatasetDict({
         split: items_to_dataset(generate_items(n, seed * 1000 + k, image_size, n_raters, prompt_style=prompt_style,
                                                start=start))

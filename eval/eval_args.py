@@ -68,8 +68,10 @@ class EvalArgs:
             raise ValueError(f"--blindness_items must be at least 1, not {self.blindness_items}")
         if self.unparsable not in ("midpoint", "worst", "train_mean"):
             raise ValueError(f"--unparsable must be midpoint, worst or train_mean, not {self.unparsable!r}")
-        if self.data == "synthetic" and self.split not in ("train", "validation", "test"):
-            raise ValueError(f"--split of the synthetic data must be train, validation or test, not {self.split!r}")
+        from cogip.synthetic import SPLITS
+
+        if self.data == "synthetic" and self.split not in SPLITS:
+            raise ValueError(f"--split of the synthetic data must be one of {', '.join(SPLITS)}, not {self.split!r}")
 
     def check_models_exist(self) -> None:
         """Fail fast on a model folder that is not there (called when the evaluation starts: the demo builds its

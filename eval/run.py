@@ -73,8 +73,7 @@ def cli_main(argv: list[str] | None = None) -> int:
 
     try:
         args = parse_args(argv)
-        args.check_models_exist()
-    except (ValueError, OSError, yaml.YAMLError) as e:  # no model, two modes at once, a bad value, a missing file
+    except (ValueError, OSError, yaml.YAMLError) as e:  # no model, two modes at once, a bad value, no config file
         print(f"eval/run.py: error: {e} (see --help)", file=sys.stderr)
         return 2
     try:
@@ -82,7 +81,7 @@ def cli_main(argv: list[str] | None = None) -> int:
     except DataValidationError as e:
         print(f"Refusing to evaluate on invalid data (use --drop_invalid to drop it):\n{e.report}", file=sys.stderr)
         return 2
-    except MissingSplitError as e:
+    except (MissingSplitError, FileNotFoundError) as e:  # a split, a model folder or a data path that is not there
         print(f"eval/run.py: error: {e}", file=sys.stderr)
         return 2
     return 0

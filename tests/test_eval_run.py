@@ -188,7 +188,7 @@ def test_bad_input_is_refused_before_any_model_loads(tmp_path, capsys):
     assert cli_main(["--run_dir", str(tmp_path / "nope")]) == 2
     assert f"--run_dir {tmp_path / 'nope'}: no such folder" in capsys.readouterr().err
     assert cli_main(["--config", str(tmp_path / "nope.yaml")]) == 2 and "nope.yaml" in capsys.readouterr().err
-    with pytest.raises(ValueError, match="must be train, validation or test, not 'tset'"):
+    with pytest.raises(ValueError, match="must be one of train, validation, test, not 'tset'"):
         parse_args(["--checkpoint", "m", "--split", "tset"])
     assert cli_main([]) == 2 and "give exactly one of --run_dir" in capsys.readouterr().err
     config = tmp_path / "eval.yaml"
@@ -199,6 +199,8 @@ def test_bad_input_is_refused_before_any_model_loads(tmp_path, capsys):
     rel, images = write_release(tmp_path, {t: 2 for t in TRAITS}, {t: 2 for t in TRAITS})
     no_model = str(tmp_path)  # a folder without a model, never loaded: the data is refused first
     release = ["--checkpoint", no_model, "--data", str(rel), "--image_root", str(images)]
+    assert cli_main(["--checkpoint", no_model, "--data", str(tmp_path / "no-data")]) == 2
+    assert f"{tmp_path / 'no-data'} does not exist" in capsys.readouterr().err
     assert cli_main([*release, "--split", "tset"]) == 2
     assert "has no split 'tset'; it has: train, grpo, test, scores" in capsys.readouterr().err
     answers = rel / "test_msg_file" / "Funniness" / "Funniness_scores.json"
