@@ -19,12 +19,26 @@ STAGES = {
 }
 
 
+def parse_stage_args(parser, argv: list[str] | None = None) -> tuple | None:
+    """``parser.parse_args_and_config(argv)`` (a ``TrlParser``), or None after one line on stderr when the config
+    file is missing or not YAML, holds a field the stage does not know, or a value is refused."""
+    import yaml
+
+    try:
+        return parser.parse_args_and_config(args=argv)
+    except (ValueError, OSError, yaml.YAMLError) as e:
+        print(f"{parser.prog}: error: {e} (see --help)", file=sys.stderr)
+        return None
+
+
 def run_training_stage(parser, main_fn, argv: list[str] | None = None) -> int:
-    """Parse flags and ``--config file.yaml`` with a ``TrlParser`` and call ``main_fn(*parsed)``. Invalid data
-    ends the run before training with the full report and exit code 2."""
+    """Parse flags and ``--config file.yaml`` with a ``TrlParser`` and call ``main_fn(*parsed)``. Bad flags or
+    config files, and invalid data, end the run before training with a message and exit code 2."""
     from cogip.data import DataValidationError
 
-    parsed = parser.parse_args_and_config(args=argv)
+    parsed = parse_stage_args(parser, argv)
+    if parsed is None:
+        return 2
     try:
         main_fn(*parsed)
     except DataValidationError as e:
@@ -76,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     if cmd == "demo":
         return _demo(rest)
     module = importlib.import_module(STAGES[cmd][0])
+    sys.argv[0] = f"cogalign {cmd}"  # argparse names the program after it in usage lines and errors
     return module.cli_main(rest) or 0
 
 

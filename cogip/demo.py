@@ -394,6 +394,11 @@ def versions() -> dict[str, str]:
     return out
 
 
+def config_files(argv: list[str]) -> list[str]:
+    """The YAML files a stage's arguments name with ``--config`` (the stage's own, or one given by ``--set``)."""
+    return [argv[i + 1] for i in range(len(argv) - 1) if argv[i] == "--config"]
+
+
 def run_demo(plan: Plan, console, fresh: bool = False) -> dict:
     """Run (or skip, or resume) every stage, then write summary.json and the reports. Returns the summary."""
     from cogip.demo_report import write_reports
@@ -411,8 +416,7 @@ def run_demo(plan: Plan, console, fresh: bool = False) -> dict:
     for i, stage in enumerate(STAGES, 1):
         console.rule(f"[bold cyan]{i}/{total} {stage.title}[/] [dim]({_clock(time.time() - start)})[/]")
         argv = stage_argv(stage, plan)
-        configs = [plan.configs[stage.name]] if stage.name in plan.configs else []
-        fp = fingerprint(_without_speed_flags(argv), configs, [fingerprints[u] for u in stage.upstream],
+        fp = fingerprint(_without_speed_flags(argv), config_files(argv), [fingerprints[u] for u in stage.upstream],
                          code_version(stage.code))
         fingerprints[stage.name] = fp
         folder = plan.out / stage.folder

@@ -67,22 +67,21 @@ def parse_args(argv: list[str] | None = None) -> EvalArgs:
 
 def cli_main(argv: list[str] | None = None) -> int:
     """``main`` with bad input (flags, config file, model folders, data) ended by a message and exit code 2."""
-    import yaml
-
+    from cogip.cli import parse_stage_args
     from cogip.data import DataValidationError, MissingSplitError
 
-    try:
-        args = parse_args(argv)
-    except (ValueError, OSError, yaml.YAMLError) as e:  # no model, two modes at once, a bad value, no config file
-        print(f"eval/run.py: error: {e} (see --help)", file=sys.stderr)
+    parser = make_parser()
+    parsed = parse_stage_args(parser, argv)  # no model, two modes at once, a bad value, no config file
+    if parsed is None:
         return 2
+    (args,) = parsed
     try:
         main(args)
     except DataValidationError as e:
         print(f"Refusing to evaluate on invalid data (use --drop_invalid to drop it):\n{e.report}", file=sys.stderr)
         return 2
     except (MissingSplitError, FileNotFoundError) as e:  # a split, a model folder or a data path that is not there
-        print(f"eval/run.py: error: {e}", file=sys.stderr)
+        print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return 2
     return 0
 

@@ -104,7 +104,12 @@ def make_parser():
 
 def cli_main(argv: list[str] | None = None) -> int:
     """Parse flags (and ``--config file.yaml``) and run; shared by ``__main__`` and ``cogalign generate``."""
-    (args,) = make_parser().parse_args_and_config(args=argv)
+    from cogip.cli import parse_stage_args
+
+    parsed = parse_stage_args(make_parser(), argv)
+    if parsed is None:
+        return 2
+    (args,) = parsed
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     main(args)
     return 0

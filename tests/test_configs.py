@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -89,3 +90,23 @@ def test_a_typo_in_a_config_value_fails_when_the_config_is_read(tmp_path):
         path.write_text("output_dir: " + str(tmp_path / "out") + "\nuse_cpu: true\n" + yaml_text)
         with pytest.raises(ValueError, match=message):
             make_parser().parse_args_and_config(["--config", str(path)])
+
+
+@pytest.mark.parametrize("stage", ["sft", "grpo", "generate", "eval"])
+def test_bad_config_files_end_each_command_with_one_line_and_exit_2(stage, tmp_path, capsys, monkeypatch):
+    from cogip.cli import main as cogalign
+
+    monkeypatch.setattr(sys, "argv", ["cogalign"])
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text(f"output_dir: {tmp_path / 'out'}\nuse_cpu: true\ncheckpoint: x\nno_such_field: 3\n")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("learning_rate: [1e-4\n")
+    cases = [(unknown, "no_such_field"), (broken, "broken.yaml"), (tmp_path / "missing.yaml", "missing.yaml")]
+    for path, named in cases:
+        assert cogalign([stage, "--config", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"cogalign {stage}: error: ") and named in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(SystemExit) as stopped:
+        cogalign([stage, "--help"])
+    assert stopped.value.code == 0 and capsys.readouterr().out.startswith(f"usage: cogalign {stage} ")

@@ -148,3 +148,18 @@ def test_threads_given_to_the_demo_reach_the_vision_pretraining_and_do_not_resta
     one = plan_demo(make_parser().parse_args(["--output_dir", str(tmp_path), "--threads", "1"]))
     assert one.argv["sft"][one.argv["sft"].index("--tiny_vision_pretrain_threads") + 1] == "1"
     assert _without_speed_flags(one.argv["sft"]) == default.argv["sft"]  # so a rerun with --threads 1 resumes
+
+
+def test_a_config_given_to_a_stage_counts_in_its_fingerprint_by_content(tmp_path):
+    from cogip.demo import config_files, make_parser, plan_demo
+    from cogip.demo_stages import fingerprint
+
+    config = tmp_path / "eval.yaml"
+    config.write_text("# eval settings\nn_boot: 200\n")
+    plan = plan_demo(make_parser().parse_args(["--output_dir", str(tmp_path / "out"), "--set",
+                                               f"eval.config={config}"]))
+    assert config_files(plan.argv["sft"]) == [str(plan.configs["sft"])]
+    assert config_files(plan.argv["eval"]) == [str(config)]
+    before = fingerprint(plan.argv["eval"], config_files(plan.argv["eval"]))
+    config.write_text("# eval settings\nn_boot: 300\n")
+    assert fingerprint(plan.argv["eval"], config_files(plan.argv["eval"])) != before
