@@ -26,6 +26,7 @@ from eval.blindness import blindness_check
 from eval.eval_args import EvalArgs
 from eval.held_out_reward import held_out_rewards, resolve_reward
 from eval.predict import Prediction, predict
+from eval.resume import load_result, result_key, save_result
 from eval.scoring import evaluate, fill_score, train_means_of
 from eval.training_log import read_correlation_log, read_log_history, training_at_step
 
@@ -169,16 +170,23 @@ def evaluate_run(args: EvalArgs) -> dict:
     results, previous, all_preds = [], None, {}
     for i, (name, path, step) in enumerate(tqdm(models, desc=f"checkpoints in {Path(args.run_dir).name}",
                                                 unit="ckpt")):
-        model, processor = _load(path, args)
         blind = args.blindness and (args.blindness_models == "all" or i == len(models) - 1)
-        res, preds = evaluate_model(model, processor, dataset, args, train_means, reward_fns, label=name,
-                                    blindness=blind)
+        key = result_key(args, dataset, path, blind)
+        stored = load_result(args.results_dir(), name, key) if args.resume else None
+        if stored is not None:
+            log.info("%s: reusing its result from an earlier evaluation with the same settings", name)
+            res, preds = stored
+        else:
+            model, processor = _load(path, args)
+            res, preds = evaluate_model(model, processor, dataset, args, train_means, reward_fns, label=name,
+                                        blindness=blind)
+            del model
+            save_result(args.results_dir(), name, key, res, preds)
         res |= {"name": name, "path": path, "step": step,
                 "training": training_at_step(history, corr, step, previous)}
         results.append(res)
         all_preds[name] = preds
         previous = step if step is not None else previous
-        del model
     return {"data": desc, "n_items": len(dataset), "checkpoints": results, "predictions": all_preds,
             "training_log": {"n_entries": len(history), "n_correlation_entries": len(corr), "correlation": corr,
                              "reward": [[e["step"], e["reward"]] for e in history if "reward" in e]}}

@@ -53,6 +53,9 @@ class EvalArgs:
     seed: int = field(default=0, metadata={"help": "seed for sampling, shuffles and the bootstrap"})
     include_final: bool = field(default=True, metadata={
         "help": "also evaluate the model saved at the top of --run_dir when no checkpoint has its step"})
+    resume: bool = field(default=True, metadata={
+        "help": "with --run_dir: reuse the result of each checkpoint already evaluated with the same settings, items "
+                "and weights (kept in <output_dir>/per_checkpoint/); false evaluates every checkpoint again"})
 
     def __post_init__(self) -> None:
         modes = sum(x is not None for x in (self.run_dir, self.checkpoint, self.compare))
@@ -72,6 +75,10 @@ class EvalArgs:
 
         if self.data == "synthetic" and self.split not in SPLITS:
             raise ValueError(f"--split of the synthetic data must be one of {', '.join(SPLITS)}, not {self.split!r}")
+
+    def results_dir(self) -> Path:
+        """Where the results go: ``--output_dir``, else ``<run_dir>/eval``, else ``./eval_results``."""
+        return Path(self.output_dir or (Path(self.run_dir) / "eval" if self.run_dir else "eval_results"))
 
     def check_models_exist(self) -> None:
         """Fail fast on a model folder that is not there (called when the evaluation starts: the demo builds its

@@ -14,14 +14,14 @@ One model, or a paired comparison of two on the same items:
 
 ``cogalign eval ...`` takes the same flags, and both read them from ``--config file.yaml`` too. Writes
 metrics.json, metrics.csv, report.md, predictions_<model>.jsonl and (for a run) curves.png to --output_dir (default
-<run_dir>/eval, else ./eval_results).
+<run_dir>/eval, else ./eval_results). Run again on the same run, it reuses each checkpoint's result that nothing has
+changed since (``eval/resume.py``).
 """
 
 from __future__ import annotations
 
 import sys
 from dataclasses import asdict
-from pathlib import Path
 
 from trl import TrlParser
 
@@ -42,7 +42,7 @@ def main(args: EvalArgs) -> dict:
         results = evaluate_compare(args)
 
     # 2. Write metrics.json / metrics.csv / report.md / predictions, and the curves.
-    out = Path(args.output_dir or (Path(args.run_dir) / "eval" if args.run_dir else "eval_results"))
+    out = args.results_dir()
     out.mkdir(parents=True, exist_ok=True)
     curves = plot_curves(results, out / "curves.png")
     paths = write_outputs(results, out, asdict(args) | {"curves": curves is not None})

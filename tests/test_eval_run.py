@@ -89,6 +89,35 @@ def test_run_dir_evaluation_writes_every_output(run_dir, tmp_path):
     assert (out / "metrics.csv").read_bytes().count(b"\r\n") == len(rows) + 1
 
 
+def test_a_run_evaluated_again_reuses_what_did_not_change(run_dir, tmp_path, caplog):
+    import logging
+    import shutil
+
+    from eval.run import cli_main
+
+    run, out = tmp_path / "run", tmp_path / "eval"
+    shutil.copytree(run_dir, run)
+    argv = ["--run_dir", str(run), "--synthetic_n", "8", "--n_boot", "100", "--output_dir", str(out),
+            "--max_new_tokens", "16", "--blindness", "false"]
+    caplog.set_level(logging.INFO, logger="eval.checkpoint_eval")
+
+    def evaluated(extra=()) -> list[str]:
+        caplog.clear()
+        assert cli_main([*argv, *extra]) == 0
+        reused = {r.getMessage().split(":")[0] for r in caplog.records if "reusing" in r.getMessage()}
+        return [n for n in ("checkpoint-3", "checkpoint-6") if n not in reused]
+
+    assert evaluated() == ["checkpoint-3", "checkpoint-6"]
+    first = (out / "metrics.json").read_text()
+    assert sorted(p.name for p in (out / "per_checkpoint").iterdir()) == ["checkpoint-3.json", "checkpoint-6.json"]
+    assert evaluated() == [] and (out / "metrics.json").read_text() == first  # the same figures, from the store
+    weights = run / "checkpoint-6" / "model.safetensors"
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))  # saved again
+    assert evaluated() == ["checkpoint-6"]
+    assert evaluated(["--synthetic_n", "12"]) == ["checkpoint-3", "checkpoint-6"]  # other items
+    assert evaluated(["--synthetic_n", "12", "--resume", "false"]) == ["checkpoint-3", "checkpoint-6"]
+
+
 def test_compare_two_checkpoints_from_the_command_line(tiny_model_dir, fitted_model_dir, tmp_path):  # noqa: F811
     out = tmp_path / "cmp"
     proc = subprocess.run(
