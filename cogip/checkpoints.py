@@ -16,6 +16,7 @@ from pathlib import Path
 
 TRAINER_STATE = "trainer_state.json"
 _CHECKPOINT_DIR = re.compile(r"^checkpoint-(\d+)$")
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
 
 def is_complete_checkpoint(path: str | Path) -> bool:
@@ -55,6 +56,18 @@ def resume_point(training_args, auto_resume: bool = True) -> str | None:
     if training_args.resume_from_checkpoint is not None:
         return training_args.resume_from_checkpoint
     return last_complete_checkpoint(training_args.output_dir) if auto_resume else None
+
+
+def weight_files(path: str | Path, recursive: bool = False) -> list[tuple[str, int, int]]:
+    """(name under ``path``, size, time written) of every weight file in the folder ``path`` (its subfolders too
+    with ``recursive``): what tells a model saved again from the one a stored result was made with. Empty for a hub
+    id."""
+    root = Path(path)
+    if not root.is_dir():
+        return []
+    found = root.rglob("*") if recursive else root.iterdir()
+    return sorted((p.relative_to(root).as_posix(), p.stat().st_size, p.stat().st_mtime_ns) for p in found
+                  if p.suffix in _WEIGHT_SUFFIXES and p.is_file())
 
 
 def load_checkpoint_weights(model, checkpoint: str | Path) -> None:

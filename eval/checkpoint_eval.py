@@ -17,7 +17,7 @@ import torch
 from safetensors import SafetensorError
 from tqdm.auto import tqdm
 
-from cogip.checkpoints import list_complete_checkpoints
+from cogip.checkpoints import list_complete_checkpoints, weight_files
 from cogip.data import get_split
 from cogip.models import load_policy
 from cogip.vision_cache import install_vision_caches
@@ -137,10 +137,6 @@ def run_checkpoints(args: EvalArgs) -> list[tuple[str, str, int | None]]:
     return found
 
 
-def _weight_files(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.glob("*.safetensors"))
-
-
 def _final_step(run: Path, found: list[tuple[str, str, int | None]]) -> int | None:
     """The step of the model saved at the top of ``run``: the global step of its trainer_state.json, else that of
     the newest checkpoint holding byte-identical weights (the Trainer's last checkpoint and its final save_model
@@ -152,8 +148,8 @@ def _final_step(run: Path, found: list[tuple[str, str, int | None]]) -> int | No
     if not found:
         return None
     _, newest, step = found[-1]
-    names = _weight_files(run)
-    if names and names == _weight_files(Path(newest)) and all(
+    names = [name for name, _, _ in weight_files(run)]
+    if names and names == [name for name, _, _ in weight_files(newest)] and all(
             filecmp.cmp(run / n, Path(newest) / n, shallow=False) for n in names):
         return step
     return None

@@ -14,6 +14,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+from cogip.checkpoints import weight_files
 from cogip.files import write_json_atomic
 from eval.eval_args import EvalArgs
 from eval.predict import Prediction
@@ -21,7 +22,6 @@ from eval.predict import Prediction
 RESULTS_DIR = "per_checkpoint"
 # fields that say where things are or how fast they run, not what the figures are
 _NOT_IN_KEY = ("run_dir", "checkpoint", "compare", "output_dir", "include_final", "vision_cache_gb", "resume")
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
 
 def result_key(args: EvalArgs, dataset, model_path: str | Path, blindness: bool) -> str:
@@ -29,9 +29,7 @@ def result_key(args: EvalArgs, dataset, model_path: str | Path, blindness: bool)
 
     settings = {k: v for k, v in asdict(args).items() if k not in _NOT_IN_KEY}
     items = list(zip(dataset["id"], dataset["trait"], dataset["score"]))
-    weights = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in Path(model_path).iterdir()
-                     if p.is_file() and p.suffix in _WEIGHT_SUFFIXES)
-    doc = [settings, items, weights, blindness, code_version(["eval", "cogip"])]
+    doc = [settings, items, weight_files(model_path), blindness, code_version(["eval", "cogip"])]
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -10,7 +10,8 @@ default) and the run reports judged score per alpha and the aligned-vs-base win 
     cogalign generate --config configs/tiny/generation.yaml                        # the same, installed
 
 Writes to --output_dir: images/<trait>/<prompt>/seed<S>_alpha<A>.png, grids/<trait>__<prompt>.png,
-generation.json (every setting, seed and checkpoint), judgement.json, judgement.md and alpha_curve.png.
+generation.json (every setting, seed and checkpoint), judgement.json, judgement.md and alpha_curve.png. Started again
+in the same --output_dir, it generates only the images it lacks (images/manifest.json; ``--resume false``: all).
 """
 
 from __future__ import annotations
@@ -24,13 +25,13 @@ from pathlib import Path
 
 import torch
 
-from cogip.files import write_json_atomic
+from cogip.files import write_json_atomic, write_text_atomic
 from generation.comparison_grid import write_grids
 from generation.encoder_swap import build_swapped_pipeline, torch_dtype
 from generation.generation_args import GenerationArgs
 from generation.judging import judge_images, plot_alpha_curve, print_summary, summarize, to_markdown
 from generation.prompt_sets import collect_prompts
-from generation.run_setup import alphas_of, call_kwargs, resolve_models, seeds_of
+from generation.run_setup import alphas_of, call_kwargs, images_key, resolve_models, seeds_of
 from generation.seed_paired import generate_seed_paired
 
 
@@ -59,8 +60,9 @@ def main(args: GenerationArgs) -> dict:
               "prompts": [asdict(p) for p in prompts]}
 
     # 3. Seed-paired images: the same prompts and seeds for every alpha.
-    images = generate_seed_paired(swapped.pipe, swapped.blend, prompts, seeds, alphas, out, call_kwargs(args),
-                                  args.images_per_batch, args.progress)
+    call = call_kwargs(args)
+    images = generate_seed_paired(swapped.pipe, swapped.blend, prompts, seeds, alphas, out, call,
+                                  args.images_per_batch, args.progress, images_key(args, models, call), args.resume)
     record |= {"images": [r.to_dict() for r in images], "generation_seconds": time.time() - start}
     write_json_atomic(out / "generation.json", record)
     del swapped
@@ -83,7 +85,7 @@ def main(args: GenerationArgs) -> dict:
         summary |= {"judge": models["judge"], "decoding": args.judge_decoding, "notes": models["notes"],
                     "images": judged}
         write_json_atomic(out / "judgement.json", summary)
-        (out / "judgement.md").write_text(to_markdown(summary, "\n".join(models["notes"])))
+        write_text_atomic(out / "judgement.md", to_markdown(summary, "\n".join(models["notes"])))
         plot_alpha_curve(summary, out / "alpha_curve.png")
 
     # 5. Grids (with the judged scores under each image) and the table.

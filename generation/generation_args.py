@@ -61,3 +61,6 @@ class GenerationArgs:
     output_dir: str = field(default="runs/generation", metadata={"help": "where images, grids and JSON go"})
     grid_cell_size: int = field(default=256, metadata={"help": "pixel size of one image in the comparison grids"})
     progress: bool = field(default=True, metadata={"help": "progress bars"})
+    resume: bool = field(default=True, metadata={
+        "help": "reuse the images of an earlier run in output_dir made with the same models and sampling settings "
+                "(images/manifest.json); false generates every image again"})

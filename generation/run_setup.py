@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from pathlib import Path
 
+from cogip.checkpoints import weight_files
 from cogip.models import check_model_exists
 from generation.generation_args import GenerationArgs
 from generation.tiny_checkpoints import (
@@ -65,3 +68,12 @@ def call_kwargs(args: GenerationArgs) -> dict:
     if args.true_cfg_scale > 1 and args.negative_prompt is not None:
         kw["negative_prompt"] = args.negative_prompt
     return kw
+
+
+def images_key(args: GenerationArgs, models: dict, call: dict) -> str:
+    """A hash of what decides an image besides its prompt, seed and alpha: the pipeline and the two encoders (with
+    their weight files), dtype, device, batching and the pipeline call's arguments."""
+    refs = {name: [models[name], weight_files(models[name], recursive=True)] if models[name] else None
+            for name in ("pipeline", "aligned", "base_encoder")}
+    doc = [refs, args.dtype, args.device, args.images_per_batch, call]
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
+from cogip.files import write_json_atomic
 from generation.encoder_swap import EncoderBlend
 from generation.prompt_sets import GenerationPrompt
+
+log = logging.getLogger("cogalign.generation")
 
 
 @dataclass
@@ -34,30 +40,56 @@ def seed_generators(seeds: list[int]) -> list[torch.Generator]:
     return [torch.Generator("cpu").manual_seed(s) for s in seeds]
 
 
+def _read_manifest(path: Path, key: str) -> dict[str, str]:
+    try:
+        doc = json.loads(path.read_text())
+        return dict(doc["images"]) if doc.get("key") == key else {}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):  # none yet, or not one this code wrote
+        return {}
+
+
 def generate_seed_paired(pipe, blend: EncoderBlend, prompts: list[GenerationPrompt], seeds: list[int],
                          alphas: list[float], out_dir: str | Path, call_kwargs: dict,
-                         images_per_batch: int | None = None, progress: bool = True) -> list[GeneratedImage]:
+                         images_per_batch: int | None = None, progress: bool = True, key: str = "",
+                         resume: bool = True) -> list[GeneratedImage]:
     """Generate ``len(prompts) * len(seeds) * len(alphas)`` PNGs under ``out_dir/images``.
 
-    Alpha is the outer loop so the encoder weights are blended once per alpha, not once per prompt."""
+    Alpha is the outer loop so the encoder weights are blended once per alpha, not once per prompt. Each finished
+    pipeline call is recorded in ``images/manifest.json`` under ``key`` (a hash of the models and the sampling
+    settings); with ``resume``, a call whose images the manifest holds under the same key, for the same prompt
+    text, is not made again."""
     out = Path(out_dir)
+    manifest_path = out / "images" / "manifest.json"
+    done = _read_manifest(manifest_path, key) if resume else {}
     step = images_per_batch or len(seeds)
     pipe.set_progress_bar_config(disable=True)  # one bar for the whole run instead of one per call
     records: list[GeneratedImage] = []
+    reused = 0
     bar = tqdm(total=len(alphas) * len(prompts) * len(seeds), desc="generate", unit="img", disable=not progress)
     for alpha in alphas:
-        blend.set_alpha(alpha)
         bar.set_postfix(alpha=f"{alpha:g}")
         for p in prompts:
             for start in range(0, len(seeds), step):
                 chunk = seeds[start:start + step]
-                images = pipe(prompt=p.text, num_images_per_prompt=len(chunk), generator=seed_generators(chunk),
-                              **call_kwargs).images
-                for seed, img in zip(chunk, images, strict=True):
-                    rec = GeneratedImage(p.trait, p.id, p.text, seed, alpha, image_path(p.trait, p.id, seed, alpha))
-                    (out / rec.file).parent.mkdir(parents=True, exist_ok=True)
-                    img.save(out / rec.file)
-                    records.append(rec)
+                recs = [GeneratedImage(p.trait, p.id, p.text, s, alpha, image_path(p.trait, p.id, s, alpha))
+                        for s in chunk]
+                if all(done.get(r.file) == p.text and (out / r.file).is_file() for r in recs):
+                    reused += len(recs)
+                else:
+                    blend.set_alpha(alpha)  # a no-op when it already is
+                    images = pipe(prompt=p.text, num_images_per_prompt=len(chunk),
+                                  generator=seed_generators(chunk), **call_kwargs).images
+                    for rec, img in zip(recs, images, strict=True):
+                        path = out / rec.file
+                        path.parent.mkdir(parents=True, exist_ok=True)
+                        tmp = path.with_name(f".{path.name}.tmp")
+                        img.save(tmp, format="PNG")  # moved into place whole: a killed run leaves no torn PNG
+                        os.replace(tmp, path)
+                        done[rec.file] = p.text
+                    write_json_atomic(manifest_path, {"key": key, "images": done})
+                records += recs
                 bar.update(len(chunk))
     bar.close()
+    if reused:
+        log.info("reused %d of %d images generated earlier with the same models and settings", reused, len(records))
     return records

@@ -153,6 +153,42 @@ def test_tiny_config_end_to_end(tiny_gen_dir, tmp_path, capsys):
     assert "Judged by" in capsys.readouterr().out  # the rich table
 
 
+def test_a_run_started_again_generates_only_the_images_it_lacks(tiny_gen_dir, tmp_path, caplog):
+    import logging
+
+    from generation.generate import cli_main
+
+    out = tmp_path / "run"
+    out.mkdir()
+    for name in ("tiny-base", "tiny-qwen-image", "tiny-aligned-standin"):
+        (out / name).symlink_to(tiny_gen_dir / name)
+    config = Path(__file__).parents[1] / "configs" / "tiny" / "generation.yaml"
+    argv = ["--config", str(config), "--output_dir", str(out), "--judge", "false", "--traits", "Funniness",
+            "--alphas", "0", "1"]
+    caplog.set_level(logging.INFO, logger="cogalign.generation")
+
+    def written() -> dict[str, int]:
+        return {p.relative_to(out).as_posix(): p.stat().st_mtime_ns for p in (out / "images").rglob("*.png")}
+
+    assert cli_main(argv) == 0
+    first = written()
+    assert len(first) == 1 * 2 * 2  # prompts x seeds x alphas
+    assert cli_main(argv) == 0
+    assert written() == first and "reused 4 of 4 images" in caplog.text
+    lost = sorted(first)[0]  # a run killed before this image's pipeline call finished
+    (out / lost).unlink()
+    caplog.clear()
+    assert cli_main(argv) == 0
+    again = written()
+    assert again.keys() == first.keys() and "reused 2 of 4 images" in caplog.text  # its call made both seeds
+    assert sorted(f for f in first if again[f] != first[f]) == sorted(f for f in first if f.rsplit("/", 1)[0] ==
+                                                                lost.rsplit("/", 1)[0] and "alpha0.00" in f)
+    caplog.clear()
+    assert cli_main([*argv, "--num_inference_steps", "3"]) == 0  # other sampling settings: every image again
+    assert all(t != first[f] for f, t in written().items()) and "reused" not in caplog.text
+    assert not [p for p in (out / "images").rglob(".*")]  # every file was moved into place whole
+
+
 def test_summary_counts_wins_per_seed_pair():
     recs, judged = [], []
     for seed, (base, aligned) in enumerate([(4.0, 6.0), (5.0, 7.0), (6.0, 5.0), (5.0, None)]):
