@@ -394,9 +394,12 @@ def versions() -> dict[str, str]:
     return out
 
 
-def config_files(argv: list[str]) -> list[str]:
-    """The YAML files a stage's arguments name with ``--config`` (the stage's own, or one given by ``--set``)."""
-    return [argv[i + 1] for i in range(len(argv) - 1) if argv[i] == "--config"]
+def stage_fingerprint(stage: Stage, argv: list[str], upstream: dict[str, str]) -> str:
+    """What a stage's outputs depend on: its arguments (speed flags aside), the text of every YAML they name with
+    ``--config`` (its own, or one given by ``--set``), its code, and the fingerprints of the stages it builds on."""
+    configs = [argv[i + 1] for i in range(len(argv) - 1) if argv[i] == "--config"]
+    return fingerprint(_without_speed_flags(argv), configs, [upstream[u] for u in stage.upstream],
+                       code_version(stage.code))
 
 
 def run_demo(plan: Plan, console, fresh: bool = False) -> dict:
@@ -416,8 +419,7 @@ def run_demo(plan: Plan, console, fresh: bool = False) -> dict:
     for i, stage in enumerate(STAGES, 1):
         console.rule(f"[bold cyan]{i}/{total} {stage.title}[/] [dim]({_clock(time.time() - start)})[/]")
         argv = stage_argv(stage, plan)
-        fp = fingerprint(_without_speed_flags(argv), config_files(argv), [fingerprints[u] for u in stage.upstream],
-                         code_version(stage.code))
+        fp = stage_fingerprint(stage, argv, fingerprints)
         fingerprints[stage.name] = fp
         folder = plan.out / stage.folder
         decision = book.decide(stage.name, fp, folder, stage.resumable)

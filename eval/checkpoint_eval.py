@@ -17,7 +17,7 @@ import torch
 from safetensors import SafetensorError
 from tqdm.auto import tqdm
 
-from cogip.checkpoints import list_complete_checkpoints, weight_files
+from cogip.checkpoints import list_complete_checkpoints
 from cogip.data import get_split
 from cogip.models import load_policy
 from cogip.vision_cache import install_vision_caches
@@ -137,6 +137,10 @@ def run_checkpoints(args: EvalArgs) -> list[tuple[str, str, int | None]]:
     return found
 
 
+def _weight_files(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.glob("*.safetensors"))
+
+
 def _final_step(run: Path, found: list[tuple[str, str, int | None]]) -> int | None:
     """The step of the model saved at the top of ``run``: the global step of its trainer_state.json, else that of
     the newest checkpoint holding byte-identical weights (the Trainer's last checkpoint and its final save_model
@@ -148,8 +152,8 @@ def _final_step(run: Path, found: list[tuple[str, str, int | None]]) -> int | No
     if not found:
         return None
     _, newest, step = found[-1]
-    names = [name for name, _, _ in weight_files(run)]
-    if names and names == [name for name, _, _ in weight_files(newest)] and all(
+    names = _weight_files(run)
+    if names and names == _weight_files(Path(newest)) and all(
             filecmp.cmp(run / n, Path(newest) / n, shallow=False) for n in names):
         return step
     return None
@@ -167,7 +171,7 @@ def evaluate_run(args: EvalArgs) -> dict:
     for i, (name, path, step) in enumerate(tqdm(models, desc=f"checkpoints in {Path(args.run_dir).name}",
                                                 unit="ckpt")):
         blind = args.blindness and (args.blindness_models == "all" or i == len(models) - 1)
-        key = result_key(args, dataset, path, blind)
+        key = result_key(args, dataset, path, blind, train_means, _device(args))
         stored = load_result(args.results_dir(), name, key) if args.resume else None
         if stored is not None:
             log.info("%s: reusing its result from an earlier evaluation with the same settings", name)

@@ -27,7 +27,7 @@ import torch
 
 from cogip.files import write_json_atomic, write_text_atomic
 from generation.comparison_grid import write_grids
-from generation.encoder_swap import build_swapped_pipeline, torch_dtype
+from generation.encoder_swap import EncoderMismatchError, build_swapped_pipeline, torch_dtype
 from generation.generation_args import GenerationArgs
 from generation.judging import judge_images, plot_alpha_curve, print_summary, summarize, to_markdown
 from generation.prompt_sets import collect_prompts
@@ -113,7 +113,11 @@ def cli_main(argv: list[str] | None = None) -> int:
         return 2
     (args,) = parsed
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    main(args)
+    try:
+        main(args)
+    except (FileNotFoundError, EncoderMismatchError) as e:  # a model folder that is not there, or does not fit
+        print(f"{make_parser().prog}: error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -64,3 +64,13 @@ class GenerationArgs:
     resume: bool = field(default=True, metadata={
         "help": "reuse the images of an earlier run in output_dir made with the same models and sampling settings "
                 "(images/manifest.json); false generates every image again"})
+
+    def __post_init__(self) -> None:
+        if not self.aligned_model and self.pipeline != "tiny":
+            raise ValueError("aligned_model is required (an SFT adapter folder or a GRPO checkpoint); only pipeline "
+                             "'tiny' builds a stand-in")
+        bad = [a for a in self.alphas if not 0.0 <= float(a) <= 1.0]
+        if bad:
+            raise ValueError(f"alphas must lie in [0, 1] (0 = base encoder, 1 = aligned), not {bad}")
+        if self.images_per_prompt < 1:
+            raise ValueError(f"images_per_prompt must be at least 1, not {self.images_per_prompt}")

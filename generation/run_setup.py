@@ -7,7 +7,7 @@ import json
 import logging
 from pathlib import Path
 
-from cogip.checkpoints import weight_files
+from cogip.checkpoints import model_identity
 from cogip.models import check_model_exists
 from generation.generation_args import GenerationArgs
 from generation.tiny_checkpoints import (
@@ -37,9 +37,6 @@ def resolve_models(args: GenerationArgs) -> dict:
         notes.append("pipeline: a tiny random Qwen-Image (random transformer and VAE): images are noise-like")
         if not aligned:
             aligned = str(ensure_standin_aligned(out / "tiny-aligned-standin", base))
-    if not aligned:
-        raise ValueError("aligned_model is required (an SFT adapter folder or a GRPO checkpoint); only pipeline "
-                         "'tiny' builds a stand-in")
     if is_standin(aligned):
         notes.append(STANDIN_NOTE)
         log.warning(STANDIN_NOTE)
@@ -48,16 +45,11 @@ def resolve_models(args: GenerationArgs) -> dict:
 
 
 def alphas_of(args: GenerationArgs) -> list[float]:
-    """The alphas to run, sorted, always with 0 (base) and 1 (aligned), each in [0, 1]."""
-    bad = [a for a in args.alphas if not 0.0 <= float(a) <= 1.0]
-    if bad:
-        raise ValueError(f"alphas must lie in [0, 1] (0 = base encoder, 1 = aligned), not {bad}")
+    """The alphas to run, sorted, always with 0 (base) and 1 (aligned)."""
     return sorted({0.0, 1.0, *(float(a) for a in args.alphas)})
 
 
 def seeds_of(args: GenerationArgs) -> list[int]:
-    if args.images_per_prompt < 1:
-        raise ValueError("images_per_prompt must be at least 1")
     return [args.seed + i for i in range(args.images_per_prompt)]
 
 
@@ -71,9 +63,17 @@ def call_kwargs(args: GenerationArgs) -> dict:
 
 
 def images_key(args: GenerationArgs, models: dict, call: dict) -> str:
-    """A hash of what decides an image besides its prompt, seed and alpha: the pipeline and the two encoders (with
-    their weight files), dtype, device, batching and the pipeline call's arguments."""
-    refs = {name: [models[name], weight_files(models[name], recursive=True)] if models[name] else None
+    """A hash of what decides an image besides its prompt, seed and alpha: the pipeline and the two encoders (their
+    files, :func:`cogip.checkpoints.model_identity`), dtype, device, batching, the pipeline call's arguments, and the
+    code (generation, torch, diffusers and transformers versions)."""
+    import diffusers
+    import torch
+    import transformers
+
+    from cogip.demo_stages import code_version
+
+    refs = {name: model_identity(models[name], recursive=name == "pipeline") if models[name] else None
             for name in ("pipeline", "aligned", "base_encoder")}
-    doc = [refs, args.dtype, args.device, args.images_per_batch, call]
+    doc = [refs, args.dtype, args.device, args.images_per_batch, call, code_version(["generation", "cogip"]),
+           [torch.__version__, diffusers.__version__, transformers.__version__]]
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]

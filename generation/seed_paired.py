@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from cogip.files import write_json_atomic
+from cogip.files import write_atomic, write_json_atomic
 from generation.encoder_swap import EncoderBlend
 from generation.prompt_sets import GenerationPrompt
 
@@ -40,7 +39,12 @@ def seed_generators(seeds: list[int]) -> list[torch.Generator]:
     return [torch.Generator("cpu").manual_seed(s) for s in seeds]
 
 
-def _read_manifest(path: Path, key: str) -> dict[str, str]:
+def _entry(rec: GeneratedImage) -> list:
+    """What the manifest holds for an image: its prompt text, seed and alpha (file names round alpha)."""
+    return [rec.prompt, rec.seed, rec.alpha]
+
+
+def _read_manifest(path: Path, key: str) -> dict[str, list]:
     try:
         doc = json.loads(path.read_text())
         return dict(doc["images"]) if doc.get("key") == key else {}
@@ -57,7 +61,7 @@ def generate_seed_paired(pipe, blend: EncoderBlend, prompts: list[GenerationProm
     Alpha is the outer loop so the encoder weights are blended once per alpha, not once per prompt. Each finished
     pipeline call is recorded in ``images/manifest.json`` under ``key`` (a hash of the models and the sampling
     settings); with ``resume``, a call whose images the manifest holds under the same key, for the same prompt
-    text, is not made again."""
+    text, seed and alpha, is not made again."""
     out = Path(out_dir)
     manifest_path = out / "images" / "manifest.json"
     done = _read_manifest(manifest_path, key) if resume else {}
@@ -73,19 +77,16 @@ def generate_seed_paired(pipe, blend: EncoderBlend, prompts: list[GenerationProm
                 chunk = seeds[start:start + step]
                 recs = [GeneratedImage(p.trait, p.id, p.text, s, alpha, image_path(p.trait, p.id, s, alpha))
                         for s in chunk]
-                if all(done.get(r.file) == p.text and (out / r.file).is_file() for r in recs):
+                if all(done.get(r.file) == _entry(r) and (out / r.file).is_file() for r in recs):
                     reused += len(recs)
                 else:
                     blend.set_alpha(alpha)  # a no-op when it already is
                     images = pipe(prompt=p.text, num_images_per_prompt=len(chunk),
                                   generator=seed_generators(chunk), **call_kwargs).images
                     for rec, img in zip(recs, images, strict=True):
-                        path = out / rec.file
-                        path.parent.mkdir(parents=True, exist_ok=True)
-                        tmp = path.with_name(f".{path.name}.tmp")
-                        img.save(tmp, format="PNG")  # moved into place whole: a killed run leaves no torn PNG
-                        os.replace(tmp, path)
-                        done[rec.file] = p.text
+                        # moved into place whole: a killed run leaves no torn PNG
+                        write_atomic(out / rec.file, lambda tmp, img=img: img.save(tmp, format="PNG"))
+                        done[rec.file] = _entry(rec)
                     write_json_atomic(manifest_path, {"key": key, "images": done})
                 records += recs
                 bar.update(len(chunk))

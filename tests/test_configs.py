@@ -98,7 +98,9 @@ def test_bad_config_files_end_each_command_with_one_line_and_exit_2(stage, tmp_p
 
     monkeypatch.setattr(sys, "argv", ["cogalign"])
     unknown = tmp_path / "unknown.yaml"
-    unknown.write_text(f"output_dir: {tmp_path / 'out'}\nuse_cpu: true\ncheckpoint: x\nno_such_field: 3\n")
+    # every stage's required fields, so that the unknown one is what stops it
+    unknown.write_text(f"output_dir: {tmp_path / 'out'}\nuse_cpu: true\ncheckpoint: x\npipeline: tiny\n"
+                       "no_such_field: 3\n")
     broken = tmp_path / "broken.yaml"
     broken.write_text("learning_rate: [1e-4\n")
     cases = [(unknown, "no_such_field"), (broken, "broken.yaml"), (tmp_path / "missing.yaml", "missing.yaml")]

@@ -151,15 +151,15 @@ def test_threads_given_to_the_demo_reach_the_vision_pretraining_and_do_not_resta
 
 
 def test_a_config_given_to_a_stage_counts_in_its_fingerprint_by_content(tmp_path):
-    from cogip.demo import config_files, make_parser, plan_demo
-    from cogip.demo_stages import fingerprint
+    from cogip.demo import STAGES, make_parser, plan_demo, stage_argv, stage_fingerprint
 
     config = tmp_path / "eval.yaml"
     config.write_text("# eval settings\nn_boot: 200\n")
     plan = plan_demo(make_parser().parse_args(["--output_dir", str(tmp_path / "out"), "--set",
                                                f"eval.config={config}"]))
-    assert config_files(plan.argv["sft"]) == [str(plan.configs["sft"])]
-    assert config_files(plan.argv["eval"]) == [str(config)]
-    before = fingerprint(plan.argv["eval"], config_files(plan.argv["eval"]))
+    stage = {s.name: s for s in STAGES}["eval_sft"]
+    upstream = dict.fromkeys(stage.upstream, "x")
+    before = stage_fingerprint(stage, stage_argv(stage, plan), upstream)
+    assert before == stage_fingerprint(stage, stage_argv(stage, plan), upstream)
     config.write_text("# eval settings\nn_boot: 300\n")
-    assert fingerprint(plan.argv["eval"], config_files(plan.argv["eval"])) != before
+    assert stage_fingerprint(stage, stage_argv(stage, plan), upstream) != before

@@ -118,6 +118,28 @@ def test_a_run_evaluated_again_reuses_what_did_not_change(run_dir, tmp_path, cap
     assert evaluated(["--synthetic_n", "12", "--resume", "false"]) == ["checkpoint-3", "checkpoint-6"]
 
 
+def test_model_identity_follows_weights_configs_and_an_adapters_base(tmp_path):
+    from cogip.checkpoints import model_identity
+
+    base, adapter = tmp_path / "base", tmp_path / "adapter"
+    base.mkdir(), adapter.mkdir()
+    (base / "config.json").write_text('{"hidden_size": 8}')
+    (base / "model.safetensors").write_bytes(b"weights")
+    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(base)}))
+    (adapter / "adapter_model.safetensors").write_bytes(b"lora")
+    seen = [model_identity(adapter)]
+    (base / "config.json").write_text('{"hidden_size": 16}')  # the base's config edited
+    seen.append(model_identity(adapter))
+    st = (base / "model.safetensors").stat()
+    os.utime(base / "model.safetensors", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # the base saved again
+    seen.append(model_identity(adapter))
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "x.bin").write_bytes(b"1")
+    seen.append(model_identity(tmp_path, recursive=True))
+    assert len({json.dumps(x) for x in seen}) == 4 and ["sub/x.bin", 1] == seen[-1][-1][:2]
+    assert model_identity("no-such-org/no-such-model") == ["no-such-org/no-such-model"]
+
+
 def test_compare_two_checkpoints_from_the_command_line(tiny_model_dir, fitted_model_dir, tmp_path):  # noqa: F811
     out = tmp_path / "cmp"
     proc = subprocess.run(

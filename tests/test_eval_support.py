@@ -53,9 +53,9 @@ def fit_tiny(model_dir: str | Path, train, out_dir: str | Path, steps: int = 60,
 
 def make_run_dir(run_dir: Path, checkpoints: dict[int, Path], log_history: list[dict], incomplete_step: int | None,
                  correlation_log: list[dict] | None = None) -> Path:
-    """A training output folder as HF Trainer leaves it: ``checkpoint-N`` folders (weights + trainer_state.json),
-    one incomplete checkpoint without trainer_state.json, the final trainer_state.json and the GRPO correlation
-    log."""
+    """A training output folder as HF Trainer leaves it: ``checkpoint-N`` folders (weights, optimizer and RNG state,
+    training args, trainer_state.json), one incomplete checkpoint without trainer_state.json, the final
+    trainer_state.json and the GRPO correlation log."""
     import shutil
 
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -64,10 +64,13 @@ def make_run_dir(run_dir: Path, checkpoints: dict[int, Path], log_history: list[
         shutil.copytree(src, ck)
         state = {"global_step": step, "log_history": [e for e in log_history if e["step"] <= step]}
         (ck / "trainer_state.json").write_text(json.dumps(state))
+        for name in ("optimizer.pt", "rng_state.pth", "training_args.bin"):  # what a Trainer checkpoint also holds
+            (ck / name).write_bytes(f"{name} at step {step}".encode())
     if incomplete_step is not None:
         shutil.copytree(next(iter(checkpoints.values())), run_dir / f"checkpoint-{incomplete_step}")
     last = max(checkpoints)
     (run_dir / "trainer_state.json").write_text(json.dumps({"global_step": last, "log_history": log_history}))
+    (run_dir / "training_args.bin").write_bytes(b"training args")
     if correlation_log is not None:
         (run_dir / "correlation_log.jsonl").write_text("".join(json.dumps(e) + "\n" for e in correlation_log))
     return run_dir

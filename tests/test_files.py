@@ -14,7 +14,7 @@ def test_atomic_writes_replace_the_file_and_leave_nothing_beside_it(tmp_path):
     write_json_atomic(path, {"srcc": 0.5})
     write_json_atomic(path, {"srcc": 0.7})
     assert json.loads(path.read_text()) == {"srcc": 0.7}
-    with pytest.raises(TypeError):
-        write_text_atomic(path, None)  # a write that fails part-way keeps the last whole file
+    with pytest.raises(UnicodeEncodeError):
+        write_text_atomic(path, "x\ud800")  # a write that fails part-way keeps the last whole file
     assert json.loads(path.read_text()) == {"srcc": 0.7}
     assert [p.name for p in path.parent.iterdir()] == ["metrics.json"]

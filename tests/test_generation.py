@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from generation.encoder_swap import EncoderMismatchError, build_swapped_pipeline, load_qwen_image_pipeline
+from generation.encoder_swap import build_swapped_pipeline, load_qwen_image_pipeline
 from generation.judging import summarize
 from generation.prompt_sets import builtin_prompt_files, collect_prompts, parse_prompt_file
 from generation.seed_paired import GeneratedImage, seed_generators
@@ -107,7 +107,7 @@ def _mismatched(kind: str, tiny_gen_dir, tmp_path):
 
 
 @pytest.mark.parametrize("kind", ["hidden size", "tokenizer"])
-def test_mismatched_encoder_is_refused_before_any_image(kind, tiny_gen_dir, tmp_path):
+def test_mismatched_encoder_is_refused_before_any_image(kind, tiny_gen_dir, tmp_path, capsys):
     from generation.generate import cli_main
 
     bad = _mismatched(kind, tiny_gen_dir, tmp_path)
@@ -115,18 +115,25 @@ def test_mismatched_encoder_is_refused_before_any_image(kind, tiny_gen_dir, tmp_
     out.mkdir()
     for name in ("tiny-base", "tiny-qwen-image"):  # reuse the tiny builds instead of rebuilding them
         (out / name).symlink_to(tiny_gen_dir / name)
-    with pytest.raises(EncoderMismatchError, match=kind):
-        cli_main(["--config", "configs/tiny/generation.yaml", "--output_dir", str(out), "--aligned_model", str(bad)])
+    assert cli_main(["--config", "configs/tiny/generation.yaml", "--output_dir", str(out),
+                     "--aligned_model", str(bad)]) == 2
+    assert kind in capsys.readouterr().err
     assert not (out / "images").exists() and not (out / "generation.json").exists()
 
 
-def test_a_missing_model_folder_is_refused_before_anything_is_built(tmp_path):
+def test_a_missing_model_folder_or_a_bad_value_is_refused_before_anything_is_built(tmp_path, capsys):
+    import re
+
     from generation.generate import cli_main
 
     out = tmp_path / "run"
-    with pytest.raises(FileNotFoundError, match="--aligned_model .*/nope: no such model folder"):
-        cli_main(["--config", "configs/tiny/generation.yaml", "--output_dir", str(out),
-                  "--aligned_model", str(tmp_path / "nope")])
+    tiny = ["--config", "configs/tiny/generation.yaml", "--output_dir", str(out)]
+    assert cli_main([*tiny, "--aligned_model", str(tmp_path / "nope")]) == 2
+    assert re.search("error: --aligned_model .*/nope: no such model folder", capsys.readouterr().err)
+    assert cli_main([*tiny, "--alphas", "0", "1.5"]) == 2
+    assert "alphas must lie in [0, 1]" in capsys.readouterr().err
+    assert cli_main([*tiny, "--pipeline", "Qwen/Qwen-Image"]) == 2
+    assert "aligned_model is required" in capsys.readouterr().err
     assert not (out / "tiny-base").exists()
 
 
