@@ -483,6 +483,9 @@ def _print_result(console, s: dict, page: Path, md: Path) -> None:
                   f"{ok[s['passed']['grpo_mean_srcc_reaches_target']]}")
     console.print(f"GRPO - SFT mean SRCC {f(s['srcc_grpo_minus_sft'])}, 95% CI [{f(lo)}, {f(hi)}]: "
                   f"{ok[s['passed']['grpo_beats_sft_ci_above_zero']]}")
+    if not s["passed"]["grpo_beats_sft_ci_above_zero"]:
+        console.print("  (why GRPO adds little to a well-fitted SFT model here: the report, and BENCHMARKS.md, "
+                      "\"GRPO against its SFT start\")")
     mlo, mhi = s["mae_per_range_grpo_minus_sft_ci"]
     console.print(f"mean MAE / range: SFT {f(s['mae_per_range_sft'])} -> GRPO {f(s['mae_per_range_grpo'])}, "
                   f"change 95% CI [{f(mlo)}, {f(mhi)}]")
