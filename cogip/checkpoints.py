@@ -10,15 +10,12 @@ True
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import re
 from pathlib import Path
 
 TRAINER_STATE = "trainer_state.json"
 _CHECKPOINT_DIR = re.compile(r"^checkpoint-(\d+)$")
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
 
 def is_complete_checkpoint(path: str | Path) -> bool:
@@ -58,37 +55,6 @@ def resume_point(training_args, auto_resume: bool = True) -> str | None:
     if training_args.resume_from_checkpoint is not None:
         return training_args.resume_from_checkpoint
     return last_complete_checkpoint(training_args.output_dir) if auto_resume else None
-
-
-def model_identity(ref: str | Path, recursive: bool = False, _depth: int = 0) -> list:
-    """What tells a model apart from the one a stored result was made with. For a folder: its files (those in its
-    subfolders too with ``recursive``, links followed), weight files as (name, size, time written), the rest (configs,
-    tokenizer, chat template) as (name, content hash), and for a LoRA adapter its base model's identity. For a hub id:
-    the id and the snapshot of it in the local cache, if any."""
-    root = Path(ref)
-    if not root.is_dir():
-        try:
-            from huggingface_hub import snapshot_download
-
-            return [str(ref), snapshot_download(str(ref), local_files_only=True)]
-        except Exception:  # not in the cache, or not a hub id at all
-            return [str(ref)]
-    if recursive:
-        files = [Path(d) / f for d, _, names in os.walk(root, followlinks=True) for f in names]
-    else:
-        files = [p for p in root.iterdir() if p.is_file()]
-    out = []
-    for p in sorted(files):
-        name = p.relative_to(root).as_posix()
-        if p.suffix in _WEIGHT_SUFFIXES:
-            out.append([name, p.stat().st_size, p.stat().st_mtime_ns])
-        else:
-            out.append([name, hashlib.sha256(p.read_bytes()).hexdigest()])
-    adapter = root / "adapter_config.json"
-    if adapter.is_file() and _depth < 3:
-        base = json.loads(adapter.read_text()).get("base_model_name_or_path")
-        out.append(["base_model", model_identity(base, _depth=_depth + 1) if base else None])
-    return out
 
 
 def load_checkpoint_weights(model, checkpoint: str | Path) -> None:

@@ -26,7 +26,7 @@ def parse_stage_args(parser, argv: list[str] | None = None) -> tuple | None:
 
     try:
         return parser.parse_args_and_config(args=argv)
-    except (ValueError, OSError, yaml.YAMLError) as e:
+    except (ValueError, TypeError, OSError, yaml.YAMLError) as e:  # TypeError: e.g. one number for a list field
         print(f"{parser.prog}: error: {e} (see --help)", file=sys.stderr)
         return None
 

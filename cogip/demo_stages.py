@@ -17,7 +17,6 @@ A stage that runs also empties the stages built on it, so nothing downstream out
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from collections.abc import Iterable
@@ -25,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cogip.files import write_json_atomic
+from cogip.stored import digest
 
 MARKER_DIR = "stages"
 
@@ -35,22 +35,7 @@ def fingerprint(argv: Iterable[str], config_files: Iterable[str | Path] = (), up
     doc = {"argv": [str(a) for a in argv],
            "configs": {str(p): Path(p).read_text() for p in config_files},
            "upstream": list(upstream), "code": code}
-    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def code_version(packages: Iterable[str], exclude: tuple[str, ...] = ("demo",)) -> str:
-    """A hash of the Python sources of ``packages`` (modules whose name starts with one of ``exclude`` left out),
-    so that outputs made by code that has since changed are not taken as complete."""
-    import importlib.util
-
-    h = hashlib.sha256()
-    for pkg in sorted(packages):
-        spec = importlib.util.find_spec(pkg)
-        for root in (spec.submodule_search_locations or []) if spec else []:
-            for path in sorted(Path(root).rglob("*.py")):
-                if not path.name.startswith(exclude):
-                    h.update(f"{pkg}/{path.relative_to(root).as_posix()}\0".encode() + path.read_bytes())
-    return h.hexdigest()[:16]
+    return digest(doc)
 
 
 def empty_folder(path: str | Path) -> None:

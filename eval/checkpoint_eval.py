@@ -26,7 +26,7 @@ from eval.blindness import blindness_check
 from eval.eval_args import EvalArgs
 from eval.held_out_reward import held_out_rewards, resolve_reward
 from eval.predict import Prediction, predict
-from eval.resume import load_result, result_key, save_result
+from eval.resume import load_result, result_key, run_basis, save_result
 from eval.scoring import evaluate, fill_score, train_means_of
 from eval.training_log import read_correlation_log, read_log_history, training_at_step
 
@@ -167,12 +167,12 @@ def evaluate_run(args: EvalArgs) -> dict:
     models = run_checkpoints(args)
     if not models:
         raise FileNotFoundError(f"{args.run_dir} holds no complete checkpoint and no saved model")
+    basis = run_basis(args, dataset, train_means, _device(args))
     results, previous, all_preds = [], None, {}
     for i, (name, path, step) in enumerate(tqdm(models, desc=f"checkpoints in {Path(args.run_dir).name}",
                                                 unit="ckpt")):
         blind = args.blindness and (args.blindness_models == "all" or i == len(models) - 1)
-        key = result_key(args, dataset, path, blind, train_means, _device(args))
-        stored = load_result(args.results_dir(), name, key) if args.resume else None
+        stored = load_result(args.results_dir(), name, result_key(basis, path), blind) if args.resume else None
         if stored is not None:
             log.info("%s: reusing its result from an earlier evaluation with the same settings", name)
             res, preds = stored
@@ -181,7 +181,8 @@ def evaluate_run(args: EvalArgs) -> dict:
             res, preds = evaluate_model(model, processor, dataset, args, train_means, reward_fns, label=name,
                                         blindness=blind)
             del model
-            save_result(args.results_dir(), name, key, res, preds)
+            # keyed after loading: a LoRA base fetched from the hub by the load is in the local cache now
+            save_result(args.results_dir(), name, result_key(basis, path), res, preds)
         res |= {"name": name, "path": path, "step": step,
                 "training": training_at_step(history, corr, step, previous)}
         results.append(res)

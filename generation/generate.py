@@ -108,7 +108,8 @@ def cli_main(argv: list[str] | None = None) -> int:
     """Parse flags (and ``--config file.yaml``) and run; shared by ``__main__`` and ``cogalign generate``."""
     from cogip.cli import parse_stage_args
 
-    parsed = parse_stage_args(make_parser(), argv)
+    parser = make_parser()
+    parsed = parse_stage_args(parser, argv)
     if parsed is None:
         return 2
     (args,) = parsed
@@ -116,7 +117,7 @@ def cli_main(argv: list[str] | None = None) -> int:
     try:
         main(args)
     except (FileNotFoundError, EncoderMismatchError) as e:  # a model folder that is not there, or does not fit
-        print(f"{make_parser().prog}: error: {e}", file=sys.stderr)
+        print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return 2
     return 0
 

@@ -72,5 +72,10 @@ class GenerationArgs:
         bad = [a for a in self.alphas if not 0.0 <= float(a) <= 1.0]
         if bad:
             raise ValueError(f"alphas must lie in [0, 1] (0 = base encoder, 1 = aligned), not {bad}")
+        names = sorted(f"{float(a):.2f}" for a in {0.0, 1.0, *self.alphas})
+        if len(set(names)) < len(names):  # image files are named by alpha to two decimals
+            raise ValueError(f"alphas must differ in their first two decimals, not {self.alphas}")
         if self.images_per_prompt < 1:
             raise ValueError(f"images_per_prompt must be at least 1, not {self.images_per_prompt}")
+        if self.images_per_batch is not None and self.images_per_batch < 1:
+            raise ValueError(f"images_per_batch must be at least 1, not {self.images_per_batch}")

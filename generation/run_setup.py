@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from pathlib import Path
 
-from cogip.checkpoints import model_identity
 from cogip.models import check_model_exists
+from cogip.stored import code_version, digest, model_identity
 from generation.generation_args import GenerationArgs
 from generation.tiny_checkpoints import (
     STANDIN_NOTE,
@@ -64,16 +62,14 @@ def call_kwargs(args: GenerationArgs) -> dict:
 
 def images_key(args: GenerationArgs, models: dict, call: dict) -> str:
     """A hash of what decides an image besides its prompt, seed and alpha: the pipeline and the two encoders (their
-    files, :func:`cogip.checkpoints.model_identity`), dtype, device, batching, the pipeline call's arguments, and the
-    code (generation, torch, diffusers and transformers versions)."""
+    files, :func:`cogip.stored.model_identity`), dtype, device, the seeds sampled per call, the pipeline call's
+    arguments, and the code (generation, cogip, torch, diffusers and transformers versions)."""
     import diffusers
     import torch
     import transformers
 
-    from cogip.demo_stages import code_version
-
     refs = {name: model_identity(models[name], recursive=name == "pipeline") if models[name] else None
             for name in ("pipeline", "aligned", "base_encoder")}
-    doc = [refs, args.dtype, args.device, args.images_per_batch, call, code_version(["generation", "cogip"]),
-           [torch.__version__, diffusers.__version__, transformers.__version__]]
-    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return digest([refs, args.dtype, args.device, args.images_per_batch or args.images_per_prompt, call,
+                   code_version(["generation", "cogip"]),
+                   [torch.__version__, diffusers.__version__, transformers.__version__]])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -10,7 +9,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from cogip.files import write_atomic, write_json_atomic
+from cogip.files import write_atomic
+from cogip.stored import read_keyed, write_keyed
 from generation.encoder_swap import EncoderBlend
 from generation.prompt_sets import GenerationPrompt
 
@@ -44,14 +44,6 @@ def _entry(rec: GeneratedImage) -> list:
     return [rec.prompt, rec.seed, rec.alpha]
 
 
-def _read_manifest(path: Path, key: str) -> dict[str, list]:
-    try:
-        doc = json.loads(path.read_text())
-        return dict(doc["images"]) if doc.get("key") == key else {}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):  # none yet, or not one this code wrote
-        return {}
-
-
 def generate_seed_paired(pipe, blend: EncoderBlend, prompts: list[GenerationPrompt], seeds: list[int],
                          alphas: list[float], out_dir: str | Path, call_kwargs: dict,
                          images_per_batch: int | None = None, progress: bool = True, key: str = "",
@@ -64,7 +56,8 @@ def generate_seed_paired(pipe, blend: EncoderBlend, prompts: list[GenerationProm
     text, seed and alpha, is not made again."""
     out = Path(out_dir)
     manifest_path = out / "images" / "manifest.json"
-    done = _read_manifest(manifest_path, key) if resume else {}
+    stored = read_keyed(manifest_path, key) if resume else None
+    done = dict(stored.get("images") or {}) if stored else {}
     step = images_per_batch or len(seeds)
     pipe.set_progress_bar_config(disable=True)  # one bar for the whole run instead of one per call
     records: list[GeneratedImage] = []
@@ -87,7 +80,7 @@ def generate_seed_paired(pipe, blend: EncoderBlend, prompts: list[GenerationProm
                         # moved into place whole: a killed run leaves no torn PNG
                         write_atomic(out / rec.file, lambda tmp, img=img: img.save(tmp, format="PNG"))
                         done[rec.file] = _entry(rec)
-                    write_json_atomic(manifest_path, {"key": key, "images": done})
+                    write_keyed(manifest_path, key, {"images": done})
                 records += recs
                 bar.update(len(chunk))
     bar.close()

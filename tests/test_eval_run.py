@@ -98,7 +98,7 @@ def test_a_run_evaluated_again_reuses_what_did_not_change(run_dir, tmp_path, cap
     run, out = tmp_path / "run", tmp_path / "eval"
     shutil.copytree(run_dir, run)
     argv = ["--run_dir", str(run), "--synthetic_n", "8", "--n_boot", "100", "--output_dir", str(out),
-            "--max_new_tokens", "16", "--blindness", "false"]
+            "--max_new_tokens", "16", "--blindness", "false", "--blindness_items", "4"]
     caplog.set_level(logging.INFO, logger="eval.checkpoint_eval")
 
     def evaluated(extra=()) -> list[str]:
@@ -111,20 +111,22 @@ def test_a_run_evaluated_again_reuses_what_did_not_change(run_dir, tmp_path, cap
     first = (out / "metrics.json").read_text()
     assert sorted(p.name for p in (out / "per_checkpoint").iterdir()) == ["checkpoint-3.json", "checkpoint-6.json"]
     assert evaluated() == [] and (out / "metrics.json").read_text() == first  # the same figures, from the store
-    weights = run / "checkpoint-6" / "model.safetensors"
-    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))  # saved again
+    # the blindness check on the final model: only that one lacks it; its stored result then serves without it
+    assert evaluated(["--blindness", "true", "--blindness_models", "final"]) == ["checkpoint-6"]
+    assert evaluated() == [] and (out / "metrics.json").read_text() == first
+    shutil.copy(run / "checkpoint-3" / "model.safetensors", run / "checkpoint-6")  # saved again, other weights
     assert evaluated() == ["checkpoint-6"]
     assert evaluated(["--synthetic_n", "12"]) == ["checkpoint-3", "checkpoint-6"]  # other items
     assert evaluated(["--synthetic_n", "12", "--resume", "false"]) == ["checkpoint-3", "checkpoint-6"]
 
 
 def test_model_identity_follows_weights_configs_and_an_adapters_base(tmp_path):
-    from cogip.checkpoints import model_identity
+    from cogip.stored import model_identity
 
     base, adapter = tmp_path / "base", tmp_path / "adapter"
     base.mkdir(), adapter.mkdir()
     (base / "config.json").write_text('{"hidden_size": 8}')
-    (base / "model.safetensors").write_bytes(b"weights")
+    (base / "model.safetensors").write_bytes(b"weights" * 3_000_000)  # large: known by size and time written
     (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(base)}))
     (adapter / "adapter_model.safetensors").write_bytes(b"lora")
     seen = [model_identity(adapter)]
@@ -135,9 +137,36 @@ def test_model_identity_follows_weights_configs_and_an_adapters_base(tmp_path):
     seen.append(model_identity(adapter))
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "x.bin").write_bytes(b"1")
+    (tmp_path / "sub" / "gone.json").symlink_to(tmp_path / "nothing")  # a dangling link is named, not fatal
+    (tmp_path / ".cache").mkdir()
+    (tmp_path / ".cache" / "lock").write_text("")  # hidden folders are not the model's
     seen.append(model_identity(tmp_path, recursive=True))
-    assert len({json.dumps(x) for x in seen}) == 4 and ["sub/x.bin", 1] == seen[-1][-1][:2]
+    assert len({json.dumps(x) for x in seen}) == 4
+    assert [x[0] for x in seen[-1][-2:]] == ["sub/gone.json", "sub/x.bin"] and seen[-1][-2][1] is None
+    assert not any(x[0].startswith(".cache") for x in seen[-1])
     assert model_identity("no-such-org/no-such-model") == ["no-such-org/no-such-model"]
+
+
+def test_stored_results_are_keyed_by_every_column_and_image(tmp_path):
+    from datasets import Dataset, Features, Image, Value
+    from PIL import Image as PILImage
+
+    from eval.resume import _items
+
+    PILImage.new("RGB", (4, 4), "red").save(tmp_path / "a.png")
+    feats = Features({"id": Value("string"), "image": Image(), "score": Value("float64"),
+                      "score_std": Value("float64")})
+
+    def items(std: float = 1.0, colour: str = "red") -> str:
+        PILImage.new("RGB", (4, 4), colour).save(tmp_path / "b.png")
+        return _items(Dataset.from_dict({"id": ["a", "b"], "image": [str(tmp_path / "a.png"), str(tmp_path / "b.png")],
+                                         "score": [1.0, 2.0], "score_std": [0.5, std]}, features=feats))
+
+    first = items()
+    assert items(std=2.0) != first  # held-out rewards read score_std
+    assert items(colour="blue") != first  # the image file was written again
+    assert _items(Dataset.from_dict({"id": ["a"], "image": ["not/an/image.png"]})) != _items(
+        Dataset.from_dict({"id": ["a"]}))  # a plain string column and no image column work too
 
 
 def test_compare_two_checkpoints_from_the_command_line(tiny_model_dir, fitted_model_dir, tmp_path):  # noqa: F811

@@ -134,6 +134,10 @@ def test_a_missing_model_folder_or_a_bad_value_is_refused_before_anything_is_bui
     assert "alphas must lie in [0, 1]" in capsys.readouterr().err
     assert cli_main([*tiny, "--pipeline", "Qwen/Qwen-Image"]) == 2
     assert "aligned_model is required" in capsys.readouterr().err
+    assert cli_main([*tiny, "--alphas", "0.501", "0.504"]) == 2  # one file name, alpha0.50, for both
+    assert "first two decimals" in capsys.readouterr().err
+    assert cli_main([*tiny, "--images_per_batch", "0"]) == 2
+    assert "images_per_batch must be at least 1" in capsys.readouterr().err
     assert not (out / "tiny-base").exists()
 
 
