@@ -20,6 +20,19 @@ CALL = {"height": 32, "width": 32, "num_inference_steps": 2, "true_cfg_scale": 1
         "output_type": "np"}
 
 
+TINY_CONFIG = Path(__file__).parents[1] / "configs" / "tiny" / "generation.yaml"
+
+
+def _linked_run(tiny_gen_dir: Path, tmp_path: Path,
+                names: tuple[str, ...] = ("tiny-base", "tiny-qwen-image", "tiny-aligned-standin")) -> Path:
+    """An output folder whose tiny builds link to the module's, so that generate.py reuses them."""
+    out = tmp_path / "run"
+    out.mkdir()
+    for name in names:
+        (out / name).symlink_to(tiny_gen_dir / name)
+    return out
+
+
 @pytest.fixture(scope="module")
 def tiny_gen_dir(tmp_path_factory):
     """A folder holding tiny-base, tiny-qwen-image and tiny-aligned-standin, laid out as generate.py builds them."""
@@ -111,10 +124,7 @@ def test_mismatched_encoder_is_refused_before_any_image(kind, tiny_gen_dir, tmp_
     from generation.generate import cli_main
 
     bad = _mismatched(kind, tiny_gen_dir, tmp_path)
-    out = tmp_path / "run"
-    out.mkdir()
-    for name in ("tiny-base", "tiny-qwen-image"):  # reuse the tiny builds instead of rebuilding them
-        (out / name).symlink_to(tiny_gen_dir / name)
+    out = _linked_run(tiny_gen_dir, tmp_path, ("tiny-base", "tiny-qwen-image"))
     assert cli_main(["--config", "configs/tiny/generation.yaml", "--output_dir", str(out),
                      "--aligned_model", str(bad)]) == 2
     assert kind in capsys.readouterr().err
@@ -144,11 +154,7 @@ def test_a_missing_model_folder_or_a_bad_value_is_refused_before_anything_is_bui
 def test_tiny_config_end_to_end(tiny_gen_dir, tmp_path, capsys):
     from generation.generate import cli_main
 
-    out = tmp_path / "run"
-    out.mkdir()
-    for name in ("tiny-base", "tiny-qwen-image", "tiny-aligned-standin"):
-        (out / name).symlink_to(tiny_gen_dir / name)
-    config = Path(__file__).parents[1] / "configs" / "tiny" / "generation.yaml"
+    out, config = _linked_run(tiny_gen_dir, tmp_path), TINY_CONFIG
     assert cli_main(["--config", str(config), "--output_dir", str(out)]) == 0
     gen = json.loads((out / "generation.json").read_text())
     assert len(gen["images"]) == 4 * 1 * 2 * 3  # traits x prompts x seeds x alphas (0, 0.5, 1)
@@ -169,11 +175,7 @@ def test_a_run_started_again_generates_only_the_images_it_lacks(tiny_gen_dir, tm
 
     from generation.generate import cli_main
 
-    out = tmp_path / "run"
-    out.mkdir()
-    for name in ("tiny-base", "tiny-qwen-image", "tiny-aligned-standin"):
-        (out / name).symlink_to(tiny_gen_dir / name)
-    config = Path(__file__).parents[1] / "configs" / "tiny" / "generation.yaml"
+    out, config = _linked_run(tiny_gen_dir, tmp_path), TINY_CONFIG
     argv = ["--config", str(config), "--output_dir", str(out), "--judge", "false", "--traits", "Funniness",
             "--alphas", "0", "1"]
     caplog.set_level(logging.INFO, logger="cogalign.generation")
