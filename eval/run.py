@@ -20,6 +20,7 @@ changed since (``eval/resume.py``).
 
 from __future__ import annotations
 
+import logging
 import sys
 from dataclasses import asdict
 
@@ -75,6 +76,7 @@ def cli_main(argv: list[str] | None = None) -> int:
     if parsed is None:
         return 2
     (args,) = parsed
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         main(args)
     except DataValidationError as e:
