@@ -152,9 +152,7 @@ def time_grpo(model, processor, steps: int, warmup: int, device: str, out_dir: s
     args.generation_kwargs = {"min_new_tokens": args.max_completion_length}  # every answer full length
     train, _ = load_canonical_splits(script_args, with_eval=False)
     model.train()
-    model = prepare_model(model, model_args, args)
-    if args.gradient_checkpointing:
-        model.enable_input_require_grads()  # LoRA with a frozen embedding: checkpointed blocks need grad inputs
+    model = prepare_model(model, model_args, args)  # as rl/train_grpo.py does; trl sets up the checkpointing
     timer = StepTimer()
     trainer = CogGRPOTrainer(
         model=model, args=args, train_dataset=to_grpo_format(train), processing_class=processor,
