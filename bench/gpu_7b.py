@@ -6,9 +6,11 @@ tokens/s), evaluation items/s batched against batch-1, and the peak GPU memory o
     python bench/gpu_7b.py --sizes tiny --device cpu --n 4 --grpo_steps 2     # the same code on CPU, tiny sizes
 
 The GRPO settings are configs/qwen2_5_vl_7b/grpo.yaml's (LoRA r 64 on the language model, the vision tower frozen,
-the merger trained, 8 answers of up to 32 tokens per prompt, 8 answers per device step, gradient checkpointing,
-bf16) on synthetic items, one optimizer step per generation batch; every answer is made exactly
-max_completion_length tokens long (``min_new_tokens``), so a random model writes what a trained one could at most.
+the merger trained, 8 answers of up to 32 tokens per prompt, 8 per micro-batch and 2 micro-batches per step, so 16
+answers generated in one call per optimizer step, gradient checkpointing, bf16) on synthetic items, on one GPU
+without DeepSpeed; every answer is made exactly max_completion_length tokens long (``min_new_tokens``), so a random
+model writes what a trained one could at most. Generated tokens/s times trl's generation call alone; the step time
+holds generation, rewards, the forward/backward passes and the update.
 The tokenizer and processor are the project's offline ones (no download), with the vocabulary padded to Qwen's
 152,064 rows so that the embeddings and the LM head cost what they cost in the real model; images are resized to
 ``--image_size`` pixels square (448: 1,024 patches, 256 image tokens). The last line printed is one JSON object.
@@ -43,7 +45,7 @@ SEVEN_B = {"text": {"hidden_size": 3584, "intermediate_size": 18944, "num_hidden
                       "out_hidden_size": 3584, "window_size": 112, "fullatt_block_indexes": [7, 15, 23, 31]}}
 # the same shape of model, small enough for a CPU run of this script
 TINY = {"text": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
-                 "num_key_value_heads": 2, "vocab_size": 1024, "rope_theta": 10000.0, "mrope_section": [4, 2, 2],
+                 "num_key_value_heads": 2, "vocab_size": None, "rope_theta": 10000.0, "mrope_section": [4, 2, 2],
                  "tie_word_embeddings": False},
         "vision": {"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "out_hidden_size": 64,
                    "window_size": 112, "fullatt_block_indexes": [1]}}
@@ -56,7 +58,8 @@ def build_model(sizes: dict, tokenizer, device: str, dtype: torch.dtype):
 
     from cogip.batched_vision import install_on_model
 
-    text, vision = sizes["text"], sizes["vision"]
+    text, vision = dict(sizes["text"]), sizes["vision"]
+    text["vocab_size"] = text["vocab_size"] or len(tokenizer)  # None: the tokenizer's own
     if text["vocab_size"] < len(tokenizer):
         raise ValueError(f"vocab_size {text['vocab_size']} is smaller than the tokenizer ({len(tokenizer)})")
     ids = {name: tokenizer.convert_tokens_to_ids(tok) for name, tok in (
@@ -115,21 +118,42 @@ def time_eval(model, processor, n: int, batch_size: int, max_new_tokens: int, de
         out[name] = {"items_per_s": round(n / seconds, 2), "seconds": round(seconds, 2), "peak_gib": _peak_gib(device),
                      "texts": [p.text for p in preds]}
     agree = sum(a == b for a, b in zip(out["batched"].pop("texts"), out["batch1"].pop("texts"))) / n
+    if len(processor.tokenizer) < model.config.text_config.vocab_size:
+        agree = None  # most ids a random model picks are beyond the small tokenizer and decode to "" either way
     return {"n_items": n, "batch_size": batch_size, "max_new_tokens": max_new_tokens, **out,
             "speedup": round(out["batch1"]["seconds"] / out["batched"]["seconds"], 2), "answers_agree": agree}
 
 
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 class StepTimer(TrainerCallback):
+    """Seconds of each optimizer step (generation, rewards, the accumulated forward/backward passes, the update)."""
+
     def __init__(self):
         self.times, self.start = [], None
 
     def on_step_begin(self, args, state, control, **kwargs):
+        _sync()
         self.start = time.perf_counter()
 
     def on_step_end(self, args, state, control, **kwargs):
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
+        _sync()
         self.times.append(time.perf_counter() - self.start)
+
+
+def _timed(fn, times: list[float]):
+    def wrapper(*args, **kwargs):
+        _sync()
+        t0 = time.perf_counter()
+        out = fn(*args, **kwargs)
+        _sync()
+        times.append(time.perf_counter() - t0)
+        return out
+
+    return wrapper
 
 
 def time_grpo(model, processor, steps: int, warmup: int, device: str, out_dir: str) -> dict:
@@ -145,7 +169,7 @@ def time_grpo(model, processor, steps: int, warmup: int, device: str, out_dir: s
     cpu = not device.startswith("cuda")
     argv = ["--config", str(GRPO_CONFIG), "--output_dir", out_dir, "--dataset", "synthetic",
             "--synthetic_train_size", "256", "--synthetic_eval_size", "0", "--max_steps", str(steps),
-            "--gradient_accumulation_steps", "1", "--save_strategy", "no", "--report_to", "none",
+            "--save_strategy", "no", "--report_to", "none",
             "--logging_steps", "1", "--log_completions", "false", "--warmup_steps", "0"]
     argv += ["--use_cpu", "true", "--bf16", "false"] if cpu else []
     script_args, args, model_args = make_parser().parse_args_and_config(argv)
@@ -158,16 +182,21 @@ def time_grpo(model, processor, steps: int, warmup: int, device: str, out_dir: s
         model=model, args=args, train_dataset=to_grpo_format(train), processing_class=processor,
         reward_funcs=build_reward_funcs(script_args.reward_funcs, **script_args.reward_options()),
         callbacks=[GuardCallback(args.zero_std_warn_frac, args.zero_std_warn_logs), timer])
+    generation_s: list[float] = []
+    trainer._generate = _timed(trainer._generate, generation_s)  # trl's generation of one step's answers
     _peak_reset(device)
     trainer.train()
     step = statistics.median(timer.times[warmup:] or timer.times)
-    answers = args.generation_batch_size
+    generation = statistics.median(generation_s[warmup:] or generation_s)
+    answers = args.generation_batch_size  # per device: one generation batch per optimizer step
+    tokens = answers * args.max_completion_length
     return {"steps": steps, "warmup": warmup, "num_generations": args.num_generations, "answers_per_step": answers,
+            "gradient_accumulation_steps": args.gradient_accumulation_steps,
             "completion_tokens": args.max_completion_length, "lora_r": model_args.lora_r,
             "gradient_checkpointing": args.gradient_checkpointing, "step_s_median": round(step, 3),
-            "step_s": [round(t, 3) for t in timer.times],
-            "generated_tokens_per_s": round(answers * args.max_completion_length / step, 1),
-            "peak_gib": _peak_gib(device)}
+            "step_s": [round(t, 3) for t in timer.times], "generation_s_median": round(generation, 3),
+            "generated_tokens_per_s": round(tokens / generation, 1),
+            "completion_tokens_per_step_s": round(tokens / step, 1), "peak_gib": _peak_gib(device)}
 
 
 def main(argv: list[str] | None = None) -> dict:

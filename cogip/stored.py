@@ -57,8 +57,11 @@ def _file_identity(path: Path) -> list:
         st = path.stat()
         if st.st_size > _LARGE:
             return [st.st_size, st.st_mtime_ns]
+        h = hashlib.sha256()
         with open(path, "rb") as f:
-            return [hashlib.file_digest(f, "sha256").hexdigest()]
+            for block in iter(lambda: f.read(2**20), b""):
+                h.update(block)
+        return [h.hexdigest()]
     except OSError:  # a dangling link, a file that cannot be read: the model may never need it
         return [None]
 

@@ -52,11 +52,11 @@ def generate_seed_paired(pipe, blend: EncoderBlend, prompts: list[GenerationProm
 
     Alpha is the outer loop so the encoder weights are blended once per alpha, not once per prompt. Each finished
     pipeline call is recorded in ``images/manifest.json`` under ``key`` (a hash of the models and the sampling
-    settings); with ``resume``, a call whose images the manifest holds under the same key, for the same prompt
-    text, seed and alpha, is not made again."""
+    settings; without one nothing is recorded or reused); with ``resume``, a call whose images the manifest holds
+    under the same key, for the same prompt text, seed and alpha, is not made again."""
     out = Path(out_dir)
     manifest_path = out / "images" / "manifest.json"
-    stored = read_keyed(manifest_path, key) if resume else None
+    stored = read_keyed(manifest_path, key) if resume and key else None
     done = dict(stored.get("images") or {}) if stored else {}
     step = images_per_batch or len(seeds)
     pipe.set_progress_bar_config(disable=True)  # one bar for the whole run instead of one per call
@@ -80,7 +80,8 @@ def generate_seed_paired(pipe, blend: EncoderBlend, prompts: list[GenerationProm
                         # moved into place whole: a killed run leaves no torn PNG
                         write_atomic(out / rec.file, lambda tmp, img=img: img.save(tmp, format="PNG"))
                         done[rec.file] = _entry(rec)
-                    write_keyed(manifest_path, key, {"images": done})
+                    if key:
+                        write_keyed(manifest_path, key, {"images": done})
                 records += recs
                 bar.update(len(chunk))
     bar.close()
