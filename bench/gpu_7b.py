@@ -169,7 +169,7 @@ def time_grpo(model, processor, steps: int, warmup: int, device: str, out_dir: s
     cpu = not device.startswith("cuda")
     argv = ["--config", str(GRPO_CONFIG), "--output_dir", out_dir, "--dataset", "synthetic",
             "--synthetic_train_size", "256", "--synthetic_eval_size", "0", "--max_steps", str(steps),
-            "--save_strategy", "no", "--report_to", "none",
+            "--save_strategy", "no", "--report_to", "none", "--deepspeed", "",  # one GPU: no ZeRO
             "--logging_steps", "1", "--log_completions", "false", "--warmup_steps", "0"]
     argv += ["--use_cpu", "true", "--bf16", "false"] if cpu else []
     script_args, args, model_args = make_parser().parse_args_and_config(argv)

@@ -74,6 +74,7 @@ def test_grpo_configs_hold_only_known_fields(path, monkeypatch):
     assert len(training.reward_weights) == len(script.reward_funcs)
     if "qwen2_5_vl_7b" in str(path):
         assert training.num_generations == 8 and training.scale_rewards == "group"
+        assert training.deepspeed.endswith("zero3.json")  # fp32 master weights for what trains in bf16
         assert model.use_peft == (path.name == "grpo.yaml")
 
 
