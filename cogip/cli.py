@@ -31,9 +31,11 @@ def parse_stage_args(parser, argv: list[str] | None = None) -> tuple | None:
         return None
 
 
-def run_training_stage(parser, main_fn, argv: list[str] | None = None) -> int:
+def run_stage(parser, main_fn, argv: list[str] | None = None, *, refused: tuple[type[Exception], ...] = (),
+              verb: str = "train", drop_flag: str = "--drop_invalid_items") -> int:
     """Parse flags and ``--config file.yaml`` with a ``TrlParser`` and call ``main_fn(*parsed)``. Bad flags or
-    config files, and invalid data, end the run before training with a message and exit code 2."""
+    config files, invalid data, and the ``refused`` errors (bad input met once the run starts: a model folder that
+    is not there, say) end the run with a message and exit code 2."""
     from cogip.data import DataValidationError
 
     parsed = parse_stage_args(parser, argv)
@@ -42,7 +44,10 @@ def run_training_stage(parser, main_fn, argv: list[str] | None = None) -> int:
     try:
         main_fn(*parsed)
     except DataValidationError as e:
-        print(f"Refusing to train on invalid data (use --drop_invalid_items to drop it):\n{e.report}", file=sys.stderr)
+        print(f"Refusing to {verb} on invalid data (use {drop_flag} to drop it):\n{e.report}", file=sys.stderr)
+        return 2
+    except refused as e:
+        print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return 2
     return 0
 

@@ -68,24 +68,13 @@ def parse_args(argv: list[str] | None = None) -> EvalArgs:
 
 def cli_main(argv: list[str] | None = None) -> int:
     """``main`` with bad input (flags, config file, model folders, data) ended by a message and exit code 2."""
-    from cogip.cli import parse_stage_args
-    from cogip.data import DataValidationError, MissingSplitError
+    from cogip.cli import run_stage
+    from cogip.data import MissingSplitError
 
-    parser = make_parser()
-    parsed = parse_stage_args(parser, argv)  # no model, two modes at once, a bad value, no config file
-    if parsed is None:
-        return 2
-    (args,) = parsed
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        main(args)
-    except DataValidationError as e:
-        print(f"Refusing to evaluate on invalid data (use --drop_invalid to drop it):\n{e.report}", file=sys.stderr)
-        return 2
-    except (MissingSplitError, FileNotFoundError) as e:  # a split, a model folder or a data path that is not there
-        print(f"{parser.prog}: error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    # a split, a model folder or a data path that is not there
+    return run_stage(make_parser(), main, argv, refused=(MissingSplitError, FileNotFoundError), verb="evaluate",
+                     drop_flag="--drop_invalid")
 
 
 if __name__ == "__main__":

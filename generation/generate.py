@@ -106,20 +106,11 @@ def make_parser():
 
 def cli_main(argv: list[str] | None = None) -> int:
     """Parse flags (and ``--config file.yaml``) and run; shared by ``__main__`` and ``cogalign generate``."""
-    from cogip.cli import parse_stage_args
+    from cogip.cli import run_stage
 
-    parser = make_parser()
-    parsed = parse_stage_args(parser, argv)
-    if parsed is None:
-        return 2
-    (args,) = parsed
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        main(args)
-    except (FileNotFoundError, EncoderMismatchError) as e:  # a model folder that is not there, or does not fit
-        print(f"{parser.prog}: error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    # a model folder that is not there, or an encoder that does not fit the pipeline
+    return run_stage(make_parser(), main, argv, refused=(FileNotFoundError, EncoderMismatchError))
 
 
 if __name__ == "__main__":

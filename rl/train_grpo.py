@@ -29,7 +29,7 @@ import yaml
 from trl import ModelConfig, TrlParser
 
 from cogip.checkpoints import resume_point
-from cogip.cli import run_training_stage
+from cogip.cli import run_stage
 from cogip.data import to_grpo_format
 from cogip.data_sources import load_canonical_splits
 from cogip.models import init_deepspeed_comm, is_adapter_dir, load_policy
@@ -98,7 +98,7 @@ def make_parser() -> TrlParser:
 
 def cli_main(argv: list[str] | None = None) -> int:
     """Parse flags (and ``--config file.yaml``) and run; shared by ``__main__`` and ``cogalign grpo``."""
-    return run_training_stage(make_parser(), main, argv)
+    return run_stage(make_parser(), main, argv)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from pathlib import Path
 from trl import ModelConfig, TrlParser
 
 from cogip.checkpoints import resume_point
-from cogip.cli import run_training_stage
+from cogip.cli import run_stage
 from cogip.models import init_deepspeed_comm, load_policy
 from sft_warmstart.artifacts import resolve_model_path, save_merged
 from sft_warmstart.config import SFTScriptArguments, SoftLabelSFTConfig
@@ -82,7 +82,7 @@ def make_parser() -> TrlParser:
 
 def cli_main(argv: list[str] | None = None) -> int:
     """Parse flags (and ``--config file.yaml``) and run; shared by ``__main__`` and ``cogalign sft``."""
-    return run_training_stage(make_parser(), main, argv)
+    return run_stage(make_parser(), main, argv)
 
 
 if __name__ == "__main__":
