@@ -34,22 +34,21 @@ class DataValidationError(ValueError):
         super().__init__(str(report))
 
 
+def _where(file: str, index: int | None) -> str:
+    """Where an item is: a line of a text file numbered from 1 as editors do, an item of a JSON list from 0."""
+    if index is None:
+        return file
+    return f"{file}:{index + 1}" if file.endswith(".txt") else f"{file}[{index}]"
+
+
 @dataclass
 class Problem:
     file: str
     index: int | None
     message: str
 
-    @property
-    def where(self) -> str:
-        if self.index is None:
-            return self.file
-        if self.file.endswith(".txt"):  # a line of a text file, numbered from 1 as editors do
-            return f"{self.file}:{self.index + 1}"
-        return f"{self.file}[{self.index}]"  # an item of a JSON list, numbered from 0
-
     def __str__(self) -> str:
-        return f"{self.where}: {self.message}"
+        return f"{_where(self.file, self.index)}: {self.message}"
 
 
 @dataclass
@@ -320,8 +319,8 @@ def _drop_duplicates(records: list[dict], file: str, report: ValidationReport) -
     for rec in records:
         key = (rec["trait"], rec["image"])
         if key in first:
-            earlier = Problem(file, first[key], "").where
-            report.problems.append(Problem(file, rec["_index"], f"same {key[0]} image {key[1]} as {earlier}"))
+            report.problems.append(Problem(file, rec["_index"],
+                                           f"same {key[0]} image {key[1]} as {_where(file, first[key])}"))
         else:
             first[key] = rec["_index"]
             kept.append(rec)
