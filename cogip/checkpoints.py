@@ -29,6 +29,19 @@ def is_complete_checkpoint(path: str | Path) -> bool:
         return False
 
 
+# What ``save_pretrained`` writes for a full model or a LoRA adapter, whole or sharded (an index names the shards).
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json",
+                "adapter_model.safetensors", "adapter_model.bin")
+
+
+def has_model_weights(path: str | Path) -> bool:
+    """True when ``path`` holds model or adapter weights that ``from_pretrained`` can load. A DeepSpeed ZeRO-3
+    checkpoint saved without ``stage3_gather_16bit_weights_on_model_save`` has only its partitioned shards
+    (``global_step*/``): training resumes from it, but nothing can be evaluated from it until DeepSpeed's
+    ``zero_to_fp32.py`` has written the weights."""
+    return any((Path(path) / name).is_file() for name in WEIGHT_FILES)
+
+
 def list_complete_checkpoints(output_dir: str | Path) -> list[Path]:
     """The complete ``checkpoint-<step>`` folders under ``output_dir``, oldest step first."""
     root = Path(output_dir)

@@ -17,7 +17,7 @@ import torch
 from safetensors import SafetensorError
 from tqdm.auto import tqdm
 
-from cogip.checkpoints import list_complete_checkpoints
+from cogip.checkpoints import has_model_weights, list_complete_checkpoints
 from cogip.data import get_split
 from cogip.models import load_policy
 from cogip.vision_cache import install_vision_caches
@@ -125,12 +125,18 @@ def _load(path: str, args: EvalArgs):
 def run_checkpoints(args: EvalArgs) -> list[tuple[str, str, int | None]]:
     """(name, path, step) of every model a --run_dir evaluation covers, oldest first."""
     run = Path(args.run_dir)
-    found = [(p.name, str(p), int(_STEP.search(p.name).group(1))) for p in list_complete_checkpoints(run)]
-    skipped = sorted(p.name for p in run.glob("checkpoint-*") if p.is_dir() and p.name not in {f[0] for f in found})
+    complete = list_complete_checkpoints(run)
+    found = [(p.name, str(p), int(_STEP.search(p.name).group(1))) for p in complete if has_model_weights(p)]
+    skipped = sorted(p.name for p in run.glob("checkpoint-*") if p.is_dir() and p not in complete)
     if skipped:
         log.warning("skipping incomplete checkpoint(s) (no trainer_state.json): %s", ", ".join(skipped))
-    has_weights = any((run / f).exists() for f in ("config.json", "adapter_config.json"))
-    if args.include_final and has_weights:
+    unweighted = [p.name for p in complete if not has_model_weights(p)]
+    if unweighted:
+        log.warning("skipping checkpoint(s) with no model or adapter weights: %s. A DeepSpeed ZeRO-3 run saved "
+                    "without stage3_gather_16bit_weights_on_model_save keeps only its shards: 'python <checkpoint>/"
+                    "zero_to_fp32.py <checkpoint> <checkpoint> --safe_serialization' writes the weights",
+                    ", ".join(unweighted))
+    if args.include_final and has_model_weights(run):
         final_step = _final_step(run, found)
         if final_step is None or final_step not in {f[2] for f in found}:
             found.append(("final", str(run), final_step))
@@ -166,7 +172,7 @@ def evaluate_run(args: EvalArgs) -> dict:
     reward_fns = _reward_fns(args)
     models = run_checkpoints(args)
     if not models:
-        raise FileNotFoundError(f"{args.run_dir} holds no complete checkpoint and no saved model")
+        raise FileNotFoundError(f"{args.run_dir} holds no complete checkpoint with weights and no saved model")
     basis = run_basis(args, dataset, train_means, _device(args))
     results, previous, all_preds = [], None, {}
     for i, (name, path, step) in enumerate(tqdm(models, desc=f"checkpoints in {Path(args.run_dir).name}",

@@ -235,6 +235,18 @@ def test_a_final_save_identical_to_the_last_checkpoint_is_evaluated_once(tmp_pat
     assert listed() == [("checkpoint-3", 3), ("checkpoint-6", 6), ("final", None)]  # of its own, evaluated too
 
 
+def test_a_checkpoint_without_weights_is_skipped_with_a_reason(tmp_path, tiny_model_dir, caplog):
+    from eval.checkpoint_eval import run_checkpoints
+    from eval.eval_args import EvalArgs
+
+    run = make_run_dir(tmp_path / "run", {3: tiny_model_dir, 6: tiny_model_dir}, HISTORY, incomplete_step=None)
+    (run / "checkpoint-6" / "model.safetensors").unlink()  # ZeRO-3 without gathered weights: shards only
+    with caplog.at_level("WARNING", logger="eval.checkpoint_eval"):
+        listed = [(name, step) for name, _, step in run_checkpoints(EvalArgs(run_dir=str(run), include_final=False))]
+    assert listed == [("checkpoint-3", 3)]
+    assert "no model or adapter weights: checkpoint-6" in caplog.text and "zero_to_fp32.py" in caplog.text
+
+
 def test_curves_of_a_run_without_rewards_have_only_the_correlation_panel(tmp_path):
     from PIL import Image
 
