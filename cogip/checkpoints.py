@@ -30,8 +30,8 @@ def is_complete_checkpoint(path: str | Path) -> bool:
 
 
 # What ``save_pretrained`` writes for a full model or a LoRA adapter, whole or sharded (an index names the shards).
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json",
-                "adapter_model.safetensors", "adapter_model.bin")
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model.bin.index.json", "adapter_model.safetensors", "adapter_model.bin")
 
 
 def has_model_weights(path: str | Path) -> bool:

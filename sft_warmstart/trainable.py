@@ -108,7 +108,27 @@ def prepare_model(model, model_args, args):
     if not counts["vision"] and not counts["merger"]:
         install_vision_caches(model, args.vision_cache_gb)
     logger.info("trainable parameters: %s", ", ".join(f"{k} {v:,}" for k, v in counts.items()))
+    _warn_half_precision_updates(model, args)
     return model
+
+
+def _warn_half_precision_updates(model, args) -> None:
+    """Warn when weights train in bf16/fp16 with no fp32 master copy: without DeepSpeed or FSDP the optimizer steps
+    the half-precision weights themselves, and an update smaller than half a unit in the last place (about 0.2 % of
+    the weight in bf16, the rule at learning rates near 1e-6) rounds back to the same weight. LoRA adapters are
+    kept in fp32 by peft, so this concerns full fine-tuning and the ViT/merger beside LoRA."""
+    if getattr(args, "deepspeed", None) or getattr(args, "fsdp", None):
+        return
+    half = {}
+    for name, param in model.named_parameters():
+        if param.requires_grad and param.dtype in (torch.bfloat16, torch.float16):
+            half[part_of(name)] = half.get(part_of(name), 0) + _numel(param)
+    if half:
+        logger.warning("%s trainable parameters are %s with no fp32 master copy (no DeepSpeed or FSDP): small "
+                       "optimizer steps round away. Train under DeepSpeed (--deepspeed configs/deepspeed/zero2.json, "
+                       "one GPU included) or load the model with --dtype float32",
+                       ", ".join(f"{k} {v:,}" for k, v in half.items()),
+                       next(p.dtype for p in model.parameters() if p.requires_grad and p.dtype != torch.float32))
 
 
 def trainable_counts(model) -> dict[str, int]:

@@ -228,3 +228,22 @@ def test_prepare_model_caches_the_vision_tower_only_when_it_and_the_merger_are_f
                                        vision_cache_gb=vision_cache_gb)
         prepare_model(model, ModelConfig(use_peft=False), args)
         assert (getattr(model.model.visual, "_cogalign_vision_cache", None) is not None) == cached
+
+
+def test_prepare_model_warns_when_half_precision_weights_train_without_master_copies(tiny_model_dir, caplog):
+    from trl import ModelConfig
+
+    from sft_warmstart.trainable import TrainablePartsArguments, prepare_model
+
+    def warned(dtype, use_peft, freeze_merger):
+        caplog.clear()
+        model, _ = load_policy(str(tiny_model_dir), dtype=dtype)
+        with caplog.at_level("WARNING", logger="sft_warmstart.trainable"):
+            prepare_model(model, ModelConfig(use_peft=use_peft, lora_r=4, lora_alpha=8),
+                          TrainablePartsArguments(freeze_vision_tower=True, freeze_merger=freeze_merger))
+        return caplog.text
+
+    assert "llm" in warned("bfloat16", False, True) and "no fp32 master copy" in caplog.text
+    assert "merger" in warned("bfloat16", True, False) and "llm" not in caplog.text  # LoRA weights are fp32
+    assert warned("bfloat16", True, True) == ""
+    assert warned("float32", False, False) == ""
