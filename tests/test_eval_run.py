@@ -187,21 +187,13 @@ def test_compare_two_checkpoints_from_the_command_line(tiny_model_dir, fitted_mo
 
 
 def test_upstream_release_with_an_image_root(tiny_model_dir, tmp_path):  # noqa: F811
-    """The upstream files (shared/cogip_sample) with images placed under an image root; test split of the
-    release, train means from its training file."""
-    from PIL import Image
+    """A release in the upstream file layout (tests/release_fixture.py) with its images under an image root; test
+    split of the release, train means from its training file."""
+    from release_fixture import TRAITS, write_release
 
-    from cogip.data import _files_of, read_file
     from eval.run import cli_main
 
-    sample = REPO.parent / "shared" / "cogip_sample"
-    if not sample.exists():
-        sample = Path("/work/shared/cogip_sample")
-    root = tmp_path / "images"
-    for f in _files_of(sample):
-        for rec in read_file(f)[0]:
-            (root / rec["image"]).parent.mkdir(parents=True, exist_ok=True)
-            Image.new("RGB", (40, 40), (90, 140, 200)).save(root / rec["image"])
+    sample, root = write_release(tmp_path, {t: 3 for t in TRAITS}, {t: 2 for t in TRAITS})
     out = tmp_path / "out"
     assert cli_main(["--checkpoint", str(tiny_model_dir), "--data", str(sample), "--image_root", str(root),
                      "--max_items_per_trait", "2", "--blindness", "false", "--n_boot", "0", "--max_new_tokens", "4",
