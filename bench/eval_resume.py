@@ -1,5 +1,6 @@
 """An ``eval/run.py --run_dir`` evaluation, then the same command again: the second reuses every checkpoint's stored
-result (eval/resume.py), so it keeps only start-up, building the items, the keys and writing the outputs.
+predictions (eval/resume.py), so it keeps only start-up, building the items, the keys, scoring the predictions again
+(the bootstrap included) and writing the outputs.
 
     python bench/eval_resume.py [--checkpoints 2] [--n 400] [--threads 1]
 

@@ -58,23 +58,36 @@ def movement(original: Sequence[Prediction], altered: Sequence[Prediction], unpa
     return out
 
 
+def altered_predictions(model, processor, dataset, decoding: str = "greedy", batch_size: int = 16,
+                        max_new_tokens: int = 24, num_samples: int = 8, temperature: float = 1.0, seed: int = 0,
+                        progress: bool = True) -> dict[str, list[Prediction]]:
+    """The predictions of ``dataset`` again, once with blank and once with shuffled images (per condition)."""
+    images = list(dataset["image"])
+    return {cond: predict(model, processor, dataset, decoding=decoding, batch_size=batch_size,
+                          max_new_tokens=max_new_tokens, num_samples=num_samples, temperature=temperature,
+                          images=imgs, seed=seed, progress=f"blindness ({cond})" if progress else False)
+            for cond, imgs in (("blank", blank_images(images)), ("shuffled", shuffled_images(images, seed)))}
+
+
+def blindness_result(original: Sequence[Prediction], altered: dict[str, Sequence[Prediction]],
+                     unparsable: str = "midpoint", tolerance: float = 0.02) -> dict:
+    """How far each condition of :func:`altered_predictions` moved ``original`` (the same items, in order).
+
+    Returns ``{"blank": {trait: {...}}, "shuffled": {trait: {...}}, "flagged": [traits that ignore the image]}``.
+    """
+    result: dict = {cond: movement(original, altered[cond], unparsable, tolerance) for cond in CONDITIONS}
+    result["flagged"] = [t for t, r in result["shuffled"].items() if r["ignores_image"]]
+    result["tolerance"] = tolerance
+    return result
+
+
 def blindness_check(model, processor, dataset, original: Sequence[Prediction], decoding: str = "greedy",
                     batch_size: int = 16, max_new_tokens: int = 24, num_samples: int = 8, temperature: float = 1.0,
                     unparsable: str = "midpoint", tolerance: float = 0.02, seed: int = 0,
                     progress: bool = True) -> dict:
     """Predict ``dataset`` again with blank and with shuffled images and compare with ``original`` (which must have
-    been predicted with the same ``decoding``).
-
-    Returns ``{"blank": {trait: {...}}, "shuffled": {trait: {...}}, "flagged": [traits that ignore the image]}``.
-    """
-    images = list(dataset["image"])
-    result: dict = {}
-    for cond, imgs in (("blank", blank_images(images)), ("shuffled", shuffled_images(images, seed))):
-        altered = predict(model, processor, dataset, decoding=decoding, batch_size=batch_size,
-                          max_new_tokens=max_new_tokens, num_samples=num_samples, temperature=temperature,
-                          images=imgs, seed=seed,
-                          progress=f"blindness ({cond})" if progress else False)
-        result[cond] = movement(original, altered, unparsable, tolerance)
-    result["flagged"] = [t for t, r in result["shuffled"].items() if r["ignores_image"]]
-    result["tolerance"] = tolerance
-    return result
+    been predicted with the same ``decoding``): :func:`altered_predictions`, then :func:`blindness_result`."""
+    altered = altered_predictions(model, processor, dataset, decoding=decoding, batch_size=batch_size,
+                                  max_new_tokens=max_new_tokens, num_samples=num_samples, temperature=temperature,
+                                  seed=seed, progress=progress)
+    return blindness_result(original, altered, unparsable, tolerance)

@@ -1,7 +1,8 @@
 """Evaluate models: one checkpoint, every checkpoint of a training run, or a paired comparison of two.
 
-:func:`evaluate_model` is the unit (predict, score, blindness check, held-out rewards); :func:`evaluate_run` walks a
-run folder's complete checkpoints and joins each with what the training run logged at that step.
+:func:`evaluate_model` is the unit (predict, re-predict for the blindness check, then :func:`score`: metrics,
+blindness, held-out rewards); :func:`evaluate_run` walks a run folder's complete checkpoints, predicting only those
+it has no stored predictions for (``eval/resume.py``), and joins each with what the training run logged at its step.
 """
 
 from __future__ import annotations
@@ -22,11 +23,11 @@ from cogip.data import get_split
 from cogip.models import load_policy
 from cogip.vision_cache import install_vision_caches
 from eval import metrics as M
-from eval.blindness import blindness_check
+from eval.blindness import altered_predictions, blindness_result
 from eval.eval_args import EvalArgs
 from eval.held_out_reward import held_out_rewards, resolve_reward
 from eval.predict import Prediction, predict
-from eval.resume import load_result, result_key, run_basis, save_result
+from eval.resume import blindness_key, load_predictions, prediction_basis, prediction_key, save_predictions
 from eval.scoring import evaluate, fill_score, train_means_of
 from eval.training_log import read_correlation_log, read_log_history, training_at_step
 
@@ -87,28 +88,46 @@ def _reward_fns(args: EvalArgs) -> dict:
     return dict(resolve_reward(spec) for spec in (args.reward_funcs or []))
 
 
+def _predict(model, processor, dataset, args: EvalArgs, label: str = "") -> list[Prediction]:
+    return predict(model, processor, dataset, decoding=args.decoding, batch_size=args.batch_size,
+                   max_new_tokens=args.max_new_tokens, num_samples=args.num_samples, temperature=args.temperature,
+                   seed=args.seed, progress=f"predict {label}".strip())
+
+
+def _blindness_items(args: EvalArgs, dataset) -> int:
+    return len(dataset) if args.blindness_items is None else min(args.blindness_items, len(dataset))
+
+
+def _altered(model, processor, dataset, args: EvalArgs) -> dict[str, list[Prediction]]:
+    # Same decoding as the scores: a model that hedges between bands has one greedy answer for every image (so
+    # greedy re-scoring called it blind) while the expected scores it is judged by follow the image.
+    return altered_predictions(model, processor, dataset.select(range(_blindness_items(args, dataset))),
+                               decoding=args.decoding, batch_size=args.batch_size,
+                               max_new_tokens=args.max_new_tokens, num_samples=args.num_samples,
+                               temperature=args.temperature, seed=args.seed)
+
+
+def score(preds: list[Prediction], dataset, args: EvalArgs, train_means: dict[str, float] | None = None,
+          reward_fns: dict | None = None, altered: dict[str, list[Prediction]] | None = None) -> dict:
+    """Every figure of one model from its predictions (and, for the blindness check, its ``altered`` ones)."""
+    result = {"metrics": evaluate(preds, dataset, unparsable=args.unparsable, train_means=train_means,
+                                  n_boot=args.n_boot, seed=args.seed)}
+    if altered is not None:
+        n = len(altered["shuffled"])
+        result["blindness"] = blindness_result(preds[:n], altered, args.unparsable, args.blindness_tolerance)
+    if reward_fns:
+        result["held_out_rewards"] = held_out_rewards(preds, reward_fns, dataset)
+    return result
+
+
 def evaluate_model(model, processor, dataset, args: EvalArgs, train_means: dict[str, float] | None = None,
                    reward_fns: dict | None = None, label: str = "",
                    blindness: bool | None = None) -> tuple[dict, list[Prediction]]:
     """Predictions and every figure for one model on ``dataset`` (``blindness`` overrides ``args.blindness``)."""
-    preds = predict(model, processor, dataset, decoding=args.decoding, batch_size=args.batch_size,
-                    max_new_tokens=args.max_new_tokens, num_samples=args.num_samples, temperature=args.temperature,
-                    seed=args.seed, progress=f"predict {label}".strip())
-    result = {"metrics": evaluate(preds, dataset, unparsable=args.unparsable, train_means=train_means,
-                                  n_boot=args.n_boot, seed=args.seed)}
-    if args.blindness if blindness is None else blindness:
-        # Same decoding as the scores above: a model that hedges between bands has one greedy answer for every image
-        # (so greedy re-scoring called it blind) while the expected scores it is judged by follow the image.
-        n = len(dataset) if args.blindness_items is None else min(args.blindness_items, len(dataset))
-        result["blindness"] = blindness_check(model, processor, dataset.select(range(n)), preds[:n],
-                                              decoding=args.decoding,
-                                              batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
-                                              num_samples=args.num_samples, temperature=args.temperature,
-                                              unparsable=args.unparsable, tolerance=args.blindness_tolerance,
-                                              seed=args.seed)
-    if reward_fns:
-        result["held_out_rewards"] = held_out_rewards(preds, reward_fns, dataset)
-    return result, preds
+    preds = _predict(model, processor, dataset, args, label)
+    blind = args.blindness if blindness is None else blindness
+    altered = _altered(model, processor, dataset, args) if blind else None
+    return score(preds, dataset, args, train_means, reward_fns, altered), preds
 
 
 def _load(path: str, args: EvalArgs):
@@ -173,22 +192,30 @@ def evaluate_run(args: EvalArgs) -> dict:
     models = run_checkpoints(args)
     if not models:
         raise FileNotFoundError(f"{args.run_dir} holds no complete checkpoint with weights and no saved model")
-    basis = run_basis(args, dataset, train_means, _device(args))
+    basis, out = prediction_basis(args, dataset, _device(args)), args.results_dir()
+    n_blind = _blindness_items(args, dataset)
     results, previous, all_preds = [], None, {}
     for i, (name, path, step) in enumerate(tqdm(models, desc=f"checkpoints in {Path(args.run_dir).name}",
                                                 unit="ckpt")):
         blind = args.blindness and (args.blindness_models == "all" or i == len(models) - 1)
-        stored = load_result(args.results_dir(), name, result_key(basis, path), blind) if args.resume else None
-        if stored is not None:
-            log.info("%s: reusing its result from an earlier evaluation with the same settings", name)
-            res, preds = stored
+        key = prediction_key(basis, path)
+        preds, altered = None, None
+        if args.resume:
+            preds, altered = load_predictions(out, name, key, blindness_key(args, key, n_blind) if blind else None)
+        if preds is not None and (altered is not None or not blind):
+            log.info("%s: reusing its predictions from an earlier evaluation with the same settings", name)
         else:
             model, processor = _load(path, args)
-            res, preds = evaluate_model(model, processor, dataset, args, train_means, reward_fns, label=name,
-                                        blindness=blind)
+            if preds is None:
+                preds = _predict(model, processor, dataset, args, label=name)
+            else:
+                log.info("%s: its stored predictions, with the blindness check run now", name)
+            altered = _altered(model, processor, dataset, args) if blind else None
             del model
             # keyed after loading: a LoRA base fetched from the hub by the load is in the local cache now
-            save_result(args.results_dir(), name, result_key(basis, path), res, preds)
+            key = prediction_key(basis, path)
+            save_predictions(out, name, key, preds, blindness_key(args, key, n_blind) if blind else None, altered)
+        res = score(preds, dataset, args, train_means, reward_fns, altered)
         res |= {"name": name, "path": path, "step": step,
                 "training": training_at_step(history, corr, step, previous)}
         results.append(res)

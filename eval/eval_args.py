@@ -54,8 +54,9 @@ class EvalArgs:
     include_final: bool = field(default=True, metadata={
         "help": "also evaluate the model saved at the top of --run_dir when no checkpoint has its step"})
     resume: bool = field(default=True, metadata={
-        "help": "with --run_dir: reuse the result of each checkpoint already evaluated with the same settings, items "
-                "and weights (kept in <output_dir>/per_checkpoint/); false evaluates every checkpoint again"})
+        "help": "with --run_dir: reuse the predictions of each checkpoint already evaluated with the same decoding "
+                "settings, items and weights (kept in <output_dir>/per_checkpoint/) and score them again; false "
+                "predicts for every checkpoint again"})
 
     def __post_init__(self) -> None:
         modes = sum(x is not None for x in (self.run_dir, self.checkpoint, self.compare))

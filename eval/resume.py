@@ -1,18 +1,19 @@
-"""Per-checkpoint results of a ``--run_dir`` evaluation, kept as each checkpoint finishes so that a rerun (after a
-crash, or once training has saved more checkpoints) evaluates only what is new.
+"""Per-checkpoint predictions of a ``--run_dir`` evaluation, kept as each checkpoint finishes so that a rerun (after a
+crash, once training has saved more checkpoints, or with other scoring settings) predicts only what is new.
 
-Each result is stored in ``<output_dir>/per_checkpoint/<name>.json`` under a key: a hash of the evaluation's
-:func:`run_basis` (every setting that changes the figures, every column of every item and its image, the train
-means, the device, and the code: eval, rewards, cogip, any ``module:function`` reward, torch and transformers
-versions) and of the checkpoint's files (:func:`cogip.stored.model_identity`). A result whose key differs is
-evaluated again; the training-log join is always redone.
+Each checkpoint's predictions are stored in ``<output_dir>/per_checkpoint/<name>.json`` under a key: a hash of
+:func:`prediction_basis` (the settings that change what the model answers, every column of every item and its
+image, the device, and the code of eval and cogip with the torch and transformers versions) and of the
+checkpoint's files (:func:`cogip.stored.model_identity`). The blindness check's predictions (blank and shuffled
+images) are stored beside them under a key that adds the items it covers and the seed of the shuffle. The figures
+are always computed again from the predictions, which takes a second: the bootstrap, the unparsable policy, the
+held-out rewards, the train means and the blindness tolerance can change without predicting anything again.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict
 from pathlib import Path
 
 from cogip.stored import code_version, digest, model_identity, read_keyed, write_keyed
@@ -20,23 +21,28 @@ from eval.eval_args import EvalArgs
 from eval.predict import Prediction
 
 RESULTS_DIR = "per_checkpoint"
-# fields that say where things are, how fast they run, or which checks run on which model, not what a figure is
-_NOT_IN_KEY = ("run_dir", "checkpoint", "compare", "output_dir", "include_final", "vision_cache_gb", "resume",
-               "blindness", "blindness_models")
 
 
-def run_basis(args: EvalArgs, dataset, train_means: dict | None, device: str) -> str:
-    """A hash of what every checkpoint's result depends on besides the checkpoint (computed once per run)."""
+def prediction_basis(args: EvalArgs, dataset, device: str) -> str:
+    """A hash of what every checkpoint's predictions depend on besides the checkpoint (computed once per run)."""
     import torch
     import transformers
 
-    settings = {k: v for k, v in asdict(args).items() if k not in _NOT_IN_KEY}
-    return digest([settings, _items(dataset), train_means, device, code_version(["eval", "cogip", "rewards"]),
-                   _reward_sources(args.reward_funcs or []), torch.__version__, transformers.__version__])
+    settings = {k: getattr(args, k) for k in ("decoding", "batch_size", "max_new_tokens", "dtype")}
+    if args.decoding == "sample":  # the only decoding that draws anything
+        settings |= {k: getattr(args, k) for k in ("num_samples", "temperature", "seed")}
+    return digest([settings, _items(dataset), device, code_version(["eval", "cogip"]), torch.__version__,
+                   transformers.__version__])
 
 
-def result_key(basis: str, model_path: str | Path) -> str:
+def prediction_key(basis: str, model_path: str | Path) -> str:
     return digest([basis, model_identity(model_path)])
+
+
+def blindness_key(args: EvalArgs, key: str, n_items: int) -> str:
+    """The key of the blindness check's predictions: the original ones' ``key``, the items it re-scores and the
+    seed that shuffles the images."""
+    return digest([key, n_items, args.seed])
 
 
 def _items(dataset) -> str:
@@ -65,37 +71,39 @@ def _items(dataset) -> str:
     return h.hexdigest()
 
 
-def _reward_sources(specs: list[str]) -> list[str]:
-    """The source of each ``module:function`` reward (the registry's own live in ``rewards/``)."""
-    import importlib.util
-
-    out = []
-    for spec in specs:
-        found = importlib.util.find_spec(spec.split(":")[0]) if ":" in spec else None
-        if found and found.origin and Path(found.origin).is_file():
-            out.append(hashlib.sha256(Path(found.origin).read_bytes()).hexdigest())
-    return out
-
-
 def _path(out_dir: str | Path, name: str) -> Path:
     return Path(out_dir) / RESULTS_DIR / f"{name}.json"
 
 
-def load_result(out_dir: str | Path, name: str, key: str, blindness: bool) -> tuple[dict, list[Prediction]] | None:
-    """The stored result and predictions of checkpoint ``name`` under ``key``, or None when there is none. A
-    result stored without the blindness check does not serve a run that wants it; one stored with it serves a run
-    that does not, without it."""
-    doc = read_keyed(_path(out_dir, name), key)
+def _predictions(rows) -> list[Prediction] | None:
     try:
-        result, preds = doc["result"], [Prediction.from_dict(p) for p in doc["predictions"]]
+        return [Prediction.from_dict(p) for p in rows]
     except (TypeError, KeyError, AttributeError):  # none stored, or not by this code
         return None
-    if blindness and "blindness" not in result:
-        return None
-    if not blindness:
-        result.pop("blindness", None)
-    return result, preds
 
 
-def save_result(out_dir: str | Path, name: str, key: str, result: dict, preds: list[Prediction]) -> None:
-    write_keyed(_path(out_dir, name), key, {"result": result, "predictions": [p.to_dict() for p in preds]})
+def load_predictions(out_dir: str | Path, name: str, key: str,
+                     blind_key: str | None = None) -> tuple[list[Prediction] | None, dict | None]:
+    """The stored predictions of checkpoint ``name`` under ``key`` (None when there are none) and, under
+    ``blind_key``, those of its blindness check per condition (None when there are none or none is asked for)."""
+    doc = read_keyed(_path(out_dir, name), key) or {}
+    preds = _predictions(doc.get("predictions"))
+    blind = doc.get("blindness")
+    altered = None
+    if preds is not None and blind_key is not None and isinstance(blind, dict) and blind.get("key") == blind_key:
+        altered = {cond: _predictions(blind.get(cond)) for cond in ("blank", "shuffled")}
+        altered = None if None in altered.values() else altered
+    return preds, altered
+
+
+def save_predictions(out_dir: str | Path, name: str, key: str, preds: list[Prediction],
+                     blind_key: str | None = None, altered: dict | None = None) -> None:
+    """Store ``preds`` under ``key``, with the blindness check's under ``blind_key`` when given; a blindness check
+    already stored for the same predictions is kept."""
+    if altered is None:
+        doc = read_keyed(_path(out_dir, name), key) or {}
+        blind = doc.get("blindness")
+    else:
+        blind = {"key": blind_key} | {cond: [p.to_dict() for p in ps] for cond, ps in altered.items()}
+    write_keyed(_path(out_dir, name), key, {"predictions": [p.to_dict() for p in preds]}
+                | ({"blindness": blind} if blind else {}))

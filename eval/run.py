@@ -14,8 +14,8 @@ One model, or a paired comparison of two on the same items:
 
 ``cogalign eval ...`` takes the same flags, and both read them from ``--config file.yaml`` too. Writes
 metrics.json, metrics.csv, report.md, predictions_<model>.jsonl and (for a run) curves.png to --output_dir (default
-<run_dir>/eval, else ./eval_results). Run again on the same run, it reuses each checkpoint's result that nothing has
-changed since (``eval/resume.py``).
+<run_dir>/eval, else ./eval_results). Run again on the same run, it reuses the predictions of each checkpoint that
+nothing they depend on has changed for, and scores them again (``eval/resume.py``).
 """
 
 from __future__ import annotations

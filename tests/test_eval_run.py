@@ -114,6 +114,13 @@ def test_a_run_evaluated_again_reuses_what_did_not_change(run_dir, tmp_path, cap
     # the blindness check on the final model: only that one lacks it; its stored result then serves without it
     assert evaluated(["--blindness", "true", "--blindness_models", "final"]) == ["checkpoint-6"]
     assert evaluated() == [] and (out / "metrics.json").read_text() == first
+    # scoring settings change the figures, not the predictions: nothing is predicted again
+    assert evaluated(["--n_boot", "50", "--unparsable", "worst", "--reward_funcs", "distance_linear"]) == []
+    doc = json.loads((out / "metrics.json").read_text())
+    assert doc["settings"]["n_boot"] == 50 and "held_out_rewards" in doc["checkpoints"][0]
+    assert evaluated(["--blindness", "true", "--blindness_models", "final", "--blindness_tolerance", "0.5"]) == []
+    assert evaluated(["--blindness", "true", "--blindness_models", "final", "--blindness_items", "3"]) == [
+        "checkpoint-6"]  # other items in the check
     shutil.copy(run / "checkpoint-3" / "model.safetensors", run / "checkpoint-6")  # saved again, other weights
     assert evaluated() == ["checkpoint-6"]
     assert evaluated(["--synthetic_n", "12"]) == ["checkpoint-3", "checkpoint-6"]  # other items
