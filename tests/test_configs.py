@@ -113,3 +113,14 @@ def test_bad_config_files_end_each_command_with_one_line_and_exit_2(stage, tmp_p
     with pytest.raises(SystemExit) as stopped:
         cogalign([stage, "--help"])
     assert stopped.value.code == 0 and capsys.readouterr().out.startswith(f"usage: cogalign {stage} ")
+
+
+def test_the_7b_configs_chain_sft_into_grpo_into_generation():
+    """What each 7B stage reads is what the stage before it writes, as the README runs them one after another."""
+    def cfg(name):
+        return yaml.safe_load((CONFIGS / name).read_text())
+
+    sft_out = {cfg(f"qwen2_5_vl_7b/{n}")["output_dir"] for n in ("sft_lora.yaml", "sft_full.yaml")}
+    grpo = [cfg(f"qwen2_5_vl_7b/{n}") for n in ("grpo.yaml", "grpo_full.yaml")]
+    assert all(g["model_name_or_path"] in sft_out for g in grpo)
+    assert cfg("qwen_image/generation.yaml")["aligned_model"] in {g["output_dir"] for g in grpo}
