@@ -19,13 +19,64 @@ STAGES = {
 }
 
 
+def stage_parser(dataclass_types: tuple, description: str):
+    """The ``TrlParser`` of a stage's entry script; its help says what ``--config`` does (trl reads that flag itself,
+    so it is not one of the listed arguments)."""
+    from trl import TrlParser
+
+    return TrlParser(dataclass_types, description=description,
+                     epilog="--config FILE.yaml sets any of the fields above from a YAML file (the names without --); "
+                            "flags given beside it override the file.")
+
+
+def _unknown_names(parser, argv: list[str]) -> str | None:
+    """What in ``argv`` (flags, and the fields of its ``--config`` file) the parser does not know, said in one line;
+    None when it knows everything."""
+    import yaml
+
+    args, problems = list(argv), []
+    if "--config" in args and args.index("--config") + 1 < len(args):
+        at = args.index("--config")
+        path = args[at + 1]
+        del args[at:at + 2]
+        with open(path) as f:
+            config = yaml.safe_load(f)
+        if isinstance(config, dict):
+            fields = {a.dest for a in parser._actions}
+            if unknown := [k for k in config if k != "env" and k not in fields]:
+                problems.append(f"{path} holds unknown field(s): {', '.join(map(str, unknown))}")
+    longs = [o for o in parser._option_string_actions if o.startswith("--")]
+    flags = [a.split("=", 1)[0] for a in args if a.startswith("--") and a != "--"]
+    unknown = [f for f in flags if f not in longs and not (parser.allow_abbrev
+                                                            and sum(o.startswith(f) for o in longs) == 1)]
+    if unknown:
+        problems.append(f"unrecognized arguments: {' '.join(unknown)}")
+    return "; ".join(problems) or None
+
+
+def parse_strictly(parser, argv: list[str] | None = None) -> tuple:
+    """``parser.parse_args_and_config(argv)`` (a ``TrlParser``) with two differences: an unknown flag or config
+    field is reported first (a misspelt flag would otherwise trip some other field's check, which then gets the
+    blame), and argparse's own errors (a value of the wrong type, say) raise ``ValueError`` instead of printing the
+    whole usage and exiting."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "-h" not in argv and "--help" not in argv and (problem := _unknown_names(parser, argv)):
+        raise ValueError(problem)
+
+    def error(message: str):
+        raise ValueError(message)
+
+    parser.error = error
+    return parser.parse_args_and_config(args=argv)
+
+
 def parse_stage_args(parser, argv: list[str] | None = None) -> tuple | None:
-    """``parser.parse_args_and_config(argv)`` (a ``TrlParser``), or None after one line on stderr when the config
-    file is missing or not YAML, holds a field the stage does not know, or a value is refused."""
+    """:func:`parse_strictly`, or None after one line on stderr when the config file is missing or not YAML, holds
+    a field the stage does not know, a flag is unknown, or a value is refused."""
     import yaml
 
     try:
-        return parser.parse_args_and_config(args=argv)
+        return parse_strictly(parser, argv)
     except (ValueError, TypeError, OSError, yaml.YAMLError) as e:  # TypeError: e.g. one number for a list field
         print(f"{parser.prog}: error: {e} (see --help)", file=sys.stderr)
         return None

@@ -58,12 +58,8 @@ class DataArguments:
 
     def __post_init__(self):
         check_choices(self)
-
-
-def _need_path(args: DataArguments) -> str:
-    if not args.dataset_path:
-        raise ValueError(f"dataset '{args.dataset}' needs dataset_path")
-    return args.dataset_path
+        if self.dataset != "synthetic" and not self.dataset_path:
+            raise ValueError(f"dataset '{self.dataset}' needs dataset_path (--dataset_path)")
 
 
 def load_canonical_splits(args: DataArguments, with_eval: bool):
@@ -80,7 +76,7 @@ def load_canonical_splits(args: DataArguments, with_eval: bool):
             splits = splits.filter(lambda t: t in traits, input_columns="trait")
         train, held_out = splits["train"], splits["validation"]
     elif args.dataset == "release":
-        splits = load_release(_need_path(args), args.image_root, drop_invalid=args.drop_invalid_items)
+        splits = load_release(args.dataset_path, args.image_root, drop_invalid=args.drop_invalid_items)
         train = get_split(splits, args.dataset_train_split, args.dataset_path)
         held_out = splits.get(args.dataset_test_split)
         if with_eval and held_out is None:
@@ -88,11 +84,11 @@ def load_canonical_splits(args: DataArguments, with_eval: bool):
                 "%s has no held-out split %r (it has: %s): no held-out scoring; set --dataset_test_split",
                 args.dataset_path, args.dataset_test_split, ", ".join(splits))
     elif args.dataset == "upstream":
-        train, held_out = load_upstream(_need_path(args), args.image_root, drop_invalid=args.drop_invalid_items), None
+        train, held_out = load_upstream(args.dataset_path, args.image_root, drop_invalid=args.drop_invalid_items), None
     elif args.dataset == "hf":
         kw = {"trait": args.hf_trait, "score_std_column": args.hf_score_std_column, "prompt_style": args.prompt_style,
               "drop_invalid": args.drop_invalid_items}
-        train = load_hf(_need_path(args), args.dataset_train_split, **kw)
+        train = load_hf(args.dataset_path, args.dataset_train_split, **kw)
         held_out = load_hf(args.dataset_path, args.dataset_test_split, **kw) if with_eval else None
     else:
         raise ValueError(f"unknown dataset source {args.dataset!r}")

@@ -150,6 +150,8 @@ def _overrides(sets: list[str]) -> dict[str, list[str]]:
 
 def _parse_stage(stage: str, argv: list[str]):
     """Parse a stage's arguments with the parser of its own command line (YAML via ``--config`` included)."""
+    from cogip.cli import parse_strictly
+
     if stage == "sft":
         from sft_warmstart.train_sft import make_parser as parser
     elif stage == "grpo":
@@ -157,10 +159,8 @@ def _parse_stage(stage: str, argv: list[str]):
     elif stage == "generation":
         from generation.generate import make_parser as parser
     else:
-        from eval.run import parse_args
-
-        return parse_args(argv)
-    return parser().parse_args_and_config(args=argv)
+        from eval.run import make_parser as parser
+    return parse_strictly(parser(), argv)
 
 
 def _checked_parse(stage: str, argv: list[str]):
@@ -171,8 +171,6 @@ def _checked_parse(stage: str, argv: list[str]):
         return _parse_stage(stage, argv)
     except (ValueError, OSError, TypeError, yaml.YAMLError) as e:
         raise DemoInputError(f"{stage} settings: {e}") from e
-    except SystemExit as e:  # argparse has printed why
-        raise DemoInputError(f"{stage} settings were refused (see above)") from e
 
 
 def base_model_of(sft_model: str, sft_dir: Path) -> str:

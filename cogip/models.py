@@ -204,10 +204,22 @@ def load_processor(model_name_or_path: str | Path, **kwargs):
 
 
 def check_model_exists(ref: str | None, flag: str) -> None:
-    """Fail fast, before any work, on a model folder that is not there. ``org/name`` may be a hub id; a reference
-    that can only be a path (``./x``, ``/x``, ``~/x``, ``a/b/c``) must exist."""
-    if ref and not Path(ref).exists() and (ref.startswith((".", "/", "~")) or ref.count("/") > 1):
+    """Fail fast, before any work, on a model folder that is not there. A reference that is not a folder here must
+    look like a hub id (``name`` or ``org/name``, whose ``org`` is not a folder here either, as ``runs`` is), and
+    with ``HF_HUB_OFFLINE`` set it must be in the local hub cache."""
+    if not ref or Path(ref).exists():
+        return
+    path = Path(ref).expanduser()
+    if ref.startswith((".", "/", "~")) or ref.count("/") > 1 or (ref.count("/") == 1 and path.parent.is_dir()):
         raise FileNotFoundError(f"{flag} {ref}: no such model folder")
+    from huggingface_hub import constants, snapshot_download
+
+    if constants.HF_HUB_OFFLINE:
+        try:
+            snapshot_download(ref, local_files_only=True)
+        except Exception as e:  # not in the cache, or not a valid hub id at all
+            raise FileNotFoundError(f"{flag} {ref}: no such model folder here, and not in the local hub cache "
+                                    f"(HF_HUB_OFFLINE is set)") from e
 
 
 def load_policy(model_name_or_path: str | Path, *, dtype: str | torch.dtype = "auto",

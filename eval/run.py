@@ -26,6 +26,7 @@ from dataclasses import asdict
 
 from trl import TrlParser
 
+from cogip.cli import stage_parser
 from eval.checkpoint_eval import evaluate_compare, evaluate_run, evaluate_single
 from eval.curves import plot_curves
 from eval.eval_args import EvalArgs
@@ -56,13 +57,16 @@ def main(args: EvalArgs) -> dict:
 
 
 def make_parser() -> TrlParser:
-    return TrlParser((EvalArgs,))
+    return stage_parser((EvalArgs,), "Evaluate checkpoints against people's scores: per-trait SRCC, PLCC, KRCC "
+                                     "and MAE with 95% intervals, a blindness check and curves.")
 
 
 def parse_args(argv: list[str] | None = None) -> EvalArgs:
     """The flags of ``eval/run.py`` (and ``--config file.yaml``) as :class:`EvalArgs` (shared with ``cogalign eval``
     and ``cogalign demo``)."""
-    (args,) = make_parser().parse_args_and_config(args=argv)
+    from cogip.cli import parse_strictly
+
+    (args,) = parse_strictly(make_parser(), argv)
     return args
 
 

@@ -99,9 +99,10 @@ def main(args: GenerationArgs) -> dict:
 
 
 def make_parser():
-    from trl import TrlParser
+    from cogip.cli import stage_parser
 
-    return TrlParser((GenerationArgs,))
+    return stage_parser((GenerationArgs,), "Generate images with Qwen-Image from the base and the aligned text "
+                                           "encoder, blended by alpha, and judge them with the aligned policy.")
 
 
 def cli_main(argv: list[str] | None = None) -> int:

@@ -44,6 +44,15 @@ class GRPOScriptArguments(DataArguments):
     resume: bool = field(
         default=True, metadata={"help": "Resume from the last complete checkpoint in output_dir when there is one."})
 
+    def __post_init__(self):
+        super().__post_init__()
+        from rewards import build_reward_funcs
+
+        try:  # unknown names and options no named reward takes: refused here, before any data or model loads
+            build_reward_funcs(self.reward_funcs, **self.reward_options())
+        except KeyError as e:
+            raise ValueError(f"reward_funcs: {e.args[0]}") from None
+
     def reward_options(self) -> dict:
         """Options for rewards.build_reward_funcs, only those that were set."""
         opts = {"sigma_frac": self.reward_sigma_frac, "use_score_std": self.reward_use_score_std,

@@ -29,21 +29,24 @@ import yaml
 from trl import ModelConfig, TrlParser
 
 from cogip.checkpoints import resume_point
-from cogip.cli import run_stage
-from cogip.data import to_grpo_format
+from cogip.cli import run_stage, stage_parser
+from cogip.data import MissingSplitError, to_grpo_format
 from cogip.data_sources import load_canonical_splits
-from cogip.models import init_deepspeed_comm, is_adapter_dir, load_policy
+from cogip.models import check_model_exists, init_deepspeed_comm, is_adapter_dir, load_policy
 from rewards import build_reward_funcs
 from rl.callbacks import CorrelationCallback, GuardCallback
 from rl.config import CogGRPOConfig, GRPOScriptArguments
 from rl.trainer import CogGRPOTrainer
 from sft_warmstart.artifacts import resolve_model_path
+from sft_warmstart.config import TINY_MODEL
 from sft_warmstart.model_card import run_config
 from sft_warmstart.trainable import prepare_model
 
 
 def main(script_args: GRPOScriptArguments, training_args: CogGRPOConfig, model_args: ModelConfig) -> dict:
-    # Data first: bad items stop the run here, before any model is loaded.
+    # A model folder that is not there, then bad items: both stop the run here, before any model is loaded.
+    if model_args.model_name_or_path != TINY_MODEL:
+        check_model_exists(model_args.model_name_or_path, "--model_name_or_path")
     train, held_out = load_canonical_splits(script_args, with_eval=True)
     if held_out is not None and script_args.correlation_eval_size:
         held_out = held_out.select(range(min(script_args.correlation_eval_size, len(held_out))))
@@ -93,12 +96,13 @@ def main(script_args: GRPOScriptArguments, training_args: CogGRPOConfig, model_a
 
 
 def make_parser() -> TrlParser:
-    return TrlParser((GRPOScriptArguments, CogGRPOConfig, ModelConfig))
+    return stage_parser((GRPOScriptArguments, CogGRPOConfig, ModelConfig),
+                        "GRPO of a Qwen2.5-VL with rewards from the distance to people's scores.")
 
 
 def cli_main(argv: list[str] | None = None) -> int:
     """Parse flags (and ``--config file.yaml``) and run; shared by ``__main__`` and ``cogalign grpo``."""
-    return run_stage(make_parser(), main, argv)
+    return run_stage(make_parser(), main, argv, refused=(FileNotFoundError, MissingSplitError))
 
 
 if __name__ == "__main__":

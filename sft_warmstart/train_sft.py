@@ -27,10 +27,11 @@ from pathlib import Path
 from trl import ModelConfig, TrlParser
 
 from cogip.checkpoints import resume_point
-from cogip.cli import run_stage
-from cogip.models import init_deepspeed_comm, load_policy
+from cogip.cli import run_stage, stage_parser
+from cogip.data import MissingSplitError
+from cogip.models import check_model_exists, init_deepspeed_comm, load_policy
 from sft_warmstart.artifacts import resolve_model_path, save_merged
-from sft_warmstart.config import SFTScriptArguments, SoftLabelSFTConfig
+from sft_warmstart.config import TINY_MODEL, SFTScriptArguments, SoftLabelSFTConfig
 from sft_warmstart.data_sources import load_sft_splits
 from sft_warmstart.model_card import write_model_card
 from sft_warmstart.trainable import prepare_model
@@ -38,7 +39,9 @@ from sft_warmstart.trainer import SoftLabelSFTTrainer
 
 
 def main(script_args: SFTScriptArguments, training_args: SoftLabelSFTConfig, model_args: ModelConfig) -> dict:
-    # Data first: bad items stop the run here, before any model is loaded.
+    # A model folder that is not there, then bad items: both stop the run here, before any model is loaded.
+    if model_args.model_name_or_path != TINY_MODEL:
+        check_model_exists(model_args.model_name_or_path, "--model_name_or_path")
     train_dataset, eval_dataset = load_sft_splits(script_args, with_eval=training_args.eval_strategy != "no")
 
     # Model and processor; LoRA on the LLM and the freeze flags (ZeRO-3 partitions the weights as they load).
@@ -77,12 +80,13 @@ def main(script_args: SFTScriptArguments, training_args: SoftLabelSFTConfig, mod
 
 
 def make_parser() -> TrlParser:
-    return TrlParser((SFTScriptArguments, SoftLabelSFTConfig, ModelConfig))
+    return stage_parser((SFTScriptArguments, SoftLabelSFTConfig, ModelConfig),
+                        "SFT warm-start of a Qwen2.5-VL with the soft-label loss on the score digits.")
 
 
 def cli_main(argv: list[str] | None = None) -> int:
     """Parse flags (and ``--config file.yaml``) and run; shared by ``__main__`` and ``cogalign sft``."""
-    return run_stage(make_parser(), main, argv)
+    return run_stage(make_parser(), main, argv, refused=(FileNotFoundError, MissingSplitError))
 
 
 if __name__ == "__main__":

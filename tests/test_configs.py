@@ -99,16 +99,20 @@ def test_bad_config_files_end_each_command_with_one_line_and_exit_2(stage, tmp_p
 
     monkeypatch.setattr(sys, "argv", ["cogalign"])
     unknown = tmp_path / "unknown.yaml"
-    # every stage's required fields, so that the unknown one is what stops it
-    unknown.write_text(f"output_dir: {tmp_path / 'out'}\nuse_cpu: true\ncheckpoint: x\npipeline: tiny\n"
-                       "no_such_field: 3\n")
+    # no required field either: the unknown one is named first, not the missing field it would otherwise trip
+    unknown.write_text(f"output_dir: {tmp_path / 'out'}\nno_such_field: 3\n")
     broken = tmp_path / "broken.yaml"
     broken.write_text("learning_rate: [1e-4\n")
-    cases = [(unknown, "no_such_field"), (broken, "broken.yaml"), (tmp_path / "missing.yaml", "missing.yaml")]
-    for path, named in cases:
-        assert cogalign([stage, "--config", str(path)]) == 2
+    cases = [(["--config", str(unknown)], "unknown field(s): no_such_field"),
+             (["--config", str(broken)], "broken.yaml"),
+             (["--config", str(tmp_path / "missing.yaml")], "missing.yaml"),
+             (["--output_dir", str(tmp_path / "out"), "--chekpoint", "x"], "unrecognized arguments: --chekpoint"),
+             (["--output_dir", str(tmp_path / "out"), "--seed", "two"], "invalid int value: 'two'")]
+    for argv, named in cases:
+        assert cogalign([stage, *argv]) == 2
         err = capsys.readouterr().err
         assert err.startswith(f"cogalign {stage}: error: ") and named in err and "Traceback" not in err
+        assert "usage:" not in err  # not argparse's whole usage first
     assert not (tmp_path / "out").exists()
     with pytest.raises(SystemExit) as stopped:
         cogalign([stage, "--help"])
@@ -124,3 +128,22 @@ def test_the_7b_configs_chain_sft_into_grpo_into_generation():
     grpo = [cfg(f"qwen2_5_vl_7b/{n}") for n in ("grpo.yaml", "grpo_full.yaml")]
     assert all(g["model_name_or_path"] in sft_out for g in grpo)
     assert cfg("qwen_image/generation.yaml")["aligned_model"] in {g["output_dir"] for g in grpo}
+
+
+def test_training_stages_refuse_a_missing_model_a_misspelt_reward_and_a_data_source_without_path(
+        tmp_path, capsys, monkeypatch):
+    from cogip.cli import main as cogalign
+
+    monkeypatch.setattr(sys, "argv", ["cogalign"])
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()  # so runs/nope can only be a folder, not a hub id
+    base = ["--output_dir", str(tmp_path / "out"), "--use_cpu", "true"]
+    cases = [("sft", ["--model_name_or_path", "runs/nope"], "--model_name_or_path runs/nope: no such model folder"),
+             ("grpo", ["--model_name_or_path", "runs/nope"], "--model_name_or_path runs/nope: no such model folder"),
+             ("grpo", ["--reward_funcs", "distance_gausian", "format"], "unknown reward 'distance_gausian'"),
+             ("sft", ["--dataset", "release"], "dataset 'release' needs dataset_path")]
+    for stage, argv, named in cases:
+        assert cogalign([stage, *base, *argv]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"cogalign {stage}: error: ") and named in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()

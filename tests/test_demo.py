@@ -135,7 +135,8 @@ def test_bad_input_is_refused_before_anything_is_written(tmp_path, capsys):
     assert cogalign(["demo", "--output_dir", str(out), "--set", "grpo"]) == 2
     assert cogalign(["demo", "--output_dir", str(out), "--set", "grpo.model_name_or_path=x"]) == 2
     assert "chain the stages" in capsys.readouterr().err
-    release = yaml.safe_load((REPO / "configs" / "tiny" / "sft.yaml").read_text()) | {"dataset": "release"}
+    release = yaml.safe_load((REPO / "configs" / "tiny" / "sft.yaml").read_text()) | {"dataset": "release",
+                                                                                 "dataset_path": str(tmp_path)}
     (tmp_path / "release.yaml").write_text(yaml.safe_dump(release))
     assert cogalign(["demo", "--output_dir", str(out), "--sft_config", str(tmp_path / "release.yaml")]) == 2
     assert "synthetic benchmark" in capsys.readouterr().err

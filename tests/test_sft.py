@@ -35,7 +35,7 @@ def _model_args(**kw):
 
 def _args(out: Path, **kw) -> SoftLabelSFTConfig:
     base = dict(output_dir=str(out), use_cpu=True, bf16=False, max_steps=2, per_device_train_batch_size=4,
-                report_to="none", gradient_checkpointing=False, save_strategy="no", learning_rate=1e-2,
+                report_to="none", activation_checkpointing=False, save_strategy="no", learning_rate=1e-2,
                 logging_steps=1, max_length=None, dataloader_num_workers=0)
     return SoftLabelSFTConfig(**{**base, **kw})
 
