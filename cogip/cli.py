@@ -135,11 +135,21 @@ def main(argv: list[str] | None = None) -> int:
     commands = {name: help_ for name, (_, help_) in STAGES.items()}
     commands |= {"demo": "run the whole pipeline on the synthetic benchmark (CPU)",
                  "validate-data": "check CogIP-Bench files before training"}
+    if argv and argv[0] == "--version":
+        from importlib.metadata import version
+
+        print(f"cogalign {version('cogalign')}")
+        return 0
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
-        print("usage: cogalign <command> [args]\n\ncommands:")
+        known = not argv or argv[0] in ("-h", "--help")
+        out = sys.stdout if known else sys.stderr
+        if not known:
+            print(f"cogalign: error: unknown command {argv[0]!r}", file=out)
+        print("usage: cogalign <command> [args]   (cogalign <command> --help for its flags; cogalign --version)\n\n"
+              "commands:", file=out)
         for name, help_ in commands.items():
-            print(f"  {name:<14} {help_}")
-        return 0 if not argv or argv[0] in ("-h", "--help") else 2
+            print(f"  {name:<14} {help_}", file=out)
+        return 0 if known else 2
     cmd, rest = argv[0], argv[1:]
     if cmd == "validate-data":
         return _validate_data(rest)

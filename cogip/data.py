@@ -277,7 +277,10 @@ def _files_of(path: Path) -> list[Path]:
     found = sorted(path.glob("cognition_training.json")) + sorted(path.glob("training_grpo.json"))
     found += sorted(path.glob("**/*_messages.json")) + sorted(path.glob("**/*_scores.txt"))
     if not found:
-        raise FileNotFoundError(f"{path} holds no CogIP-Bench files ({', '.join(RELEASE_FILES.values())})")
+        raise FileNotFoundError(f"{path} holds no CogIP-Bench files (a release folder holds "
+                                f"{', '.join(RELEASE_FILES.values())}; a test_msg_file folder holds "
+                                "<Trait>/<Trait>_messages.json with <Trait>_scores.json, a cognition_scores folder "
+                                "<Trait>_scores.txt)")
     return found
 
 
@@ -409,6 +412,12 @@ def load_hf(name_or_path: str, split: str | None = None, *, image_column: str = 
     src = str(name_or_path if isinstance(name_or_path, str) else "dataset")
     if isinstance(ds, datasets.DatasetDict):
         ds = get_split(ds, split or "train", src)
+    needed = (image_column, score_column) + (() if trait else (trait_column,))
+    missing = [c for c in needed if c not in ds.column_names]
+    if missing:
+        hint = " (a dataset of one trait without a trait column: set hf_trait)" if trait_column in missing else ""
+        raise ValueError(f"{src} has no column {', '.join(map(repr, missing))}{hint}; its columns: "
+                         f"{', '.join(ds.column_names)}")
     report, records = ValidationReport(seen={src: len(ds)}), []
     for i, row in enumerate(ds):
         name = trait or row.get(trait_column)

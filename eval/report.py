@@ -151,9 +151,11 @@ def markdown_report(results: dict, settings: dict) -> str:
 def _blindness_lines(blind: dict | None) -> list[str]:
     if not blind:
         return []
-    lines = ["Blindness check (greedy answers re-scored with other images; shift = mean |change| as a share of the "
-             "trait's range):", "", "| trait | blank: shift | blank: changed | shuffled: shift | shuffled: changed | "
-             "shuffled: SRCC with people |", "|---|---|---|---|---|---|"]
+    lines = ["Blindness check (the same items predicted again, in the evaluation's decoding, with blank and with "
+             "shuffled images; shift = mean |change| as a share of the trait's range):", "",
+             "| trait | blank: shift | blank: changed | shuffled: shift | shuffled: changed "
+             "| shuffled: SRCC with people |",
+             "|---|---|---|---|---|---|"]
     for trait, r in blind["shuffled"].items():
         b = blind["blank"][trait]
         lines.append(f"| {trait} | {_fmt(b['mean_abs_shift_of_range'])} | {_fmt(b['changed_rate'])} | "

@@ -39,6 +39,11 @@ class CorrelationCallback(TrainerCallback):
         self.last_step = 0
 
     def on_train_begin(self, args, state, control, **kwargs):
+        logging_steps = int(args.logging_steps) if args.logging_steps and args.logging_steps >= 1 else 0
+        if self.eval_steps and logging_steps and self.eval_steps % logging_steps:
+            logger.warning("held-out scoring runs at training logs: every %d steps it waits for the next log of "
+                           "every %d; make eval_steps a multiple of logging_steps to score at eval_steps",
+                           self.eval_steps, logging_steps)
         if state.global_step == 0:  # the starting point of the curves (a resumed run already has it)
             self.evaluate(args, state)
         self.last_step = state.global_step

@@ -147,3 +147,12 @@ def test_training_stages_refuse_a_missing_model_a_misspelt_reward_and_a_data_sou
         err = capsys.readouterr().err
         assert err.startswith(f"cogalign {stage}: error: ") and named in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()
+
+
+def test_the_console_script_names_an_unknown_command_and_tells_its_version(capsys):
+    from cogip.cli import main as cogalign
+
+    assert cogalign(["trian"]) == 2
+    out = capsys.readouterr()
+    assert out.err.startswith("cogalign: error: unknown command 'trian'") and "grpo" in out.err and not out.out
+    assert cogalign(["--version"]) == 0 and capsys.readouterr().out.startswith("cogalign 0.")

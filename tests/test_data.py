@@ -171,6 +171,8 @@ def test_load_hf_and_converters(tmp_path, synthetic_splits):
     ds = load_hf(str(tmp_path / "hf"), trait_column="label_name", score_column="mos", drop_invalid=True)
     assert ds["trait"] == ["Aesthetics", "Emotional_Valence", "Memorability"]
     assert ds["answer"] == ["high 7.250", "negative -1.000", "medium 0.500"]
+    with pytest.raises(ValueError, match="has no column 'trait' .*set hf_trait.*label_name"):
+        load_hf(str(tmp_path / "hf"), score_column="mos")
 
     sft = to_sft_format(synthetic_splits["train"])
     row = sft[0]
