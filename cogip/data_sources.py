@@ -47,7 +47,7 @@ class DataArguments:
     synthetic_train_start: int = field(
         default=0, metadata={"help": "synthetic: first training item to use (skip the ones an earlier stage saw)."})
     synthetic_traits: list[str] | None = field(
-        default=None, metadata={"help": "synthetic: traits to draw (default: all four)."})
+        default=None, metadata={"help": "synthetic: traits to draw (unset: all four)."})
     prompt_style: str = field(
         default="full",
         metadata={"help": "Prompt wording for synthetic/hf data: 'full' (bands spelled out) or 'short' (tiny models)",

@@ -27,7 +27,7 @@ class EvalArgs:
     max_items_per_trait: int | None = field(default=None, metadata={
         "help": "evaluate only the first N items of each trait (all by default; upstream sampled 120 at random)"})
     output_dir: str | None = field(default=None, metadata={
-        "help": "where results go (default: <run_dir>/eval or ./eval_results)"})
+        "help": "where results go (unset: <run_dir>/eval or ./eval_results)"})
     decoding: str = field(default="greedy", metadata={"help": "greedy | expected | sample"})
     num_samples: int = field(default=8, metadata={"help": "samples per item with --decoding sample"})
     temperature: float = field(default=1.0, metadata={"help": "sampling temperature with --decoding sample"})
@@ -40,7 +40,7 @@ class EvalArgs:
     blindness_models: str = field(default="all", metadata={
         "help": "with --run_dir: run the blindness check on 'all' checkpoints or only on the run's 'final' model"})
     blindness_items: int | None = field(default=None, metadata={
-        "help": "re-score only the first this many items in the blindness check (default: all)"})
+        "help": "re-score only the first this many items in the blindness check (unset: all)"})
     blindness_tolerance: float = field(default=0.02, metadata={
         "help": "flag a trait whose predictions move less than this share of its range under shuffled images"})
     reward_funcs: list[str] | None = field(default=None, metadata={
@@ -49,7 +49,7 @@ class EvalArgs:
     vision_cache_gb: float = field(default=0.0, metadata={
         "help": "GiB of image tokens kept so that each image passes the vision tower once (cogip.vision_cache; "
                 "0: off)"})
-    device: str | None = field(default=None, metadata={"help": "cuda / cpu (default: cuda when available)"})
+    device: str | None = field(default=None, metadata={"help": "cuda / cpu (unset: cuda when available)"})
     seed: int = field(default=0, metadata={"help": "seed for sampling, shuffles and the bootstrap"})
     include_final: bool = field(default=True, metadata={
         "help": "also evaluate the model saved at the top of --run_dir when no checkpoint has its step"})

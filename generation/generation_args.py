@@ -13,12 +13,12 @@ class GenerationArgs:
         "help": "the aligned policy: full weights (GRPO) or a LoRA adapter folder (SFT; merged on load). Required, "
                 "except with pipeline 'tiny', where a stand-in (the tiny base with weight noise) is built"})
     base_encoder: str | None = field(default=None, metadata={
-        "help": "the encoder the aligned one is compared with (default: the pipeline's own text encoder)"})
+        "help": "the encoder the aligned one is compared with (unset: the pipeline's own text encoder)"})
     judge_model: str | None = field(default=None, metadata={
-        "help": "cognition model that scores the images (default: the aligned policy); any checkpoint or adapter"})
+        "help": "cognition model that scores the images (unset: the aligned policy); any checkpoint or adapter"})
 
     # Prompts and seeds
-    traits: list[str] | None = field(default=None, metadata={"help": "traits to generate for (default: all)"})
+    traits: list[str] | None = field(default=None, metadata={"help": "traits to generate for (unset: all)"})
     prompt_files: list[str] | None = field(default=None, metadata={
         "help": "prompt set JSON files ({\"trait\": ..., \"prompts\": [...]}); default: generation/prompts/*.json"})
     prompts_per_trait: int | None = field(default=None, metadata={"help": "use only the first N prompts per trait"})
@@ -37,7 +37,7 @@ class GenerationArgs:
     negative_prompt: str | None = field(default=" ", metadata={"help": "negative prompt for true CFG"})
     max_sequence_length: int = field(default=512, metadata={"help": "prompt tokens kept by the pipeline"})
     images_per_batch: int | None = field(default=None, metadata={
-        "help": "seeds sampled in one pipeline call (default: all of a prompt's); lower it to save GPU memory"})
+        "help": "seeds sampled in one pipeline call (unset: all of a prompt's); lower it to save GPU memory"})
 
     # Placement
     dtype: str = field(default="bfloat16", metadata={"help": "float32 | bfloat16 | float16"})
@@ -50,7 +50,7 @@ class GenerationArgs:
     judge_decoding: str = field(default="expected", metadata={"help": "greedy | expected (see eval/predict.py)"})
     judge_prompt_style: str = field(default="full", metadata={"help": "full | short (short for tiny models)"})
     judge_image_size: int | None = field(default=None, metadata={
-        "help": "resize images to this square size for the judge (default: what its processor fixes, else as is)"})
+        "help": "resize images to this square size for the judge (unset: what its processor fixes, else as is)"})
     judge_batch_size: int = field(default=8, metadata={"help": "images per judge batch"})
     unparsable: str = field(default="midpoint", metadata={
         "help": "judge answers without a score: 'midpoint' (scored as the middle of the range) or 'drop' (the pair "

@@ -24,7 +24,7 @@ class GRPOScriptArguments(DataArguments):
     reward_use_score_std: bool | None = field(
         default=None, metadata={"help": "distance_gaussian: use the item's rater spread (score_std) as sigma."})
     reward_unparsable_penalty: float | None = field(
-        default=None, metadata={"help": "Reward for a completion with no readable score (default: each "
+        default=None, metadata={"help": "Reward for a completion with no readable score (unset: each "
                                         "function's own, 0 or -0.5 for distance_upstream)."})
     rank_mode: str | None = field(
         default=None, metadata={"help": "rank_global: 'concordance' or 'thurstone'."})
@@ -34,7 +34,7 @@ class GRPOScriptArguments(DataArguments):
                           "and train as configured, or 'train' the same adapter further.",
                   "choices": ["merge", "train"]})
     correlation_eval_size: int | None = field(
-        default=None, metadata={"help": "Held-out items scored every eval_steps (default: the whole split)."})
+        default=None, metadata={"help": "Held-out items scored every eval_steps (unset: the whole split)."})
     correlation_batch_size: int = field(default=16, metadata={"help": "Batch size of the held-out scoring."})
     correlation_decoding: str = field(
         default="greedy",

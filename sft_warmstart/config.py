@@ -34,7 +34,7 @@ class SFTScriptArguments(DataArguments):
                           "centre); false reproduces the towers before these targets (BENCHMARKS.md)."})
     tiny_vision_pretrain_threads: int | None = field(
         default=None,
-        metadata={"help": "Torch threads of that pretraining (default: OMP_NUM_THREADS when set, else the cores this "
+        metadata={"help": "Torch threads of that pretraining (unset: OMP_NUM_THREADS when set, else the cores this "
                           "process may use, at most 4; give 1 when other work shares the CPU)."})
     merge_lora: bool = field(
         default=False,

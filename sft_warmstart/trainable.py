@@ -30,9 +30,9 @@ class TrainablePartsArguments:
     freeze_merger: bool = field(default=False, metadata={"help": "Do not train the vision-language merger."})
     freeze_llm: bool = field(default=False, metadata={"help": "Do not train the language model (full FT only)."})
     vision_lr: float | None = field(
-        default=None, metadata={"help": "Learning rate of the ViT blocks (default: learning_rate)."})
+        default=None, metadata={"help": "Learning rate of the ViT blocks (unset: learning_rate)."})
     merger_lr: float | None = field(
-        default=None, metadata={"help": "Learning rate of the merger (default: learning_rate)."})
+        default=None, metadata={"help": "Learning rate of the merger (unset: learning_rate)."})
     vision_cache_gb: float = field(
         default=0.0,
         metadata={"help": "With the vision tower and merger frozen: keep up to this many GiB of image tokens and "
