@@ -7,6 +7,8 @@ Each training/eval subcommand forwards its arguments to the ``main`` of the stag
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import enum
 import importlib
 import sys
 
@@ -68,6 +70,36 @@ def parse_strictly(parser, argv: list[str] | None = None) -> tuple:
 
     parser.error = error
     return parser.parse_args_and_config(args=argv)
+
+
+def plain(value):
+    """A YAML-safe copy (enums by their value; paths and other objects become strings)."""
+    if isinstance(value, enum.Enum):
+        value = value.value
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
+
+
+_DEVICE_FIELDS = ("use_cpu", "bf16", "fp16")  # always written: they decide whether the arguments parse here at all
+
+
+def relaunch_config(make_parser, parsed: tuple) -> dict:
+    """The fields of a parsed run that differ from what a fresh ``make_parser()`` gives with no config on the same
+    device flags, as one flat, YAML-safe mapping: ``--config`` with it launches the same run."""
+    device = next(({k: getattr(a, k) for k in _DEVICE_FIELDS} for a in parsed if hasattr(a, "use_cpu")), {})
+    baseline = make_parser().parse_args_and_config([x for k, v in device.items() for x in (f"--{k}", str(v))])
+    out = {}
+    for args, base in zip(parsed, baseline):
+        init = {f.name for f in dataclasses.fields(args) if f.init}
+        given, default = (plain(a.to_dict() if hasattr(a, "to_dict") else dataclasses.asdict(a))
+                          for a in (args, base))
+        out |= {k: v for k, v in given.items() if k in init and (v != default.get(k) or k in device)}
+    return out
 
 
 def parse_stage_args(parser, argv: list[str] | None = None) -> tuple | None:

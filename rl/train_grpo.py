@@ -25,11 +25,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import yaml
 from trl import ModelConfig, TrlParser
 
 from cogip.checkpoints import resume_point
-from cogip.cli import run_stage, stage_parser
+from cogip.cli import relaunch_config, run_stage, stage_parser
 from cogip.data import MissingSplitError, to_grpo_format
 from cogip.data_sources import load_canonical_splits
 from cogip.models import check_model_exists, init_deepspeed_comm, is_adapter_dir, load_policy
@@ -39,11 +38,13 @@ from rl.config import CogGRPOConfig, GRPOScriptArguments
 from rl.trainer import CogGRPOTrainer
 from sft_warmstart.artifacts import resolve_model_path
 from sft_warmstart.config import TINY_MODEL
-from sft_warmstart.model_card import run_config
+from sft_warmstart.model_card import write_config
 from sft_warmstart.trainable import prepare_model
 
 
 def main(script_args: GRPOScriptArguments, training_args: CogGRPOConfig, model_args: ModelConfig) -> dict:
+    # The fields as given, kept before training adjusts any (what relaunches this run).
+    config = relaunch_config(make_parser, (script_args, training_args, model_args))
     # A model folder that is not there, then bad items: both stop the run here, before any model is loaded.
     if model_args.model_name_or_path != TINY_MODEL:
         check_model_exists(model_args.model_name_or_path, "--model_name_or_path")
@@ -88,8 +89,9 @@ def main(script_args: GRPOScriptArguments, training_args: CogGRPOConfig, model_a
     trainer.save_model(training_args.output_dir)
     if trainer.accelerator.is_main_process:
         processor.save_pretrained(training_args.output_dir)
-        config = run_config(script_args, training_args, model_args) | {"base_model": model_path}
-        (Path(training_args.output_dir) / "cogalign_grpo_config.yaml").write_text(yaml.safe_dump(config))
+        write_config(Path(training_args.output_dir) / "cogalign_grpo_config.yaml",
+                     config, "grpo",
+                     notes=f"# base_model: {model_path}\n")
     trainer.accelerator.wait_for_everyone()
     trainer.accelerator.print(f"Saved to {training_args.output_dir}.")
     return metrics

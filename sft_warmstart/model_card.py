@@ -1,40 +1,31 @@
-"""The model card written next to an SFT result: what was trained, on what, with which loss, and the full config."""
+"""The model card written next to an SFT result: what was trained, on what, with which loss, and the config that
+launches the same run again."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
 import yaml
 
+from cogip.cli import plain
+
 CONFIG_FILE = "cogalign_sft_config.yaml"
 
 
-def _plain(value):
-    """A YAML-safe copy (enums, paths and other objects become strings)."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    return str(value)
+def write_config(path: str | Path, config: dict, stage: str, notes: str = "") -> None:
+    """Write a run's :func:`cogip.cli.relaunch_config` to ``path``, headed by how to launch it again."""
+    head = f"# The fields this run was given (the rest are defaults). Again: cogalign {stage} --config <this file>\n"
+    Path(path).write_text(head + notes + yaml.safe_dump(config, sort_keys=True))
 
 
-def run_config(script_args, training_args, model_args) -> dict:
-    training = training_args.to_dict() if hasattr(training_args, "to_dict") else dataclasses.asdict(training_args)
-    return _plain({"script": dataclasses.asdict(script_args), "training": training,
-                   "model": dataclasses.asdict(model_args)})
-
-
-def write_model_card(out_dir: str | Path, script_args, training_args, model_args, metrics: dict | None = None,
-                     base_model: str | None = None, merged: bool = False) -> Path:
-    """Write ``README.md`` and ``cogalign_sft_config.yaml`` into ``out_dir``; return the README path."""
+def write_model_card(out_dir: str | Path, script_args, training_args, model_args, config: dict,
+                     metrics: dict | None = None, base_model: str | None = None, merged: bool = False) -> Path:
+    """Write ``README.md`` and ``config`` (the run's :func:`cogip.cli.relaunch_config`) as
+    ``cogalign_sft_config.yaml`` into ``out_dir``; return the README path."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    config = run_config(script_args, training_args, model_args)
-    (out / CONFIG_FILE).write_text(yaml.safe_dump(config, sort_keys=False))
+    write_config(out / CONFIG_FILE, config, "sft")
     t = training_args
     kind = "merged full weights" if merged else ("LoRA adapter" if model_args.use_peft else "full weights")
     lora = (f"r {model_args.lora_r}, alpha {model_args.lora_alpha}, dropout {model_args.lora_dropout}"
@@ -64,12 +55,12 @@ def write_model_card(out_dir: str | Path, script_args, training_args, model_args
         "## Final metrics",
         "",
         "```json",
-        json.dumps(_plain(metrics or {}), indent=2),
+        json.dumps(plain(metrics or {}), indent=2),
         "```",
         "",
-        "## Full configuration",
+        "## Configuration",
         "",
-        f"Also in `{CONFIG_FILE}`.",
+        f"The fields the run was given (the rest are defaults); `cogalign sft --config {CONFIG_FILE}` runs it again.",
         "",
         "```yaml",
         yaml.safe_dump(config, sort_keys=False).strip(),

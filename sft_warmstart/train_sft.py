@@ -27,7 +27,7 @@ from pathlib import Path
 from trl import ModelConfig, TrlParser
 
 from cogip.checkpoints import resume_point
-from cogip.cli import run_stage, stage_parser
+from cogip.cli import relaunch_config, run_stage, stage_parser
 from cogip.data import MissingSplitError
 from cogip.models import check_model_exists, init_deepspeed_comm, load_policy
 from sft_warmstart.artifacts import resolve_model_path, save_merged
@@ -39,6 +39,8 @@ from sft_warmstart.trainer import SoftLabelSFTTrainer
 
 
 def main(script_args: SFTScriptArguments, training_args: SoftLabelSFTConfig, model_args: ModelConfig) -> dict:
+    # The fields as given, kept before training adjusts any (what relaunches this run).
+    config = relaunch_config(make_parser, (script_args, training_args, model_args))
     # A model folder that is not there, then bad items: both stop the run here, before any model is loaded.
     if model_args.model_name_or_path != TINY_MODEL:
         check_model_exists(model_args.model_name_or_path, "--model_name_or_path")
@@ -67,11 +69,13 @@ def main(script_args: SFTScriptArguments, training_args: SoftLabelSFTConfig, mod
     # Save: adapter or full weights + processor + model card; optionally the merged model.
     trainer.save_model(training_args.output_dir)
     if trainer.accelerator.is_main_process:
-        write_model_card(training_args.output_dir, script_args, training_args, model_args, metrics, model_path)
+        write_model_card(training_args.output_dir, script_args, training_args, model_args, config, metrics,
+                         model_path)
         if script_args.merge_lora and model_args.use_peft:
             merged = save_merged(training_args.output_dir, Path(training_args.output_dir) / "merged",
                                  dtype=model_args.dtype)
-            write_model_card(merged, script_args, training_args, model_args, metrics, model_path, merged=True)
+            write_model_card(merged, script_args, training_args, model_args, config, metrics, model_path,
+                             merged=True)
             trainer.accelerator.print(f"Merged model saved to {merged}.")
     trainer.accelerator.wait_for_everyone()
     trainer.accelerator.print(f"Saved to {training_args.output_dir}.")

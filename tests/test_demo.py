@@ -70,7 +70,7 @@ def test_summary_has_every_figure(demo):
     grpo_eval = json.loads((demo / "eval" / "grpo" / "metrics.json").read_text())["checkpoints"][-1]
     for t in TRAITS:
         assert s["srcc_grpo"][t] == grpo_eval["metrics"]["traits"][t]["srcc"]
-    assert yaml.safe_load((demo / "grpo" / "cogalign_grpo_config.yaml").read_text())["base_model"] == str(
+    assert yaml.safe_load((demo / "grpo" / "cogalign_grpo_config.yaml").read_text())["model_name_or_path"] == str(
         demo / "sft")
     assert (demo / "grpo" / "correlation_log.jsonl").read_text().count("\n") >= 2
 

@@ -1,5 +1,6 @@
 """GRPO on the tiny Qwen2.5-VL with trl's real GRPOTrainer: rewards, held-out correlation, checkpoints, resume."""
 
+import dataclasses
 import json
 import logging
 import os
@@ -12,8 +13,9 @@ import torch
 from test_eval_support import fitted_model_dir  # noqa: F401  (fixture)
 
 from cogip.checkpoints import last_complete_checkpoint
+from cogip.cli import plain
 from rl.callbacks import degenerate_group_warning
-from rl.train_grpo import cli_main
+from rl.train_grpo import cli_main, make_parser
 
 CONFIG = str(Path(__file__).parents[1] / "configs" / "tiny" / "grpo.yaml")
 
@@ -49,7 +51,11 @@ def test_grpo_trains_logs_correlation_and_resumes(tmp_path, caplog, fitted_model
     rows = [json.loads(line) for line in (out / "correlation_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [0, 2]
     assert rows[1]["train_reward"] is not None and "Aesthetics/mae" in rows[1] and "parse_rate" in rows[1]
-    assert (out / "cogalign_grpo_config.yaml").exists()
+    # the saved config launches the same run: every field parses back to what this run had
+    relaunch = make_parser().parse_args_and_config(["--config", str(out / "cogalign_grpo_config.yaml")],
+                                                   fail_with_unknown_args=True)
+    given = make_parser().parse_args_and_config([*args, "--max_steps", "2"])
+    assert [plain(dataclasses.asdict(a)) for a in relaunch] == [plain(dataclasses.asdict(a)) for a in given]
 
     # A half-written checkpoint (killed while saving) is never resumed from.
     (out / "checkpoint-7").mkdir()

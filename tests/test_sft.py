@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -155,6 +156,14 @@ def test_tiny_config_trains_resumes_and_merges(tmp_path, capfd):
     assert cogalign(["sft", "--config", str(TINY_CONFIG), *common, "--max_steps", "26", "--merge_lora", "true"]) == 0
     assert f"Resuming from {out / 'checkpoint-24'}" in capfd.readouterr().out
     assert json.loads((out / "checkpoint-26" / "trainer_state.json").read_text())["global_step"] == 26
+    # Its saved config launches the same run (the relative paths as given, from the same folder).
+    from cogip.cli import plain
+    from sft_warmstart.train_sft import make_parser
+
+    again, given = (make_parser().parse_args_and_config(argv) for argv in (
+        ["--config", str(out / "cogalign_sft_config.yaml")],
+        ["--config", str(TINY_CONFIG), *common, "--max_steps", "26", "--merge_lora", "true"]))
+    assert [plain(dataclasses.asdict(a)) for a in again] == [plain(dataclasses.asdict(a)) for a in given]
 
     # The adapter holds trained LoRA weights and the trained ViT/merger copy.
     adapter = load_file(out / "adapter_model.safetensors")
