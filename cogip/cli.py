@@ -31,12 +31,12 @@ def stage_parser(dataclass_types: tuple, description: str):
                             "flags given beside it override the file.")
 
 
-def _unknown_names(parser, argv: list[str]) -> str | None:
-    """What in ``argv`` (flags, and the fields of its ``--config`` file) the parser does not know, said in one line;
-    None when it knows everything."""
+def _read_argv(parser, argv: list[str]) -> tuple[set[str], list[str]]:
+    """The fields ``argv`` sets (its flags' and its ``--config`` file's), and what in it the parser does not know,
+    each said in a few words."""
     import yaml
 
-    args, problems = list(argv), []
+    args, given, problems = list(argv), set(), []
     if "--config" in args and args.index("--config") + 1 < len(args):
         at = args.index("--config")
         path = args[at + 1]
@@ -45,31 +45,41 @@ def _unknown_names(parser, argv: list[str]) -> str | None:
             config = yaml.safe_load(f)
         if isinstance(config, dict):
             fields = {a.dest for a in parser._actions}
+            given |= {k for k in config if k in fields}
             if unknown := [k for k in config if k != "env" and k not in fields]:
                 problems.append(f"{path} holds unknown field(s): {', '.join(map(str, unknown))}")
-    longs = [o for o in parser._option_string_actions if o.startswith("--")]
-    flags = [a.split("=", 1)[0] for a in args if a.startswith("--") and a != "--"]
-    unknown = [f for f in flags if f not in longs and not (parser.allow_abbrev
-                                                            and sum(o.startswith(f) for o in longs) == 1)]
+    actions = {o: a for o, a in parser._option_string_actions.items() if o.startswith("--")}
+    unknown = []
+    for flag in (a.split("=", 1)[0] for a in args if a.startswith("--") and a != "--"):
+        matches = [flag] if flag in actions else [o for o in actions if parser.allow_abbrev and o.startswith(flag)]
+        if len(matches) == 1:
+            given.add(actions[matches[0]].dest)
+        else:
+            unknown.append(flag)
     if unknown:
         problems.append(f"unrecognized arguments: {' '.join(unknown)}")
-    return "; ".join(problems) or None
+    return given, problems
 
 
 def parse_strictly(parser, argv: list[str] | None = None) -> tuple:
     """``parser.parse_args_and_config(argv)`` (a ``TrlParser``) with two differences: an unknown flag or config
     field is reported first (a misspelt flag would otherwise trip some other field's check, which then gets the
     blame), and argparse's own errors (a value of the wrong type, say) raise ``ValueError`` instead of printing the
-    whole usage and exiting."""
+    whole usage and exiting. Each parsed object remembers which fields were given, for :func:`relaunch_config`."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if "-h" not in argv and "--help" not in argv and (problem := _unknown_names(parser, argv)):
-        raise ValueError(problem)
+    helping = "-h" in argv or "--help" in argv
+    given, problems = (set(), []) if helping else _read_argv(parser, argv)
+    if problems:
+        raise ValueError("; ".join(problems))
 
     def error(message: str):
         raise ValueError(message)
 
     parser.error = error
-    return parser.parse_args_and_config(args=argv)
+    parsed = parser.parse_args_and_config(args=argv)
+    for args in parsed:
+        args.__dict__[_GIVEN] = given
+    return parsed
 
 
 def plain(value):
@@ -85,20 +95,19 @@ def plain(value):
     return str(value)
 
 
+_GIVEN = "_cogalign_given_fields"
 _DEVICE_FIELDS = ("use_cpu", "bf16", "fp16")  # always written: they decide whether the arguments parse here at all
 
 
-def relaunch_config(make_parser, parsed: tuple) -> dict:
-    """The fields of a parsed run that differ from what a fresh ``make_parser()`` gives with no config on the same
-    device flags, as one flat, YAML-safe mapping: ``--config`` with it launches the same run."""
-    device = next(({k: getattr(a, k) for k in _DEVICE_FIELDS} for a in parsed if hasattr(a, "use_cpu")), {})
-    baseline = make_parser().parse_args_and_config([x for k, v in device.items() for x in (f"--{k}", str(v))])
+def relaunch_config(parsed: tuple) -> dict:
+    """The fields a run parsed by :func:`parse_strictly` was given (by its flags and its config file), with the
+    values they took, as one flat, YAML-safe mapping: ``--config`` with it launches the same run. Fields derived
+    from others (trl's ``steps_per_generation``, say) are left to be derived again."""
     out = {}
-    for args, base in zip(parsed, baseline):
-        init = {f.name for f in dataclasses.fields(args) if f.init}
-        given, default = (plain(a.to_dict() if hasattr(a, "to_dict") else dataclasses.asdict(a))
-                          for a in (args, base))
-        out |= {k: v for k, v in given.items() if k in init and (v != default.get(k) or k in device)}
+    for args in parsed:
+        given = set(args.__dict__.get(_GIVEN, ())) | ({*_DEVICE_FIELDS} if hasattr(args, "use_cpu") else set())
+        values = plain(args.to_dict() if hasattr(args, "to_dict") else dataclasses.asdict(args))
+        out |= {k: v for k, v in values.items() if k in given}
     return out
 
 

@@ -44,7 +44,7 @@ from sft_warmstart.trainable import prepare_model
 
 def main(script_args: GRPOScriptArguments, training_args: CogGRPOConfig, model_args: ModelConfig) -> dict:
     # The fields as given, kept before training adjusts any (what relaunches this run).
-    config = relaunch_config(make_parser, (script_args, training_args, model_args))
+    config = relaunch_config((script_args, training_args, model_args))
     # A model folder that is not there, then bad items: both stop the run here, before any model is loaded.
     if model_args.model_name_or_path != TINY_MODEL:
         check_model_exists(model_args.model_name_or_path, "--model_name_or_path")
