@@ -31,13 +31,19 @@ def stage_parser(dataclass_types: tuple, description: str):
                             "flags given beside it override the file.")
 
 
-def _read_argv(parser, argv: list[str]) -> tuple[set[str], list[str]]:
-    """The fields ``argv`` sets (its flags' and its ``--config`` file's), and what in it the parser does not know,
-    each said in a few words."""
+def _read_argv(parser, argv: list[str]) -> tuple[set[str], dict, list[str]]:
+    """The fields ``argv`` sets (its flags' and its ``--config`` file's), the file's ``env`` mapping, and what in
+    ``argv`` the parser does not know or cannot read, each said in a few words."""
     import yaml
 
-    args, given, problems = list(argv), set(), []
-    if "--config" in args and args.index("--config") + 1 < len(args):
+    args, given, env, problems = list(argv), set(), {}, []
+    if any(a.startswith("--config=") for a in args):
+        problems.append("write --config FILE with a space (trl reads that flag itself)")
+    if args.count("--config") > 1:
+        problems.append("--config is given more than once")
+    elif "--config" in args and args.index("--config") + 1 == len(args):
+        problems.append("--config needs a YAML file")
+    elif "--config" in args:
         at = args.index("--config")
         path = args[at + 1]
         del args[at:at + 2]
@@ -46,19 +52,23 @@ def _read_argv(parser, argv: list[str]) -> tuple[set[str], list[str]]:
         if isinstance(config, dict):
             fields = {a.dest for a in parser._actions}
             given |= {k for k in config if k in fields}
+            env = config.get("env") if isinstance(config.get("env"), dict) else {}
             if unknown := [k for k in config if k != "env" and k not in fields]:
                 problems.append(f"{path} holds unknown field(s): {', '.join(map(str, unknown))}")
     actions = {o: a for o, a in parser._option_string_actions.items() if o.startswith("--")}
     unknown = []
-    for flag in (a.split("=", 1)[0] for a in args if a.startswith("--") and a != "--"):
+    flags = [a.split("=", 1)[0] for a in args if a.startswith("--")]
+    for flag in (f for f in flags if f not in ("--", "--config")):  # a misplaced --config is named above
         matches = [flag] if flag in actions else [o for o in actions if parser.allow_abbrev and o.startswith(flag)]
         if len(matches) == 1:
             given.add(actions[matches[0]].dest)
+        elif matches:  # as argparse has it, also when both spellings (_ and -) of one flag match
+            problems.append(f"ambiguous option: {flag} could match {', '.join(matches)}")
         else:
             unknown.append(flag)
     if unknown:
         problems.append(f"unrecognized arguments: {' '.join(unknown)}")
-    return given, problems
+    return given, env, problems
 
 
 def parse_strictly(parser, argv: list[str] | None = None) -> tuple:
@@ -68,7 +78,7 @@ def parse_strictly(parser, argv: list[str] | None = None) -> tuple:
     whole usage and exiting. Each parsed object remembers which fields were given, for :func:`relaunch_config`."""
     argv = list(sys.argv[1:] if argv is None else argv)
     helping = "-h" in argv or "--help" in argv
-    given, problems = (set(), []) if helping else _read_argv(parser, argv)
+    given, env, problems = (set(), {}, []) if helping else _read_argv(parser, argv)
     if problems:
         raise ValueError("; ".join(problems))
 
@@ -78,7 +88,7 @@ def parse_strictly(parser, argv: list[str] | None = None) -> tuple:
     parser.error = error
     parsed = parser.parse_args_and_config(args=argv)
     for args in parsed:
-        args.__dict__[_GIVEN] = given
+        args.__dict__[_GIVEN] = (given, env)
     return parsed
 
 
@@ -101,13 +111,14 @@ _DEVICE_FIELDS = ("use_cpu", "bf16", "fp16")  # always written: they decide whet
 
 def relaunch_config(parsed: tuple) -> dict:
     """The fields a run parsed by :func:`parse_strictly` was given (by its flags and its config file), with the
-    values they took, as one flat, YAML-safe mapping: ``--config`` with it launches the same run. Fields derived
-    from others (trl's ``steps_per_generation``, say) are left to be derived again."""
+    values they took, and the config file's ``env``, as one flat, YAML-safe mapping: ``--config`` with it launches
+    the same run. Fields derived from others (trl's ``steps_per_generation``, say) are left to be derived again."""
     out = {}
     for args in parsed:
-        given = set(args.__dict__.get(_GIVEN, ())) | ({*_DEVICE_FIELDS} if hasattr(args, "use_cpu") else set())
+        given, env = args.__dict__.get(_GIVEN, (set(), {}))
+        given = set(given) | ({*_DEVICE_FIELDS} if hasattr(args, "use_cpu") else set())
         values = plain(args.to_dict() if hasattr(args, "to_dict") else dataclasses.asdict(args))
-        out |= {k: v for k, v in values.items() if k in given}
+        out |= {k: v for k, v in values.items() if k in given} | ({"env": plain(env)} if env else {})
     return out
 
 

@@ -15,6 +15,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 from cogip.answer import parse_answer, render_answer
+from cogip.files import InputNotFoundError
 from cogip.traits import get_trait, has_trait
 
 CANONICAL_COLUMNS = ("id", "image", "trait", "score", "score_std", "answer", "prompt")
@@ -273,15 +274,19 @@ def _files_of(path: Path) -> list[Path]:
     if path.is_file():
         return [path]
     if not path.is_dir():
-        raise FileNotFoundError(f"{path} does not exist")
+        raise InputNotFoundError(f"{path} does not exist")
     found = sorted(path.glob("cognition_training.json")) + sorted(path.glob("training_grpo.json"))
     found += sorted(path.glob("**/*_messages.json")) + sorted(path.glob("**/*_scores.txt"))
     if not found:
-        raise FileNotFoundError(f"{path} holds no CogIP-Bench files (a release folder holds "
-                                f"{', '.join(RELEASE_FILES.values())}; a test_msg_file folder holds "
-                                "<Trait>/<Trait>_messages.json with <Trait>_scores.json, a cognition_scores folder "
-                                "<Trait>_scores.txt)")
+        raise _no_files(path)
     return found
+
+
+def _no_files(path: Path) -> InputNotFoundError:
+    return InputNotFoundError(f"{path} holds no CogIP-Bench files (a release folder holds "
+                              f"{', '.join(RELEASE_FILES.values())}; a test_msg_file folder holds "
+                              "<Trait>/<Trait>_messages.json with <Trait>_scores.json, a cognition_scores folder "
+                              "<Trait>_scores.txt)")
 
 
 def read_file(path: str | Path) -> tuple[list[dict], ValidationReport]:
@@ -390,7 +395,7 @@ def load_release(root: str | Path, image_root: str | Path | None = None, drop_in
             report.merge(rep)
             out[split] = [r for recs in by_file.values() for r in recs]
     if not out:
-        raise FileNotFoundError(f"{root} holds no CogIP-Bench files ({', '.join(RELEASE_FILES.values())})")
+        raise _no_files(root)
     _refuse_or_warn(report, drop_invalid)
     return DatasetDict({split: items_to_dataset(recs) for split, recs in out.items()})
 

@@ -9,6 +9,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 
+class InputNotFoundError(FileNotFoundError):
+    """A model or data location the user named is not there (so a run can refuse it with one line, while a file
+    missing deep inside a run still ends with its traceback)."""
+
+
 def write_atomic(path: str | Path, write: Callable[[Path], None]) -> None:
     """Call ``write(tmp)`` on a temporary path beside ``path``, then move the file into place in one step; on
     failure nothing is left behind and an earlier ``path`` is kept as it was."""

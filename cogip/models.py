@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from cogip.files import InputNotFoundError
+
 QWEN_SPECIAL_TOKENS = (
     "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
     "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>",
@@ -203,23 +205,30 @@ def load_processor(model_name_or_path: str | Path, **kwargs):
     return processor
 
 
-def check_model_exists(ref: str | None, flag: str) -> None:
-    """Fail fast, before any work, on a model folder that is not there. A reference that is not a folder here must
-    look like a hub id (``name`` or ``org/name``, whose ``org`` is not a folder here either, as ``runs`` is), and
-    with ``HF_HUB_OFFLINE`` set it must be in the local hub cache."""
-    if not ref or Path(ref).exists():
+def check_model_exists(ref: str | None, flag: str, revision: str | None = None) -> None:
+    """Fail fast, before any work, on a model folder that is not there (:class:`InputNotFoundError`). A reference
+    that is no folder here (``~`` expanded) must look like a hub id: ``name``, or ``org/name`` where ``org`` is no
+    folder here either (``runs/x`` with a ``runs/`` folder is a path) unless the hub cache holds it; with
+    ``HF_HUB_OFFLINE`` set the hub cache must hold it at ``revision``."""
+    if not ref or Path(ref).expanduser().exists():
         return
-    path = Path(ref).expanduser()
-    if ref.startswith((".", "/", "~")) or ref.count("/") > 1 or (ref.count("/") == 1 and path.parent.is_dir()):
-        raise FileNotFoundError(f"{flag} {ref}: no such model folder")
     from huggingface_hub import constants, snapshot_download
 
-    if constants.HF_HUB_OFFLINE:
+    def cached() -> bool:
         try:
-            snapshot_download(ref, local_files_only=True)
-        except Exception as e:  # not in the cache, or not a valid hub id at all
-            raise FileNotFoundError(f"{flag} {ref}: no such model folder here, and not in the local hub cache "
-                                    f"(HF_HUB_OFFLINE is set)") from e
+            snapshot_download(ref, revision=revision, local_files_only=True)
+            return True
+        except Exception:  # not in the cache, or not a valid hub id at all
+            return False
+
+    org_folder = ref.count("/") == 1 and Path(ref).parent.is_dir()
+    if ref.startswith((".", "/", "~")) or ref.count("/") > 1 or (org_folder and not cached()):
+        also = (f" (a {Path(ref).parent}/ folder is here, so it was taken for a path; a hub id of that name is not "
+                "in the local hub cache)") if org_folder else ""
+        raise InputNotFoundError(f"{flag} {ref}: no such model folder{also}")
+    if constants.HF_HUB_OFFLINE and not cached():
+        raise InputNotFoundError(f"{flag} {ref}: no such model folder here, and not in the local hub cache "
+                                 f"(HF_HUB_OFFLINE is set)")
 
 
 def load_policy(model_name_or_path: str | Path, *, dtype: str | torch.dtype = "auto",
@@ -241,6 +250,8 @@ def load_policy(model_name_or_path: str | Path, *, dtype: str | torch.dtype = "a
         kw["attn_implementation"] = attn_implementation
     if device_map is not None:
         kw["device_map"] = device_map
+    if str(model_name_or_path).startswith("~"):  # a folder named in a config file, where no shell expands ~
+        model_name_or_path = str(Path(model_name_or_path).expanduser())
     path = Path(model_name_or_path)
     if is_adapter_dir(path):
         from peft import PeftConfig, PeftModel

@@ -31,6 +31,7 @@ from cogip.checkpoints import resume_point
 from cogip.cli import relaunch_config, run_stage, stage_parser
 from cogip.data import MissingSplitError, to_grpo_format
 from cogip.data_sources import load_canonical_splits
+from cogip.files import InputNotFoundError
 from cogip.models import check_model_exists, init_deepspeed_comm, is_adapter_dir, load_policy
 from rewards import build_reward_funcs
 from rl.callbacks import CorrelationCallback, GuardCallback
@@ -47,7 +48,7 @@ def main(script_args: GRPOScriptArguments, training_args: CogGRPOConfig, model_a
     config = relaunch_config((script_args, training_args, model_args))
     # A model folder that is not there, then bad items: both stop the run here, before any model is loaded.
     if model_args.model_name_or_path != TINY_MODEL:
-        check_model_exists(model_args.model_name_or_path, "--model_name_or_path")
+        check_model_exists(model_args.model_name_or_path, "--model_name_or_path", model_args.model_revision)
     train, held_out = load_canonical_splits(script_args, with_eval=True)
     if held_out is not None and script_args.correlation_eval_size:
         held_out = held_out.select(range(min(script_args.correlation_eval_size, len(held_out))))
@@ -104,7 +105,7 @@ def make_parser() -> TrlParser:
 
 def cli_main(argv: list[str] | None = None) -> int:
     """Parse flags (and ``--config file.yaml``) and run; shared by ``__main__`` and ``cogalign grpo``."""
-    return run_stage(make_parser(), main, argv, refused=(FileNotFoundError, MissingSplitError))
+    return run_stage(make_parser(), main, argv, refused=(InputNotFoundError, MissingSplitError))
 
 
 if __name__ == "__main__":

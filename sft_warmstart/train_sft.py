@@ -29,6 +29,7 @@ from trl import ModelConfig, TrlParser
 from cogip.checkpoints import resume_point
 from cogip.cli import relaunch_config, run_stage, stage_parser
 from cogip.data import MissingSplitError
+from cogip.files import InputNotFoundError
 from cogip.models import check_model_exists, init_deepspeed_comm, load_policy
 from sft_warmstart.artifacts import resolve_model_path, save_merged
 from sft_warmstart.config import TINY_MODEL, SFTScriptArguments, SoftLabelSFTConfig
@@ -43,7 +44,7 @@ def main(script_args: SFTScriptArguments, training_args: SoftLabelSFTConfig, mod
     config = relaunch_config((script_args, training_args, model_args))
     # A model folder that is not there, then bad items: both stop the run here, before any model is loaded.
     if model_args.model_name_or_path != TINY_MODEL:
-        check_model_exists(model_args.model_name_or_path, "--model_name_or_path")
+        check_model_exists(model_args.model_name_or_path, "--model_name_or_path", model_args.model_revision)
     train_dataset, eval_dataset = load_sft_splits(script_args, with_eval=training_args.eval_strategy != "no")
 
     # Model and processor; LoRA on the LLM and the freeze flags (ZeRO-3 partitions the weights as they load).
@@ -90,7 +91,7 @@ def make_parser() -> TrlParser:
 
 def cli_main(argv: list[str] | None = None) -> int:
     """Parse flags (and ``--config file.yaml``) and run; shared by ``__main__`` and ``cogalign sft``."""
-    return run_stage(make_parser(), main, argv, refused=(FileNotFoundError, MissingSplitError))
+    return run_stage(make_parser(), main, argv, refused=(InputNotFoundError, MissingSplitError))
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ adapter folder holds them and ``merge_and_unload`` folds them in); without LoRA 
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 
 import torch
@@ -113,18 +114,20 @@ def prepare_model(model, model_args, args):
 
 
 def _warn_half_precision_updates(model, args) -> None:
-    """Warn when weights train in bf16/fp16 with no fp32 master copy: without DeepSpeed or FSDP the optimizer steps
-    the half-precision weights themselves, and an update smaller than half a unit in the last place (about 0.2 % of
-    the weight in bf16, the rule at learning rates near 1e-6) rounds back to the same weight. LoRA adapters are
-    kept in fp32 by peft, so this concerns full fine-tuning and the ViT/merger beside LoRA."""
-    if getattr(args, "deepspeed", None) or getattr(args, "fsdp", None):
+    """Warn when weights train in bf16/fp16 with no fp32 master copy. Without DeepSpeed (which keeps one) the
+    optimizer steps the half-precision weights themselves (so does FSDP with weights loaded in bf16), and an update
+    smaller than half a unit in the last place (about 0.2 % of the weight in bf16, the rule at learning rates near
+    1e-6) rounds back to the same weight. peft keeps LoRA adapters in fp32, so this concerns full fine-tuning and
+    the ViT/merger beside LoRA."""
+    deepspeed = getattr(args, "deepspeed", None) or getattr(args, "deepspeed_plugin", None)
+    if deepspeed or os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() in ("1", "true"):  # accelerate's too
         return
     half = {}
     for name, param in model.named_parameters():
         if param.requires_grad and param.dtype in (torch.bfloat16, torch.float16):
             half[part_of(name)] = half.get(part_of(name), 0) + _numel(param)
     if half:
-        logger.warning("%s trainable parameters are %s with no fp32 master copy (no DeepSpeed or FSDP): small "
+        logger.warning("%s trainable parameters are %s with no fp32 master copy (no DeepSpeed): small "
                        "optimizer steps round away. Train under DeepSpeed (--deepspeed configs/deepspeed/zero2.json, "
                        "one GPU included) or load the model with --dtype float32",
                        ", ".join(f"{k} {v:,}" for k, v in half.items()),

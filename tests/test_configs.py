@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -107,7 +108,9 @@ def test_bad_config_files_end_each_command_with_one_line_and_exit_2(stage, tmp_p
              (["--config", str(broken)], "broken.yaml"),
              (["--config", str(tmp_path / "missing.yaml")], "missing.yaml"),
              (["--output_dir", str(tmp_path / "out"), "--chekpoint", "x"], "unrecognized arguments: --chekpoint"),
-             (["--output_dir", str(tmp_path / "out"), "--seed", "two"], "invalid int value: 'two'")]
+             (["--output_dir", str(tmp_path / "out"), "--seed", "two"], "invalid int value: 'two'"),
+             (["--output_dir", str(tmp_path / "out"), "--config"], "--config needs a YAML file"),
+             ([f"--config={unknown}"], "write --config FILE with a space")]
     for argv, named in cases:
         assert cogalign([stage, *argv]) == 2
         err = capsys.readouterr().err
@@ -156,3 +159,36 @@ def test_the_console_script_names_an_unknown_command_and_tells_its_version(capsy
     out = capsys.readouterr()
     assert out.err.startswith("cogalign: error: unknown command 'trian'") and "grpo" in out.err and not out.out
     assert cogalign(["--version"]) == 0 and capsys.readouterr().out.startswith("cogalign 0.")
+
+
+def test_a_saved_config_keeps_what_the_run_was_given_and_its_env(tmp_path, monkeypatch):
+    from cogip.cli import parse_strictly, plain, relaunch_config
+    from rl.train_grpo import make_parser
+
+    monkeypatch.chdir(CONFIGS.parent)
+    monkeypatch.delenv("COGALIGN_TEST_ENV", raising=False)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text((CONFIGS / "qwen2_5_vl_7b" / "grpo.yaml").read_text() + "env:\n  COGALIGN_TEST_ENV: '1'\n")
+    argv = ["--config", str(cfg), "--bf16", "false", "--use_cpu", "true", "--learning_r", "2e-6"]  # abbreviated
+    given = parse_strictly(make_parser(), argv)
+    saved = relaunch_config(given)
+    assert saved["env"] == {"COGALIGN_TEST_ENV": "1"} and saved["learning_rate"] == 2e-6
+    assert "steps_per_generation" not in saved  # trl derives it: given with generation_batch_size it is refused
+    (tmp_path / "again.yaml").write_text(yaml.safe_dump(saved))
+    again = make_parser().parse_args_and_config(["--config", str(tmp_path / "again.yaml")],
+                                                fail_with_unknown_args=True)
+    assert [plain(dataclasses.asdict(a)) for a in again] == [plain(dataclasses.asdict(a)) for a in given]
+
+
+def test_model_references_that_can_only_be_missing_folders_are_refused(tmp_path, monkeypatch):
+    from cogip.files import InputNotFoundError
+    from cogip.models import check_model_exists
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "runs" / "sft").mkdir(parents=True)
+    for ok in ("runs/sft", "runs/sft/", "~/runs/sft", str(tmp_path / "runs" / "sft")):
+        check_model_exists(ok, "--m")
+    for missing in ("runs/nope", "./nope", "~/nope", "a/b/c"):
+        with pytest.raises(InputNotFoundError, match=f"--m {missing}: no such model folder"):
+            check_model_exists(missing, "--m")
