@@ -26,9 +26,13 @@ def stage_parser(dataclass_types: tuple, description: str):
     so it is not one of the listed arguments)."""
     from trl import TrlParser
 
-    return TrlParser(dataclass_types, description=description,
-                     epilog="--config FILE.yaml sets any of the fields above from a YAML file (the names without --); "
-                            "flags given beside it override the file.")
+    parser = TrlParser(dataclass_types, description=description,
+                       epilog="--config FILE.yaml sets any of the fields above from a YAML file (the names without "
+                              "--); flags given beside it override the file.")
+    for action in parser._actions:  # HfArgumentParser gives each --no_x the help of --x
+        if isinstance(action, argparse._StoreFalseAction) and action.option_strings[0].startswith("--no_"):
+            action.help, action.default = f"the same as --{action.dest} false", argparse.SUPPRESS
+    return parser
 
 
 def _read_argv(parser, argv: list[str]) -> tuple[set[str], dict, list[str]]:
