@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 TRAINER_STATE = "trainer_state.json"
@@ -68,6 +69,45 @@ def resume_point(training_args, auto_resume: bool = True) -> str | None:
     if training_args.resume_from_checkpoint is not None:
         return training_args.resume_from_checkpoint
     return last_complete_checkpoint(training_args.output_dir) if auto_resume else None
+
+
+# What a Trainer checkpoint holds besides the model: the training state, never part of a final save.
+_TRAINING_STATE = re.compile(r"^(optimizer\.pt|scheduler\.pt|scaler\.pt|rng_state.*\.pth|trainer_state\.json|"
+                             r"training_args\.bin|latest|zero_to_fp32\.py)$")
+
+
+def _reached_max_steps(checkpoint: str | Path, max_steps: int) -> bool:
+    """True when ``checkpoint``'s step is the run's last: ``max_steps`` when set (> 0), else the total it recorded."""
+    try:
+        state = json.loads((Path(checkpoint) / TRAINER_STATE).read_text())
+        target = max_steps if max_steps and max_steps > 0 else state.get("max_steps")
+        return isinstance(target, int) and target > 0 and state["global_step"] >= target
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
+
+
+def train_and_save(trainer, resume: str | None) -> dict:
+    """``trainer.train(resume_from_checkpoint=resume)`` then ``save_model`` to the output folder, and the metrics.
+    A ``resume`` checkpoint that already reached the run's last step is the final model: the Trainer, resumed there
+    mid-epoch, would take one step more and save over it, so nothing trains and the checkpoint's model files are
+    copied to the output folder (where they are not there already)."""
+    out = Path(trainer.args.output_dir)
+    if not (resume and _reached_max_steps(resume, trainer.args.max_steps)):
+        if resume:
+            trainer.accelerator.print(f"Resuming from {resume}")
+        metrics = trainer.train(resume_from_checkpoint=resume).metrics
+        trainer.save_model(str(out))
+        return metrics
+    trainer.accelerator.print(f"{resume} reached the run's last step: nothing left to train")
+    if trainer.accelerator.is_main_process:
+        for src in Path(resume).iterdir():
+            dst = out / src.name
+            same = dst.is_file() and (dst.stat().st_size, dst.stat().st_mtime_ns) == (
+                src.stat().st_size, src.stat().st_mtime_ns)
+            if src.is_file() and not _TRAINING_STATE.match(src.name) and not same:
+                shutil.copy2(src, dst)
+    trainer.accelerator.wait_for_everyone()
+    return {}
 
 
 def load_checkpoint_weights(model, checkpoint: str | Path) -> None:

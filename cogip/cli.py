@@ -35,10 +35,38 @@ def stage_parser(dataclass_types: tuple, description: str):
     return parser
 
 
+def _config_file(path: str):
+    import yaml
+
+    with open(path) as f:
+        return yaml.safe_load(f)
+
+
+def _single_process_deepspeed(argv: list[str]) -> None:
+    """A DeepSpeed run started with plain ``python`` (one process, no launcher) gets the environment a launcher
+    would give it (rank 0 of 1, a free local port), as transformers' DeepSpeed guide does by hand; without it
+    DeepSpeed looks for MPI and stops."""
+    import os
+    import socket
+
+    if any(k in os.environ for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK")):
+        return  # a launcher started this process
+    config = argv[argv.index("--config") + 1] if argv.count("--config") == 1 and argv[-1] != "--config" else None
+    try:
+        wants = "--deepspeed" in argv or bool(config and (_config_file(config) or {}).get("deepspeed"))
+    except Exception:  # missing, not YAML, not a mapping: the parse that follows says what is wrong with it
+        return
+    if wants:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
+                          MASTER_PORT=os.environ.get("MASTER_PORT", str(port)))
+
+
 def _read_argv(parser, argv: list[str]) -> tuple[set[str], dict, list[str]]:
     """The fields ``argv`` sets (its flags' and its ``--config`` file's), the file's ``env`` mapping, and what in
     ``argv`` the parser does not know or cannot read, each said in a few words."""
-    import yaml
 
     args, given, env, problems = list(argv), set(), {}, []
     if any(a.startswith("--config=") for a in args):
@@ -51,8 +79,7 @@ def _read_argv(parser, argv: list[str]) -> tuple[set[str], dict, list[str]]:
         at = args.index("--config")
         path = args[at + 1]
         del args[at:at + 2]
-        with open(path) as f:
-            config = yaml.safe_load(f)
+        config = _config_file(path)
         if isinstance(config, dict):
             fields = {a.dest for a in parser._actions}
             given |= {k for k in config if k in fields}
@@ -120,7 +147,7 @@ def relaunch_config(parsed: tuple) -> dict:
     out = {}
     for args in parsed:
         given, env = args.__dict__.get(_GIVEN, (set(), {}))
-        given = set(given) | ({*_DEVICE_FIELDS} if hasattr(args, "use_cpu") else set())
+        given = (set(given) | ({*_DEVICE_FIELDS} if hasattr(args, "use_cpu") else set())) - {"local_rank"}  # launchers
         values = plain(args.to_dict() if hasattr(args, "to_dict") else dataclasses.asdict(args))
         out |= {k: v for k, v in values.items() if k in given} | ({"env": plain(env)} if env else {})
     return out
@@ -145,6 +172,8 @@ def run_stage(parser, main_fn, argv: list[str] | None = None, *, refused: tuple[
     is not there, say) end the run with a message and exit code 2."""
     from cogip.data import DataValidationError
 
+    argv = list(sys.argv[1:] if argv is None else argv)
+    _single_process_deepspeed(argv)
     parsed = parse_stage_args(parser, argv)
     if parsed is None:
         return 2
@@ -170,7 +199,7 @@ def _validate_data(argv: list[str]) -> int:
     args = p.parse_args(argv)
     try:
         _, report = validate(args.path, args.image_root)
-    except FileNotFoundError as e:
+    except (FileNotFoundError, ValueError) as e:  # no such path; a file validate cannot read on its own
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(report)

@@ -295,6 +295,9 @@ def read_file(path: str | Path) -> tuple[list[dict], ValidationReport]:
         return read_scores_txt(path)
     if path.name.endswith("_messages.json"):
         return read_messages(path)
+    if path.name.endswith("_scores.json"):  # the answers half of a test_msg_file pair: read with its messages
+        raise ValueError(f"{path} holds the answers to {path.name[:-len('_scores.json')]}_messages.json beside it: "
+                         "give that file, or the folder")
     return read_conversations(path)
 
 
@@ -370,6 +373,18 @@ def load_upstream(path: str | Path, image_root: str | Path | None = None, drop_i
     by_file, report = validate(path, image_root)
     _refuse_or_warn(report, drop_invalid)
     return items_to_dataset([r for recs in by_file.values() for r in recs])
+
+
+def balanced_subset(dataset, n: int):
+    """``n`` items of ``dataset`` taken in turn from each of its traits (in the order items come), so that a split
+    ordered by trait (a release's test split) still gives every trait its share; kept in the split's order."""
+    by_trait: dict[str, list[int]] = {}
+    for i, t in enumerate(dataset["trait"]):
+        by_trait.setdefault(t, []).append(i)
+    picked: list[int] = []
+    for rank in range(max(map(len, by_trait.values()), default=0)):
+        picked += [idx[rank] for idx in by_trait.values() if rank < len(idx)]
+    return dataset.select(sorted(picked[:n]))
 
 
 class MissingSplitError(ValueError):

@@ -36,9 +36,9 @@ class DataArguments:
     image_root: str | None = field(
         default=None, metadata={"help": "Folder the upstream '<Trait>/<id>.jpg' image paths are relative to."})
     dataset_train_split: str = field(default="train", metadata={"help": "Split to train on."})
-    dataset_test_split: str = field(
-        default="validation",
-        metadata={"help": "Held-out split (release: 'test'; synthetic: 'validation')."})
+    dataset_test_split: str | None = field(
+        default=None,
+        metadata={"help": "Held-out split (unset: 'test' for a release, 'validation' for the others)."})
     hf_trait: str | None = field(default=None, metadata={"help": "hf: the trait of a dataset without a trait column."})
     hf_score_std_column: str | None = field(default=None, metadata={"help": "hf: column holding score_std."})
     synthetic_train_size: int = field(default=256, metadata={"help": "synthetic: number of training items."})
@@ -58,6 +58,8 @@ class DataArguments:
 
     def __post_init__(self):
         check_choices(self)
+        if self.dataset_test_split is None:
+            self.dataset_test_split = "test" if self.dataset == "release" else "validation"
         if self.dataset != "synthetic" and not self.dataset_path:
             raise ValueError(f"dataset '{self.dataset}' needs dataset_path (--dataset_path)")
 

@@ -27,9 +27,9 @@ from pathlib import Path
 
 from trl import ModelConfig, TrlParser
 
-from cogip.checkpoints import resume_point
+from cogip.checkpoints import resume_point, train_and_save
 from cogip.cli import relaunch_config, run_stage, stage_parser
-from cogip.data import MissingSplitError, to_grpo_format
+from cogip.data import MissingSplitError, balanced_subset, to_grpo_format
 from cogip.data_sources import load_canonical_splits
 from cogip.files import InputNotFoundError
 from cogip.models import check_model_exists, init_deepspeed_comm, is_adapter_dir, load_policy
@@ -39,7 +39,7 @@ from rl.config import CogGRPOConfig, GRPOScriptArguments
 from rl.trainer import CogGRPOTrainer
 from sft_warmstart.artifacts import resolve_model_path
 from sft_warmstart.config import TINY_MODEL
-from sft_warmstart.model_card import write_config
+from sft_warmstart.model_card import GRPO_CONFIG_FILE, write_config
 from sft_warmstart.trainable import prepare_model
 
 
@@ -51,7 +51,9 @@ def main(script_args: GRPOScriptArguments, training_args: CogGRPOConfig, model_a
         check_model_exists(model_args.model_name_or_path, "--model_name_or_path", model_args.model_revision)
     train, held_out = load_canonical_splits(script_args, with_eval=True)
     if held_out is not None and script_args.correlation_eval_size:
-        held_out = held_out.select(range(min(script_args.correlation_eval_size, len(held_out))))
+        held_out = balanced_subset(held_out, script_args.correlation_eval_size)
+    if training_args.process_index == 0:  # now, so that a run killed before its end can be launched again too
+        write_config(Path(training_args.output_dir) / GRPO_CONFIG_FILE, config, "grpo")
     reward_funcs = build_reward_funcs(script_args.reward_funcs, **script_args.reward_options())
 
     # Policy: a base model, an SFT checkpoint, or an SFT LoRA adapter (merged, or trained further).
@@ -81,18 +83,10 @@ def main(script_args: GRPOScriptArguments, training_args: CogGRPOConfig, model_a
         correlation.trainer = trainer
 
     # Train, from the last complete checkpoint when the output folder has one.
-    resume = resume_point(training_args, script_args.resume)
-    if resume:
-        trainer.accelerator.print(f"Resuming from {resume}")
-    metrics = trainer.train(resume_from_checkpoint=resume).metrics
-
-    # Save the policy, its processor and the run's full config.
-    trainer.save_model(training_args.output_dir)
+    # Saved: the policy and its processor.
+    metrics = train_and_save(trainer, resume_point(training_args, script_args.resume))
     if trainer.accelerator.is_main_process:
         processor.save_pretrained(training_args.output_dir)
-        write_config(Path(training_args.output_dir) / "cogalign_grpo_config.yaml",
-                     config, "grpo",
-                     notes=f"# base_model: {model_path}\n")
     trainer.accelerator.wait_for_everyone()
     trainer.accelerator.print(f"Saved to {training_args.output_dir}.")
     return metrics

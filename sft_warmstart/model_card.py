@@ -11,12 +11,15 @@ import yaml
 from cogip.cli import plain
 
 CONFIG_FILE = "cogalign_sft_config.yaml"
+GRPO_CONFIG_FILE = "cogalign_grpo_config.yaml"
 
 
-def write_config(path: str | Path, config: dict, stage: str, notes: str = "") -> None:
+def write_config(path: str | Path, config: dict, stage: str) -> None:
     """Write a run's :func:`cogip.cli.relaunch_config` to ``path``, headed by how to launch it again."""
-    head = f"# The fields this run was given (the rest are defaults). Again: cogalign {stage} --config <this file>\n"
-    Path(path).write_text(head + notes + yaml.safe_dump(config, sort_keys=True))
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    head = (f"# The fields this run was given (the rest are defaults). Again: cogalign {stage} --config <this file>\n"
+            "# (under deepspeed / accelerate launch / torchrun as before for more than one process)\n")
+    Path(path).write_text(head + yaml.safe_dump(config, sort_keys=True))
 
 
 def write_model_card(out_dir: str | Path, script_args, training_args, model_args, config: dict,

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from trl import ModelConfig, TrlParser
 
-from cogip.checkpoints import resume_point
+from cogip.checkpoints import resume_point, train_and_save
 from cogip.cli import relaunch_config, run_stage, stage_parser
 from cogip.data import MissingSplitError
 from cogip.files import InputNotFoundError
@@ -34,7 +34,7 @@ from cogip.models import check_model_exists, init_deepspeed_comm, load_policy
 from sft_warmstart.artifacts import resolve_model_path, save_merged
 from sft_warmstart.config import TINY_MODEL, SFTScriptArguments, SoftLabelSFTConfig
 from sft_warmstart.data_sources import load_sft_splits
-from sft_warmstart.model_card import write_model_card
+from sft_warmstart.model_card import CONFIG_FILE, write_config, write_model_card
 from sft_warmstart.trainable import prepare_model
 from sft_warmstart.trainer import SoftLabelSFTTrainer
 
@@ -46,6 +46,8 @@ def main(script_args: SFTScriptArguments, training_args: SoftLabelSFTConfig, mod
     if model_args.model_name_or_path != TINY_MODEL:
         check_model_exists(model_args.model_name_or_path, "--model_name_or_path", model_args.model_revision)
     train_dataset, eval_dataset = load_sft_splits(script_args, with_eval=training_args.eval_strategy != "no")
+    if training_args.process_index == 0:  # now, so that a run killed before its end can be launched again too
+        write_config(Path(training_args.output_dir) / CONFIG_FILE, config, "sft")
 
     # Model and processor; LoRA on the LLM and the freeze flags (ZeRO-3 partitions the weights as they load).
     init_deepspeed_comm(training_args)
@@ -62,13 +64,8 @@ def main(script_args: SFTScriptArguments, training_args: SoftLabelSFTConfig, mod
                                   eval_dataset=eval_dataset, processing_class=processor)
 
     # Train, from the last complete checkpoint when the output folder has one.
-    resume = resume_point(training_args, script_args.resume)
-    if resume:
-        trainer.accelerator.print(f"Resuming from {resume}")
-    metrics = trainer.train(resume_from_checkpoint=resume).metrics
-
-    # Save: adapter or full weights + processor + model card; optionally the merged model.
-    trainer.save_model(training_args.output_dir)
+    # Saved: adapter or full weights + processor; then the model card and, optionally, the merged model.
+    metrics = train_and_save(trainer, resume_point(training_args, script_args.resume))
     if trainer.accelerator.is_main_process:
         write_model_card(training_args.output_dir, script_args, training_args, model_args, config, metrics,
                          model_path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -192,3 +193,21 @@ def test_model_references_that_can_only_be_missing_folders_are_refused(tmp_path,
     for missing in ("runs/nope", "./nope", "~/nope", "a/b/c"):
         with pytest.raises(InputNotFoundError, match=f"--m {missing}: no such model folder"):
             check_model_exists(missing, "--m")
+
+
+def test_held_out_split_defaults_to_the_sources_own_and_deepspeed_without_a_launcher_gets_one_process(
+        tmp_path, monkeypatch):
+    from cogip.cli import _single_process_deepspeed
+    from cogip.data_sources import DataArguments
+
+    assert DataArguments(dataset="release", dataset_path="x").dataset_test_split == "test"
+    assert DataArguments().dataset_test_split == "validation"
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(k, raising=False)
+    _single_process_deepspeed(["--max_steps", "2"])
+    assert "RANK" not in os.environ  # no DeepSpeed asked for: left alone
+    cfg = tmp_path / "ds.yaml"
+    cfg.write_text("deepspeed: configs/deepspeed/zero2.json\n")
+    _single_process_deepspeed(["--config", str(cfg)])
+    assert (os.environ["RANK"], os.environ["WORLD_SIZE"], os.environ["LOCAL_RANK"]) == ("0", "1", "0")
+    assert int(os.environ["MASTER_PORT"]) > 0

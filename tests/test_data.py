@@ -188,15 +188,26 @@ def test_a_release_split_that_is_not_there_is_named(tmp_path, caplog):
     from cogip.data_sources import DataArguments, load_canonical_splits
 
     rel, images = write_release(tmp_path, {t: 2 for t in TRAITS}, {t: 2 for t in TRAITS})
-    args = DataArguments(dataset="release", dataset_path=str(rel), image_root=str(images))
+    args = DataArguments(dataset="release", dataset_path=str(rel), image_root=str(images),
+                         dataset_test_split="validation")
     with caplog.at_level("WARNING"):
-        train, held_out = load_canonical_splits(args, with_eval=True)  # the default held-out split: validation
+        train, held_out = load_canonical_splits(args, with_eval=True)
     assert len(train) == 8 and held_out is None
     assert "has no held-out split 'validation' (it has: train, grpo, test, scores)" in caplog.text
-    args.dataset_test_split = "test"
+    args = DataArguments(dataset="release", dataset_path=str(rel), image_root=str(images))  # a release's default
     assert len(load_canonical_splits(args, with_eval=True)[1]) == 8
     args.dataset_train_split = "trian"
     with pytest.raises(ValueError, match="has no split 'trian'; it has: train, grpo, test, scores"):
         load_canonical_splits(args, with_eval=False)
     with pytest.raises(ValueError, match="dataset: 'relase' is not one of synthetic, release, upstream, hf"):
         DataArguments(dataset="relase")
+
+
+def test_a_held_out_subset_gives_every_trait_its_share_of_a_split_ordered_by_trait():
+    from datasets import Dataset
+
+    from cogip.data import balanced_subset
+
+    ds = Dataset.from_dict({"trait": ["A"] * 5 + ["B"] * 2 + ["C"] * 4, "x": list(range(11))})
+    assert list(balanced_subset(ds, 7)["x"]) == [0, 1, 2, 5, 6, 7, 8]  # A, B, C in turn, in the split's order
+    assert len(balanced_subset(ds, 100)) == 11

@@ -66,6 +66,11 @@ def test_grpo_trains_logs_correlation_and_resumes(tmp_path, caplog, fitted_model
     steps = [r["step"] for r in (json.loads(x) for x in (out / "correlation_log.jsonl").read_text().splitlines())]
     assert steps == [0, 2, 3]  # resumed at 2: no second step-0 evaluation
 
+    # Launched again once finished (mid-epoch), it trains nothing: the Trainer would take a step past max_steps.
+    final = _weights(out)
+    assert cli_main([*args, "--max_steps", "3"]) == 0
+    assert not (out / "checkpoint-4").exists() and all(torch.equal(final[k], v) for k, v in _weights(out).items())
+
 
 def test_degenerate_group_warning():
     assert "0.71" in degenerate_group_warning(2, "group")
