@@ -203,7 +203,8 @@ def test_held_out_split_defaults_to_the_sources_own_and_deepspeed_without_a_laun
     assert DataArguments(dataset="release", dataset_path="x").dataset_test_split == "test"
     assert DataArguments().dataset_test_split == "validation"
     for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        monkeypatch.delenv(k, raising=False)
+        monkeypatch.setenv(k, "")  # recorded, so what the function sets is taken back after the test
+        monkeypatch.delenv(k)
     _single_process_deepspeed(["--max_steps", "2"])
     assert "RANK" not in os.environ  # no DeepSpeed asked for: left alone
     cfg = tmp_path / "ds.yaml"
