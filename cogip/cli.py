@@ -42,8 +42,8 @@ def _config_file(path: str):
         return yaml.safe_load(f)
 
 
-def _single_process_deepspeed(argv: list[str]) -> None:
-    """A DeepSpeed run started with plain ``python`` (one process, no launcher) gets the environment a launcher
+def _single_process_launch_env() -> None:
+    """Give a DeepSpeed run started with plain ``python`` (one process, no launcher) the environment a launcher
     would give it (rank 0 of 1, a free local port), as transformers' DeepSpeed guide does by hand; without it
     DeepSpeed looks for MPI and stops."""
     import os
@@ -51,17 +51,11 @@ def _single_process_deepspeed(argv: list[str]) -> None:
 
     if any(k in os.environ for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK")):
         return  # a launcher started this process
-    config = argv[argv.index("--config") + 1] if argv.count("--config") == 1 and argv[-1] != "--config" else None
-    try:
-        wants = "--deepspeed" in argv or bool(config and (_config_file(config) or {}).get("deepspeed"))
-    except Exception:  # missing, not YAML, not a mapping: the parse that follows says what is wrong with it
-        return
-    if wants:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
-                          MASTER_PORT=os.environ.get("MASTER_PORT", str(port)))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=os.environ.get("MASTER_PORT", str(port)))
 
 
 def _read_argv(parser, argv: list[str]) -> tuple[set[str], dict, list[str]]:
@@ -102,16 +96,20 @@ def _read_argv(parser, argv: list[str]) -> tuple[set[str], dict, list[str]]:
     return given, env, problems
 
 
-def parse_strictly(parser, argv: list[str] | None = None) -> tuple:
+def parse_strictly(parser, argv: list[str] | None = None, launch_env: bool = False) -> tuple:
     """``parser.parse_args_and_config(argv)`` (a ``TrlParser``) with two differences: an unknown flag or config
     field is reported first (a misspelt flag would otherwise trip some other field's check, which then gets the
     blame), and argparse's own errors (a value of the wrong type, say) raise ``ValueError`` instead of printing the
-    whole usage and exiting. Each parsed object remembers which fields were given, for :func:`relaunch_config`."""
+    whole usage and exiting. Each parsed object remembers which fields were given, for :func:`relaunch_config`.
+    ``launch_env`` (the process that will train): a run given ``deepspeed`` without a launcher gets one process's
+    launcher environment before the arguments are built (:func:`_single_process_launch_env`)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     helping = "-h" in argv or "--help" in argv
     given, env, problems = (set(), {}, []) if helping else _read_argv(parser, argv)
     if problems:
         raise ValueError("; ".join(problems))
+    if launch_env and "deepspeed" in given:
+        _single_process_launch_env()
 
     def error(message: str):
         raise ValueError(message)
@@ -154,12 +152,12 @@ def relaunch_config(parsed: tuple) -> dict:
 
 
 def parse_stage_args(parser, argv: list[str] | None = None) -> tuple | None:
-    """:func:`parse_strictly`, or None after one line on stderr when the config file is missing or not YAML, holds
-    a field the stage does not know, a flag is unknown, or a value is refused."""
+    """:func:`parse_strictly` for the process that runs the stage, or None after one line on stderr when the config
+    file is missing or not YAML, holds a field the stage does not know, a flag is unknown, or a value is refused."""
     import yaml
 
     try:
-        return parse_strictly(parser, argv)
+        return parse_strictly(parser, argv, launch_env=True)
     except (ValueError, TypeError, OSError, yaml.YAMLError) as e:  # TypeError: e.g. one number for a list field
         print(f"{parser.prog}: error: {e} (see --help)", file=sys.stderr)
         return None
@@ -172,8 +170,6 @@ def run_stage(parser, main_fn, argv: list[str] | None = None, *, refused: tuple[
     is not there, say) end the run with a message and exit code 2."""
     from cogip.data import DataValidationError
 
-    argv = list(sys.argv[1:] if argv is None else argv)
-    _single_process_deepspeed(argv)
     parsed = parse_stage_args(parser, argv)
     if parsed is None:
         return 2

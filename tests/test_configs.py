@@ -197,18 +197,29 @@ def test_model_references_that_can_only_be_missing_folders_are_refused(tmp_path,
 
 def test_held_out_split_defaults_to_the_sources_own_and_deepspeed_without_a_launcher_gets_one_process(
         tmp_path, monkeypatch):
-    from cogip.cli import _single_process_deepspeed
+    from dataclasses import dataclass
+
+    from trl import TrlParser
+
+    from cogip.cli import parse_strictly
     from cogip.data_sources import DataArguments
+
+    @dataclass
+    class Run:  # the two fields that matter here, without building a Trainer's arguments in this process
+        deepspeed: str | None = None
+        max_steps: int = 0
 
     assert DataArguments(dataset="release", dataset_path="x").dataset_test_split == "test"
     assert DataArguments().dataset_test_split == "validation"
     for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         monkeypatch.setenv(k, "")  # recorded, so what the function sets is taken back after the test
         monkeypatch.delenv(k)
-    _single_process_deepspeed(["--max_steps", "2"])
+    parse_strictly(TrlParser((Run,)), ["--max_steps", "2"], launch_env=True)
     assert "RANK" not in os.environ  # no DeepSpeed asked for: left alone
     cfg = tmp_path / "ds.yaml"
     cfg.write_text("deepspeed: configs/deepspeed/zero2.json\n")
-    _single_process_deepspeed(["--config", str(cfg)])
+    parse_strictly(TrlParser((Run,)), ["--config", str(cfg)])
+    assert "RANK" not in os.environ  # a parse that does not launch (the demo's checks): left alone
+    parse_strictly(TrlParser((Run,)), ["--config", str(cfg)], launch_env=True)
     assert (os.environ["RANK"], os.environ["WORLD_SIZE"], os.environ["LOCAL_RANK"]) == ("0", "1", "0")
     assert int(os.environ["MASTER_PORT"]) > 0
