@@ -27,6 +27,11 @@ RELEASE_FILES = {  # split name -> file or folder inside a release folder
 }
 
 
+class WrongFileError(ValueError):
+    """A path that is there but is not a file the command reads on its own (a ``_scores.json`` without its
+    messages): entry scripts end the run with its message and exit code 2."""
+
+
 class DataValidationError(ValueError):
     """Raised when data has problems and dropping them was not asked for; carries the full report."""
 
@@ -296,8 +301,8 @@ def read_file(path: str | Path) -> tuple[list[dict], ValidationReport]:
     if path.name.endswith("_messages.json"):
         return read_messages(path)
     if path.name.endswith("_scores.json"):  # the answers half of a test_msg_file pair: read with its messages
-        raise ValueError(f"{path} holds the answers to {path.name[:-len('_scores.json')]}_messages.json beside it: "
-                         "give that file, or the folder")
+        messages = path.name[:-len("_scores.json")] + "_messages.json"
+        raise WrongFileError(f"{path} holds the answers to {messages} beside it: give that file, or the folder")
     return read_conversations(path)
 
 
@@ -404,6 +409,9 @@ def load_release(root: str | Path, image_root: str | Path | None = None, drop_in
     from datasets import DatasetDict
 
     root, out, report = Path(root), {}, ValidationReport()
+    if root.is_file():
+        raise WrongFileError(f"{root} is a file: a release is read from its folder, the one that holds "
+                             f"{', '.join(RELEASE_FILES.values())}")
     for split, name in RELEASE_FILES.items():
         if (root / name).exists():
             by_file, rep = validate(root / name, image_root)

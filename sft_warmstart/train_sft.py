@@ -28,7 +28,7 @@ from trl import ModelConfig, TrlParser
 
 from cogip.checkpoints import resume_point, train_and_save
 from cogip.cli import relaunch_config, run_stage, stage_parser
-from cogip.data import MissingSplitError
+from cogip.data import MissingSplitError, WrongFileError
 from cogip.files import InputNotFoundError
 from cogip.models import check_model_exists, init_deepspeed_comm, load_policy
 from sft_warmstart.artifacts import resolve_model_path, save_merged
@@ -88,7 +88,7 @@ def make_parser() -> TrlParser:
 
 def cli_main(argv: list[str] | None = None) -> int:
     """Parse flags (and ``--config file.yaml``) and run; shared by ``__main__`` and ``cogalign sft``."""
-    return run_stage(make_parser(), main, argv, refused=(InputNotFoundError, MissingSplitError))
+    return run_stage(make_parser(), main, argv, refused=(InputNotFoundError, MissingSplitError, WrongFileError))
 
 
 if __name__ == "__main__":

@@ -185,6 +185,7 @@ def test_load_hf_and_converters(tmp_path, synthetic_splits):
 
 
 def test_a_release_split_that_is_not_there_is_named(tmp_path, caplog):
+    from cogip.data import WrongFileError
     from cogip.data_sources import DataArguments, load_canonical_splits
 
     rel, images = write_release(tmp_path, {t: 2 for t in TRAITS}, {t: 2 for t in TRAITS})
@@ -201,6 +202,9 @@ def test_a_release_split_that_is_not_there_is_named(tmp_path, caplog):
         load_canonical_splits(args, with_eval=False)
     with pytest.raises(ValueError, match="dataset: 'relase' is not one of synthetic, release, upstream, hf"):
         DataArguments(dataset="relase")
+    args = DataArguments(dataset="release", dataset_path=str(rel / "cognition_training.json"))
+    with pytest.raises(WrongFileError, match="cognition_training.json is a file: a release is read from its folder"):
+        load_canonical_splits(args, with_eval=False)
 
 
 def test_a_held_out_subset_gives_every_trait_its_share_of_a_split_ordered_by_trait():

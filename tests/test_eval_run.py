@@ -295,6 +295,8 @@ def test_bad_input_is_refused_before_any_model_loads(tmp_path, capsys):
     assert cli_main([*release, "--split", "tset"]) == 2
     assert "has no split 'tset'; it has: train, grpo, test, scores" in capsys.readouterr().err
     answers = rel / "test_msg_file" / "Funniness" / "Funniness_scores.json"
+    assert cli_main(["--checkpoint", no_model, "--data", str(answers), "--image_root", str(images)]) == 2
+    assert "holds the answers to Funniness_messages.json beside it" in capsys.readouterr().err  # no traceback
     answers.write_text(json.dumps(["high 7.000", "low 11.000"]))
     assert cli_main(release) == 2
     err = capsys.readouterr().err
