@@ -403,24 +403,40 @@ def get_split(splits, name: str, where: str):
     return splits[name]
 
 
-def load_release(root: str | Path, image_root: str | Path | None = None, drop_invalid: bool = False):
-    """A release folder as a ``DatasetDict`` with the splits it holds: ``train`` (cognition_training.json),
-    ``grpo`` (training_grpo.json), ``test`` (test_msg_file/) and ``scores`` (cognition_scores/)."""
-    from datasets import DatasetDict
-
-    root, out, report = Path(root), {}, ValidationReport()
+def release_splits(root: str | Path) -> list[str]:
+    """The splits a release folder holds, of ``train`` (cognition_training.json), ``grpo`` (training_grpo.json),
+    ``test`` (test_msg_file/) and ``scores`` (cognition_scores/)."""
+    root = Path(root)
     if root.is_file():
         raise WrongFileError(f"{root} is a file: a release is read from its folder, the one that holds "
                              f"{', '.join(RELEASE_FILES.values())}")
-    for split, name in RELEASE_FILES.items():
-        if (root / name).exists():
-            by_file, rep = validate(root / name, image_root)
-            report.merge(rep)
-            out[split] = [r for recs in by_file.values() for r in recs]
-    if not out:
+    present = [split for split, name in RELEASE_FILES.items() if (root / name).exists()]
+    if not present:
         raise _no_files(root)
+    return present
+
+
+def load_release(root: str | Path, image_root: str | Path | None = None, drop_invalid: bool = False,
+                 splits: list[str] | None = None):
+    """A release folder as a ``DatasetDict`` of the ``splits`` asked for (default: every split it holds, see
+    :func:`release_splits`); only their files and images are read and checked."""
+    from datasets import DatasetDict
+
+    present, out, report = release_splits(root), {}, ValidationReport()
+    for split in splits or present:
+        get_split(dict.fromkeys(present), split, str(root))  # a MissingSplitError naming the splits it has
+        by_file, rep = validate(Path(root) / RELEASE_FILES[split], image_root)
+        report.merge(rep)
+        out[split] = [r for recs in by_file.values() for r in recs]
     _refuse_or_warn(report, drop_invalid)
     return DatasetDict({split: items_to_dataset(recs) for split, recs in out.items()})
+
+
+def read_scores(path: str | Path) -> dict[str, list]:
+    """``{"trait": [...], "score": [...]}`` of the well-formed items of the upstream files under ``path``, images
+    not looked at: for score statistics (the train means of eval's reference line)."""
+    items = [r for f in _files_of(Path(path)) for r in read_file(f)[0]]
+    return {"trait": [r["trait"] for r in items], "score": [r["score"] for r in items]}
 
 
 def load_hf(name_or_path: str, split: str | None = None, *, image_column: str = "image", trait_column: str = "trait",

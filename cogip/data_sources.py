@@ -11,7 +11,7 @@ import dataclasses
 import logging
 from dataclasses import dataclass, field
 
-from cogip.data import get_split, load_hf, load_release, load_upstream
+from cogip.data import load_hf, load_release, load_upstream, release_splits
 
 
 def check_choices(args) -> None:
@@ -78,13 +78,16 @@ def load_canonical_splits(args: DataArguments, with_eval: bool):
             splits = splits.filter(lambda t: t in traits, input_columns="trait")
         train, held_out = splits["train"], splits["validation"]
     elif args.dataset == "release":
-        splits = load_release(args.dataset_path, args.image_root, drop_invalid=args.drop_invalid_items)
-        train = get_split(splits, args.dataset_train_split, args.dataset_path)
-        held_out = splits.get(args.dataset_test_split)
-        if with_eval and held_out is None:
+        present, wanted = release_splits(args.dataset_path), [args.dataset_train_split]
+        if with_eval and args.dataset_test_split not in present:
             logging.getLogger(__name__).warning(
                 "%s has no held-out split %r (it has: %s): no held-out scoring; set --dataset_test_split",
-                args.dataset_path, args.dataset_test_split, ", ".join(splits))
+                args.dataset_path, args.dataset_test_split, ", ".join(present))
+        elif with_eval:
+            wanted.append(args.dataset_test_split)
+        splits = load_release(args.dataset_path, args.image_root, drop_invalid=args.drop_invalid_items,
+                              splits=wanted)
+        train, held_out = splits[args.dataset_train_split], splits.get(args.dataset_test_split)
     elif args.dataset == "upstream":
         train, held_out = load_upstream(args.dataset_path, args.image_root, drop_invalid=args.drop_invalid_items), None
     elif args.dataset == "hf":

@@ -59,22 +59,25 @@ def load_eval_data(args: EvalArgs) -> tuple[object, dict[str, float] | None, str
         ds, train = splits[args.split], splits["train"] if args.split != "train" else None
         desc = f"synthetic benchmark (seed {args.synthetic_seed}), split {args.split}"
     else:
-        path = Path(args.data)
+        path, train = Path(args.data), None
         if (path / "dataset_dict.json").exists() or (path / "dataset_info.json").exists():
             loaded = load_from_disk(str(path))
         elif path.is_dir() and not path.name.endswith(("test_msg_file", "cognition_scores")):
-            from cogip.data import load_release
+            from cogip.data import RELEASE_FILES, load_release, read_scores, release_splits
 
-            loaded = load_release(path, args.image_root, drop_invalid=args.drop_invalid)
+            # the split's files and images alone; the training file gives the train means (its images not needed)
+            loaded = load_release(path, args.image_root, drop_invalid=args.drop_invalid, splits=[args.split])
+            if args.split != "train" and "train" in release_splits(path):
+                train = read_scores(path / RELEASE_FILES["train"])
         else:
             from cogip.data import load_upstream
 
             loaded = load_upstream(path, args.image_root, drop_invalid=args.drop_invalid)
         if isinstance(loaded, DatasetDict):
             ds = get_split(loaded, args.split, str(path))
-            train = loaded["train"] if "train" in loaded and args.split != "train" else None
+            train = loaded["train"] if "train" in loaded and args.split != "train" else train
         else:
-            ds, train = loaded, None
+            ds = loaded
         desc = f"{path}" + (f", split {args.split}" if isinstance(loaded, DatasetDict) else "")
     ds = _first_per_trait(ds, args.max_items_per_trait)
     return ds, (train_means_of(train) if train is not None else None), desc

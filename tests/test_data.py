@@ -185,7 +185,7 @@ def test_load_hf_and_converters(tmp_path, synthetic_splits):
 
 
 def test_a_release_split_that_is_not_there_is_named(tmp_path, caplog):
-    from cogip.data import WrongFileError
+    from cogip.data import DataValidationError, WrongFileError
     from cogip.data_sources import DataArguments, load_canonical_splits
 
     rel, images = write_release(tmp_path, {t: 2 for t in TRAITS}, {t: 2 for t in TRAITS})
@@ -202,6 +202,11 @@ def test_a_release_split_that_is_not_there_is_named(tmp_path, caplog):
         load_canonical_splits(args, with_eval=False)
     with pytest.raises(ValueError, match="dataset: 'relase' is not one of synthetic, release, upstream, hf"):
         DataArguments(dataset="relase")
+    (images / "Funniness" / "000003.jpg").unlink()  # a test image: training without held-out scoring needs none
+    args.dataset_train_split = "train"
+    assert len(load_canonical_splits(args, with_eval=False)[0]) == 8
+    with pytest.raises(DataValidationError, match="missing image"):
+        load_canonical_splits(args, with_eval=True)
     args = DataArguments(dataset="release", dataset_path=str(rel / "cognition_training.json"))
     with pytest.raises(WrongFileError, match="cognition_training.json is a file: a release is read from its folder"):
         load_canonical_splits(args, with_eval=False)

@@ -195,12 +195,17 @@ def test_compare_two_checkpoints_from_the_command_line(tiny_model_dir, fitted_mo
 
 def test_upstream_release_with_an_image_root(tiny_model_dir, tmp_path):  # noqa: F811
     """A release in the upstream file layout (tests/release_fixture.py) with its images under an image root; test
-    split of the release, train means from its training file."""
+    split of the release, train means from its training file. Only the test split's images are there and the GRPO
+    file is broken: neither is read for the test split."""
     from release_fixture import TRAITS, write_release
 
     from eval.run import cli_main
 
     sample, root = write_release(tmp_path, {t: 3 for t in TRAITS}, {t: 2 for t in TRAITS})
+    for trait in TRAITS:
+        for k in range(3):
+            (root / trait / f"{k:06d}.jpg").unlink()
+    (sample / "training_grpo.json").write_text("[{")
     out = tmp_path / "out"
     assert cli_main(["--checkpoint", str(tiny_model_dir), "--data", str(sample), "--image_root", str(root),
                      "--max_items_per_trait", "2", "--blindness", "false", "--n_boot", "0", "--max_new_tokens", "4",
