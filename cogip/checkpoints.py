@@ -77,26 +77,30 @@ _TRAINING_STATE = re.compile(r"^(optimizer\.pt|scheduler\.pt|scaler\.pt|rng_stat
 
 
 def _reached_max_steps(checkpoint: str | Path, max_steps: int) -> bool:
-    """True when ``checkpoint``'s step is the run's last: ``max_steps`` when set (> 0), else the total it recorded."""
+    """True when the run has a ``max_steps`` (> 0) and ``checkpoint`` reached it. A run counted in epochs is left to
+    the Trainer, which may have more to do (more epochs or more data given again) and takes no extra step at an
+    epoch's end."""
+    if not max_steps or max_steps <= 0:
+        return False
     try:
-        state = json.loads((Path(checkpoint) / TRAINER_STATE).read_text())
-        target = max_steps if max_steps and max_steps > 0 else state.get("max_steps")
-        return isinstance(target, int) and target > 0 and state["global_step"] >= target
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return json.loads((Path(checkpoint) / TRAINER_STATE).read_text())["global_step"] >= max_steps
+    except (OSError, ValueError, KeyError, TypeError):
         return False
 
 
 def train_and_save(trainer, resume: str | None) -> dict:
-    """``trainer.train(resume_from_checkpoint=resume)`` then ``save_model`` to the output folder, and the metrics.
-    A ``resume`` checkpoint that already reached the run's last step is the final model: the Trainer, resumed there
-    mid-epoch, would take one step more and save over it, so nothing trains and the checkpoint's model files are
-    copied to the output folder (where they are not there already)."""
+    """``trainer.train(resume_from_checkpoint=resume)`` then ``save_model`` to the output folder, and the training
+    metrics, also saved as ``train_results.json`` (the Trainer's ``save_metrics``). A ``resume`` checkpoint that
+    already reached the run's ``max_steps`` is the final model: the Trainer, resumed there mid-epoch, would take one
+    step more and save over it, so nothing trains, the checkpoint's model files are copied to the output folder
+    (where they are not there already) and the metrics are those the finished run saved."""
     out = Path(trainer.args.output_dir)
     if not (resume and _reached_max_steps(resume, trainer.args.max_steps)):
         if resume:
             trainer.accelerator.print(f"Resuming from {resume}")
         metrics = trainer.train(resume_from_checkpoint=resume).metrics
         trainer.save_model(str(out))
+        trainer.save_metrics("train", metrics, combined=False)
         return metrics
     trainer.accelerator.print(f"{resume} reached the run's last step: nothing left to train")
     if trainer.accelerator.is_main_process:
@@ -107,7 +111,10 @@ def train_and_save(trainer, resume: str | None) -> dict:
             if src.is_file() and not _TRAINING_STATE.match(src.name) and not same:
                 shutil.copy2(src, dst)
     trainer.accelerator.wait_for_everyone()
-    return {}
+    try:
+        return json.loads((out / "train_results.json").read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def load_checkpoint_weights(model, checkpoint: str | Path) -> None:

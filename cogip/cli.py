@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import enum
 import importlib
+import re
 import sys
 
 # subcommand -> (module whose cli_main(argv) runs it, one-line help)
@@ -42,6 +43,11 @@ def _config_file(path: str):
         return yaml.safe_load(f)
 
 
+# Set by the launchers DeepSpeed and accelerate read ranks from: torch's, Open MPI's, MPICH / Intel MPI's, MVAPICH's.
+_LAUNCHER_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK",
+                 "MV2_COMM_WORLD_SIZE")
+
+
 def _single_process_launch_env() -> None:
     """Give a DeepSpeed run started with plain ``python`` (one process, no launcher) the environment a launcher
     would give it (rank 0 of 1, a free local port), as transformers' DeepSpeed guide does by hand; without it
@@ -49,8 +55,8 @@ def _single_process_launch_env() -> None:
     import os
     import socket
 
-    if any(k in os.environ for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK")):
-        return  # a launcher started this process
+    if any(k in os.environ for k in _LAUNCHER_ENV):
+        return  # a launcher (torchrun, deepspeed, accelerate, mpirun, srun) started this process
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -136,17 +142,25 @@ def plain(value):
 
 _GIVEN = "_cogalign_given_fields"
 _DEVICE_FIELDS = ("use_cpu", "bf16", "fp16")  # always written: they decide whether the arguments parse here at all
+# Left out of the relaunch file: set by launchers; a relaunch resumes from the last checkpoint, not the first run's
+# start. Tokens (fields named *_token) are left out too: TrainingArguments writes them as a placeholder.
+_NOT_RELAUNCHED = {"local_rank", "resume_from_checkpoint"}
+# ... and so are env variables named like secrets (HF_TOKEN, WANDB_API_KEY): the file is saved beside the model.
+_SECRET_NAME = re.compile(r"TOKEN|KEY|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH", re.IGNORECASE)
 
 
 def relaunch_config(parsed: tuple) -> dict:
     """The fields a run parsed by :func:`parse_strictly` was given (by its flags and its config file), with the
     values they took, and the config file's ``env``, as one flat, YAML-safe mapping: ``--config`` with it launches
-    the same run. Fields derived from others (trl's ``steps_per_generation``, say) are left to be derived again."""
+    the same run. Fields derived from others (trl's ``steps_per_generation``, say) are left to be derived again;
+    tokens and secret-named env variables are left out (to be set in the environment again)."""
     out = {}
     for args in parsed:
         given, env = args.__dict__.get(_GIVEN, (set(), {}))
-        given = (set(given) | ({*_DEVICE_FIELDS} if hasattr(args, "use_cpu") else set())) - {"local_rank"}  # launchers
+        given = {k for k in set(given) | ({*_DEVICE_FIELDS} if hasattr(args, "use_cpu") else set())
+                 if k not in _NOT_RELAUNCHED and not k.endswith("_token")}
         values = plain(args.to_dict() if hasattr(args, "to_dict") else dataclasses.asdict(args))
+        env = {k: v for k, v in env.items() if not _SECRET_NAME.search(str(k))}
         out |= {k: v for k, v in values.items() if k in given} | ({"env": plain(env)} if env else {})
     return out
 
@@ -217,9 +231,12 @@ def main(argv: list[str] | None = None) -> int:
     commands |= {"demo": "run the whole pipeline on the synthetic benchmark (CPU)",
                  "validate-data": "check CogIP-Bench files before training"}
     if argv and argv[0] == "--version":
-        from importlib.metadata import version
+        from importlib.metadata import PackageNotFoundError, version
 
-        print(f"cogalign {version('cogalign')}")
+        try:
+            print(f"cogalign {version('cogalign')}")
+        except PackageNotFoundError:  # run from a checkout that was never installed
+            print("cogalign (not installed: no version; `pip install -e .` or `make install`)")
         return 0
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
         known = not argv or argv[0] in ("-h", "--help")

@@ -407,6 +407,8 @@ def release_splits(root: str | Path) -> list[str]:
     """The splits a release folder holds, of ``train`` (cognition_training.json), ``grpo`` (training_grpo.json),
     ``test`` (test_msg_file/) and ``scores`` (cognition_scores/)."""
     root = Path(root)
+    if not root.exists():
+        raise InputNotFoundError(f"{root} does not exist")
     if root.is_file():
         raise WrongFileError(f"{root} is a file: a release is read from its folder, the one that holds "
                              f"{', '.join(RELEASE_FILES.values())}")

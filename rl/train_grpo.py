@@ -48,7 +48,8 @@ def main(script_args: GRPOScriptArguments, training_args: CogGRPOConfig, model_a
     config = relaunch_config((script_args, training_args, model_args))
     # A model folder that is not there, then bad items: both stop the run here, before any model is loaded.
     if model_args.model_name_or_path != TINY_MODEL:
-        check_model_exists(model_args.model_name_or_path, "--model_name_or_path", model_args.model_revision)
+        check_model_exists(model_args.model_name_or_path, "--model_name_or_path", model_args.model_revision,
+                           required=True)
     train, held_out = load_canonical_splits(script_args, with_eval=True)
     if held_out is not None and script_args.correlation_eval_size:
         held_out = balanced_subset(held_out, script_args.correlation_eval_size)

@@ -18,7 +18,8 @@ def write_config(path: str | Path, config: dict, stage: str) -> None:
     """Write a run's :func:`cogip.cli.relaunch_config` to ``path``, headed by how to launch it again."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     head = (f"# The fields this run was given (the rest are defaults). Again: cogalign {stage} --config <this file>\n"
-            "# (under deepspeed / accelerate launch / torchrun as before for more than one process)\n")
+            "# (under deepspeed / accelerate launch / torchrun as before for more than one process); tokens and\n"
+            "# secret-named env variables are not written here: set them in the environment again\n")
     Path(path).write_text(head + yaml.safe_dump(config, sort_keys=True))
 
 

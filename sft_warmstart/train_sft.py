@@ -44,7 +44,8 @@ def main(script_args: SFTScriptArguments, training_args: SoftLabelSFTConfig, mod
     config = relaunch_config((script_args, training_args, model_args))
     # A model folder that is not there, then bad items: both stop the run here, before any model is loaded.
     if model_args.model_name_or_path != TINY_MODEL:
-        check_model_exists(model_args.model_name_or_path, "--model_name_or_path", model_args.model_revision)
+        check_model_exists(model_args.model_name_or_path, "--model_name_or_path", model_args.model_revision,
+                           required=True)
     train_dataset, eval_dataset = load_sft_splits(script_args, with_eval=training_args.eval_strategy != "no")
     if training_args.process_index == 0:  # now, so that a run killed before its end can be launched again too
         write_config(Path(training_args.output_dir) / CONFIG_FILE, config, "sft")

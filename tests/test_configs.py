@@ -167,7 +167,9 @@ def test_a_saved_config_keeps_what_the_run_was_given_and_its_env(tmp_path, monke
     from rl.train_grpo import make_parser
 
     monkeypatch.chdir(CONFIGS.parent)
-    monkeypatch.delenv("COGALIGN_TEST_ENV", raising=False)
+    for name in ("COGALIGN_TEST_ENV", "COGALIGN_TEST_TOKEN"):  # trl sets the file's env: taken back at teardown
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
     cfg = tmp_path / "c.yaml"
     cfg.write_text((CONFIGS / "qwen2_5_vl_7b" / "grpo.yaml").read_text() + "env:\n  COGALIGN_TEST_ENV: '1'\n")
     argv = ["--config", str(cfg), "--bf16", "false", "--use_cpu", "true", "--learning_r", "2e-6"]  # abbreviated
@@ -179,6 +181,13 @@ def test_a_saved_config_keeps_what_the_run_was_given_and_its_env(tmp_path, monke
     again = make_parser().parse_args_and_config(["--config", str(tmp_path / "again.yaml")],
                                                 fail_with_unknown_args=True)
     assert [plain(dataclasses.asdict(a)) for a in again] == [plain(dataclasses.asdict(a)) for a in given]
+
+    # tokens, secret-named env variables and the first run's resume point are not written
+    cfg.write_text(cfg.read_text() + "  COGALIGN_TEST_TOKEN: hf_secret\n")
+    saved = relaunch_config(parse_strictly(make_parser(), [*argv, "--hub_token", "hf_secret",
+                                                           "--resume_from_checkpoint", "runs/x/checkpoint-5"]))
+    assert saved["env"] == {"COGALIGN_TEST_ENV": "1"} and "hf_secret" not in yaml.safe_dump(saved)
+    assert "resume_from_checkpoint" not in saved and saved["learning_rate"] == 2e-6
 
 
 def test_model_references_that_can_only_be_missing_folders_are_refused(tmp_path, monkeypatch):
@@ -223,3 +232,8 @@ def test_held_out_split_defaults_to_the_sources_own_and_deepspeed_without_a_laun
     parse_strictly(TrlParser((Run,)), ["--config", str(cfg)], launch_env=True)
     assert (os.environ["RANK"], os.environ["WORLD_SIZE"], os.environ["LOCAL_RANK"]) == ("0", "1", "0")
     assert int(os.environ["MASTER_PORT"]) > 0
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(k)
+    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "4")  # mpirun: DeepSpeed reads the ranks from Open MPI's variables
+    parse_strictly(TrlParser((Run,)), ["--config", str(cfg)], launch_env=True)
+    assert "RANK" not in os.environ

@@ -210,6 +210,9 @@ def test_a_release_split_that_is_not_there_is_named(tmp_path, caplog):
     args = DataArguments(dataset="release", dataset_path=str(rel / "cognition_training.json"))
     with pytest.raises(WrongFileError, match="cognition_training.json is a file: a release is read from its folder"):
         load_canonical_splits(args, with_eval=False)
+    args = DataArguments(dataset="release", dataset_path=str(tmp_path / "nope"))
+    with pytest.raises(FileNotFoundError, match="nope does not exist"):
+        load_canonical_splits(args, with_eval=False)
 
 
 def test_a_held_out_subset_gives_every_trait_its_share_of_a_split_ordered_by_trait():

@@ -67,9 +67,10 @@ def test_grpo_trains_logs_correlation_and_resumes(tmp_path, caplog, fitted_model
     assert steps == [0, 2, 3]  # resumed at 2: no second step-0 evaluation
 
     # Launched again once finished (mid-epoch), it trains nothing: the Trainer would take a step past max_steps.
-    final = _weights(out)
+    final, results = _weights(out), (out / "train_results.json").read_text()
     assert cli_main([*args, "--max_steps", "3"]) == 0
     assert not (out / "checkpoint-4").exists() and all(torch.equal(final[k], v) for k, v in _weights(out).items())
+    assert (out / "train_results.json").read_text() == results and "train_runtime" in results
 
 
 def test_degenerate_group_warning():

@@ -64,6 +64,14 @@ def test_only_complete_checkpoints_are_resumed_from(tmp_path):
     assert [p.name for p in list_complete_checkpoints(tmp_path)] == ["checkpoint-2", "checkpoint-10"]
     assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-10")
 
+    from cogip.checkpoints import _reached_max_steps
+
+    last = tmp_path / "checkpoint-10"
+    assert _reached_max_steps(last, 10) and _reached_max_steps(last, 8) and not _reached_max_steps(last, 12)
+    # counted in epochs (max_steps -1): the Trainer decides, it may have more epochs or more data to train
+    (last / "trainer_state.json").write_text(json.dumps({"global_step": 10, "max_steps": 10}))
+    assert not _reached_max_steps(last, -1) and not _reached_max_steps(tmp_path / "checkpoint-14", 1)
+
 
 # ---------------------------------------------------------------------------------------------------------------
 # Collator: the score digits it finds spell the answer's score
