@@ -35,6 +35,11 @@ WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_mo
                 "pytorch_model.bin.index.json", "adapter_model.safetensors", "adapter_model.bin")
 
 
+ZERO3_HINT = ("a DeepSpeed ZeRO-3 checkpoint saved without stage3_gather_16bit_weights_on_model_save keeps only its "
+              "shards: 'python <checkpoint>/zero_to_fp32.py <checkpoint> <checkpoint> --safe_serialization' writes "
+              "the weights")
+
+
 def has_model_weights(path: str | Path) -> bool:
     """True when ``path`` holds model or adapter weights that ``from_pretrained`` can load. A DeepSpeed ZeRO-3
     checkpoint saved without ``stage3_gather_16bit_weights_on_model_save`` has only its partitioned shards

@@ -347,6 +347,9 @@ def validate(path: str | Path, image_root: str | Path | None) -> tuple[dict[str,
     """Read every upstream file under ``path`` and check every item. Returns the valid records per file and the
     report (counts per file and trait, every problem with file and index)."""
     report, by_file = ValidationReport(), {}
+    if image_root is not None and not Path(image_root).is_dir():
+        raise InputNotFoundError(f"image root {image_root} does not exist (the folder the <Trait>/<id>.jpg paths are "
+                                 "relative to)")
     for f in _files_of(Path(path)):
         records, rep = read_file(f)
         if not records and not rep.problems:
@@ -367,6 +370,9 @@ def _refuse_or_warn(report: ValidationReport, drop_invalid: bool) -> None:
             raise DataValidationError(report)
         kept = {f: sum(c.values()) for f, c in report.counts.items()}
         dropped = sum(n - kept.get(f, 0) for f, n in report.seen.items())
+        if not sum(kept.values()):
+            raise InputNotFoundError(f"no valid item left once the invalid ones are dropped "
+                                     f"({len(report.problems)} problem(s), the first: {report.problems[0]})")
         unread = {p.file for p in report.problems if p.index is None and p.file not in report.seen}
         logging.getLogger(__name__).warning("dropped %d of %d item(s)%s:\n%s", dropped, sum(report.seen.values()),
                                             f" and {len(unread)} file(s) that could not be read" if unread else "",

@@ -205,13 +205,20 @@ def load_processor(model_name_or_path: str | Path, **kwargs):
     return processor
 
 
-def check_model_exists(ref: str | None, flag: str, revision: str | None = None, required: bool = False) -> None:
-    """Fail fast, before any work, on a model folder that is not there (:class:`InputNotFoundError`), and on no
+def check_model_exists(ref: str | None, flag: str, revision: str | None = None, required: bool = False,
+                       weights: bool = True) -> None:
+    """Fail fast, before any work, on a model folder that is not there (:class:`InputNotFoundError`), one without
+    model or adapter weights (unless ``weights`` is False: a diffusers pipeline keeps them in subfolders), and on no
     model at all when one is ``required``. A reference that is no folder here (``~`` expanded) must look like a hub
     id: ``name``, or ``org/name`` where ``org`` is no folder here either (``runs/x`` with a ``runs/`` folder is a
     path) unless the hub cache holds it; with ``HF_HUB_OFFLINE`` set the hub cache must hold it at ``revision``."""
+    from cogip.checkpoints import WEIGHT_FILES, ZERO3_HINT, has_model_weights
+
     if not ref and required:
         raise InputNotFoundError(f"{flag} is required (a hub id, a folder, or 'tiny')")
+    if ref and weights and Path(ref).expanduser().is_dir() and not has_model_weights(Path(ref).expanduser()):
+        raise InputNotFoundError(f"{flag} {ref}: the folder holds no model or adapter weights (none of "
+                                 f"{', '.join(WEIGHT_FILES)}); {ZERO3_HINT}")
     if not ref or Path(ref).expanduser().exists():
         return
     from huggingface_hub import constants, snapshot_download

@@ -18,7 +18,7 @@ import torch
 from safetensors import SafetensorError
 from tqdm.auto import tqdm
 
-from cogip.checkpoints import has_model_weights, list_complete_checkpoints
+from cogip.checkpoints import ZERO3_HINT, has_model_weights, list_complete_checkpoints
 from cogip.data import get_split
 from cogip.models import load_policy
 from cogip.vision_cache import install_vision_caches
@@ -154,10 +154,8 @@ def run_checkpoints(args: EvalArgs) -> list[tuple[str, str, int | None]]:
         log.warning("skipping incomplete checkpoint(s) (no trainer_state.json): %s", ", ".join(skipped))
     unweighted = [p.name for p in complete if not has_model_weights(p)]
     if unweighted:
-        log.warning("skipping checkpoint(s) with no model or adapter weights: %s. A DeepSpeed ZeRO-3 run saved "
-                    "without stage3_gather_16bit_weights_on_model_save keeps only its shards: 'python <checkpoint>/"
-                    "zero_to_fp32.py <checkpoint> <checkpoint> --safe_serialization' writes the weights",
-                    ", ".join(unweighted))
+        log.warning("skipping checkpoint(s) with no model or adapter weights: %s (%s)", ", ".join(unweighted),
+                    ZERO3_HINT)
     if args.include_final and has_model_weights(run):
         final_step = _final_step(run, found)
         if final_step is None or final_step not in {f[2] for f in found}:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,6 +73,18 @@ class EvalArgs:
             raise ValueError(f"--blindness_items must be at least 1, not {self.blindness_items}")
         if self.unparsable not in ("midpoint", "worst", "train_mean"):
             raise ValueError(f"--unparsable must be midpoint, worst or train_mean, not {self.unparsable!r}")
+        for name in ("n_boot", "max_items_per_trait", "synthetic_n", "batch_size", "num_samples", "max_new_tokens"):
+            low = 0 if name == "n_boot" else 1
+            if getattr(self, name) is not None and getattr(self, name) < low:
+                raise ValueError(f"--{name} must be at least {low}, not {getattr(self, name)}")
+        from rewards import build_reward_func
+
+        for spec in self.reward_funcs or []:  # registry names checked now, not after the models have answered
+            try:
+                if ":" not in spec:  # module:function is imported when the rewards are computed
+                    build_reward_func(spec)
+            except KeyError as e:
+                raise ValueError(f"--reward_funcs: {e.args[0]}") from None
         from cogip.synthetic import SPLITS
 
         if self.data == "synthetic" and self.split not in SPLITS:
@@ -88,5 +101,10 @@ class EvalArgs:
 
         if self.run_dir is not None and not Path(self.run_dir).is_dir():
             raise FileNotFoundError(f"--run_dir {self.run_dir}: no such folder")
+        if self.run_dir is not None and re.fullmatch(r"checkpoint-\d+", Path(self.run_dir).resolve().name):
+            from cogip.data import WrongFileError
+
+            raise WrongFileError(f"--run_dir {self.run_dir} is one checkpoint of a run: give the run's folder "
+                                 f"({Path(self.run_dir).resolve().parent}), or --checkpoint {self.run_dir}")
         for ref in [self.checkpoint] if self.checkpoint else self.compare or []:
             check_model_exists(ref, "--checkpoint" if self.checkpoint else "--compare")

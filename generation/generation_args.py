@@ -40,21 +40,24 @@ class GenerationArgs:
         "help": "seeds sampled in one pipeline call (unset: all of a prompt's); lower it to save GPU memory"})
 
     # Placement
-    dtype: str = field(default="bfloat16", metadata={"help": "float32 | bfloat16 | float16"})
+    dtype: str = field(default="bfloat16", metadata={"help": "float32 | bfloat16 | float16",
+                                                      "choices": ["float32", "bfloat16", "float16"]})
     device: str = field(default="cuda", metadata={"help": "cuda | cpu | cuda:1 ..."})
     cpu_offload: bool = field(default=False, metadata={
         "help": "diffusers model CPU offload: each component moves to the GPU only while it runs"})
 
     # Judging
     judge: bool = field(default=True, metadata={"help": "score every image with the judge model"})
-    judge_decoding: str = field(default="expected", metadata={"help": "greedy | expected (see eval/predict.py)"})
-    judge_prompt_style: str = field(default="full", metadata={"help": "full | short (short for tiny models)"})
+    judge_decoding: str = field(default="expected", metadata={"help": "greedy | expected (see eval/predict.py)",
+                                                              "choices": ["greedy", "expected"]})
+    judge_prompt_style: str = field(default="full", metadata={"help": "full | short (short for tiny models)",
+                                                              "choices": ["full", "short"]})
     judge_image_size: int | None = field(default=None, metadata={
         "help": "resize images to this square size for the judge (unset: what its processor fixes, else as is)"})
     judge_batch_size: int = field(default=8, metadata={"help": "images per judge batch"})
     unparsable: str = field(default="midpoint", metadata={
         "help": "judge answers without a score: 'midpoint' (scored as the middle of the range) or 'drop' (the pair "
-                "is left out); either way the parse rate is reported"})
+                "is left out); either way the parse rate is reported", "choices": ["midpoint", "drop"]})
     n_boot: int = field(default=2000, metadata={"help": "bootstrap resamples for the intervals"})
 
     # Output
@@ -66,6 +69,21 @@ class GenerationArgs:
                 "(images/manifest.json); false generates every image again"})
 
     def __post_init__(self) -> None:
+        from cogip.data_sources import check_choices
+        from cogip.traits import get_trait
+
+        check_choices(self)  # values from --config are not checked by argparse: all of them now, before any image
+        try:
+            for trait in self.traits or []:
+                get_trait(trait)
+        except KeyError as e:
+            raise ValueError(f"traits: {e.args[0]}") from None
+        for name in ("height", "width"):
+            if getattr(self, name) < 16 or getattr(self, name) % 16:
+                raise ValueError(f"{name} must be a positive multiple of 16 (the VAE and the 2x2 patches), not "
+                                 f"{getattr(self, name)}")
+        if self.n_boot < 0:
+            raise ValueError(f"n_boot must be at least 0, not {self.n_boot}")
         if not self.aligned_model and self.pipeline != "tiny":
             raise ValueError("aligned_model is required (an SFT adapter folder or a GRPO checkpoint); only pipeline "
                              "'tiny' builds a stand-in")

@@ -26,7 +26,7 @@ def resolve_models(args: GenerationArgs) -> dict:
     for flag, ref in (("--aligned_model", args.aligned_model), ("--judge_model", args.judge_model),
                       ("--base_encoder", args.base_encoder), ("--pipeline", args.pipeline)):
         if ref != "tiny":
-            check_model_exists(ref, flag)  # before anything is built
+            check_model_exists(ref, flag, weights=flag != "--pipeline")  # before anything is built
     out = Path(args.output_dir)
     notes = []
     pipeline, aligned = args.pipeline, args.aligned_model

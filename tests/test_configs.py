@@ -197,8 +197,13 @@ def test_model_references_that_can_only_be_missing_folders_are_refused(tmp_path,
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HOME", str(tmp_path))
     (tmp_path / "runs" / "sft").mkdir(parents=True)
+    (tmp_path / "runs" / "sft" / "adapter_model.safetensors").touch()
     for ok in ("runs/sft", "runs/sft/", "~/runs/sft", str(tmp_path / "runs" / "sft")):
         check_model_exists(ok, "--m")
+    (tmp_path / "runs" / "zero3").mkdir()  # shards only, say
+    with pytest.raises(InputNotFoundError, match="--m runs/zero3: the folder holds no model or adapter weights"):
+        check_model_exists("runs/zero3", "--m")
+    check_model_exists("runs/zero3", "--pipeline", weights=False)  # a diffusers pipeline's are in subfolders
     for missing in ("runs/nope", "./nope", "~/nope", "a/b/c"):
         with pytest.raises(InputNotFoundError, match=f"--m {missing}: no such model folder"):
             check_model_exists(missing, "--m")

@@ -283,6 +283,11 @@ def test_bad_input_is_refused_before_any_model_loads(tmp_path, capsys):
     assert f"--checkpoint {tmp_path / 'runs' / 'nope'}: no such model folder" in capsys.readouterr().err
     assert cli_main(["--run_dir", str(tmp_path / "nope")]) == 2
     assert f"--run_dir {tmp_path / 'nope'}: no such folder" in capsys.readouterr().err
+    (tmp_path / "run" / "checkpoint-4").mkdir(parents=True)
+    assert cli_main(["--checkpoint", str(tmp_path / "run" / "checkpoint-4")]) == 2
+    assert "checkpoint-4: the folder holds no model or adapter weights" in capsys.readouterr().err
+    assert cli_main(["--run_dir", str(tmp_path / "run" / "checkpoint-4")]) == 2
+    assert f"is one checkpoint of a run: give the run's folder ({tmp_path / 'run'})" in capsys.readouterr().err
     assert cli_main(["--config", str(tmp_path / "nope.yaml")]) == 2 and "nope.yaml" in capsys.readouterr().err
     with pytest.raises(ValueError, match="must be one of train, validation, test, not 'tset'"):
         parse_args(["--checkpoint", "m", "--split", "tset"])
@@ -293,7 +298,8 @@ def test_bad_input_is_refused_before_any_model_loads(tmp_path, capsys):
     assert (args.checkpoint, args.decoding, args.n_boot) == ("org/model", "expected", 50)
 
     rel, images = write_release(tmp_path, {t: 2 for t in TRAITS}, {t: 2 for t in TRAITS})
-    no_model = str(tmp_path)  # a folder without a model, never loaded: the data is refused first
+    (tmp_path / "model.safetensors").touch()
+    no_model = str(tmp_path)  # a folder with an empty weights file, never loaded: the data is refused first
     release = ["--checkpoint", no_model, "--data", str(rel), "--image_root", str(images)]
     assert cli_main(["--checkpoint", no_model, "--data", str(tmp_path / "no-data")]) == 2
     assert f"{tmp_path / 'no-data'} does not exist" in capsys.readouterr().err
@@ -302,6 +308,12 @@ def test_bad_input_is_refused_before_any_model_loads(tmp_path, capsys):
     answers = rel / "test_msg_file" / "Funniness" / "Funniness_scores.json"
     assert cli_main(["--checkpoint", no_model, "--data", str(answers), "--image_root", str(images)]) == 2
     assert "holds the answers to Funniness_messages.json beside it" in capsys.readouterr().err  # no traceback
+    assert cli_main([*release[:-1], str(tmp_path / "imgs")]) == 2
+    assert "imgs does not exist (the folder the <Trait>/<id>.jpg paths are relative to)" in capsys.readouterr().err
+    assert cli_main([*release[:-1], str(rel), "--drop_invalid"]) == 2  # the wrong folder: every image missing
+    assert "no valid item left once the invalid ones are dropped" in capsys.readouterr().err
+    assert cli_main([*release, "--reward_funcs", "distance_gausian"]) == 2  # before any model or data loads
+    assert "unknown reward 'distance_gausian'" in capsys.readouterr().err
     answers.write_text(json.dumps(["high 7.000", "low 11.000"]))
     assert cli_main(release) == 2
     err = capsys.readouterr().err

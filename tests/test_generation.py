@@ -148,6 +148,14 @@ def test_a_missing_model_folder_or_a_bad_value_is_refused_before_anything_is_bui
     assert "first two decimals" in capsys.readouterr().err
     assert cli_main([*tiny, "--images_per_batch", "0"]) == 2
     assert "images_per_batch must be at least 1" in capsys.readouterr().err
+    for flags, message in ((["--height", "30"], "height must be a positive multiple of 16"),
+                           (["--traits", "Aesthetic"], "unknown trait 'Aesthetic'"),
+                           (["--n_boot", "-5"], "n_boot must be at least 0")):
+        assert cli_main([*tiny, *flags]) == 2 and message in capsys.readouterr().err
+    bad = tmp_path / "bad.yaml"  # values from a config file, which argparse does not check against choices
+    bad.write_text((Path("configs/tiny/generation.yaml")).read_text() + "unparsable: worst\n")
+    assert cli_main(["--config", str(bad), "--output_dir", str(out)]) == 2
+    assert "unparsable: 'worst' is not one of midpoint, drop" in capsys.readouterr().err
     assert not (out / "tiny-base").exists()
 
 
