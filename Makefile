@@ -1,5 +1,7 @@
 # make test : create .venv if missing, install cogalign with its test extras under constraints.txt, run pytest
 # make demo : the same set-up, then `cogalign demo` (e.g. make demo DEMO_ARGS=--fresh)
+# make test-slow / make lint : the slow tests / ruff;  make clean : removes .venv (the whole install), runs/demo and
+# .pytest_cache
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python

@@ -29,7 +29,7 @@ def stage_parser(dataclass_types: tuple, description: str):
 
     parser = TrlParser(dataclass_types, description=description,
                        epilog="--config FILE.yaml sets any of the fields above from a YAML file (the names without "
-                              "--); flags given beside it override the file.")
+                              "--; a --no_x flag is written x: false); flags given beside it override the file.")
     for action in parser._actions:  # HfArgumentParser gives each --no_x the help of --x
         if isinstance(action, argparse._StoreFalseAction) and action.option_strings[0].startswith("--no_"):
             action.help, action.default = f"the same as --{action.dest} false", argparse.SUPPRESS
@@ -239,15 +239,15 @@ def main(argv: list[str] | None = None) -> int:
             print("cogalign (not installed: no version; `pip install -e .` or `make install`)")
         return 0
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
-        known = not argv or argv[0] in ("-h", "--help")
-        out = sys.stdout if known else sys.stderr
-        if not known:
+        asked = bool(argv) and argv[0] in ("-h", "--help")
+        out = sys.stdout if asked else sys.stderr
+        if argv and not asked:
             print(f"cogalign: error: unknown command {argv[0]!r}", file=out)
         print("usage: cogalign <command> [args]   (cogalign <command> --help for its flags; cogalign --version)\n\n"
               "commands:", file=out)
         for name, help_ in commands.items():
             print(f"  {name:<14} {help_}", file=out)
-        return 0 if known else 2
+        return 0 if asked else 2  # no command, or an unknown one: the usage on stderr, exit 2
     cmd, rest = argv[0], argv[1:]
     if cmd == "validate-data":
         return _validate_data(rest)

@@ -26,7 +26,7 @@ class EvalArgs:
     synthetic_seed: int = field(default=0, metadata={"help": "seed of the synthetic benchmark (as in training)"})
     image_size: int = field(default=56, metadata={"help": "synthetic image size"})
     max_items_per_trait: int | None = field(default=None, metadata={
-        "help": "evaluate only the first N items of each trait (all by default; upstream sampled 120 at random)"})
+        "help": "evaluate only the first N (>= 1) items of each trait (unset: all; upstream sampled 120 at random)"})
     output_dir: str | None = field(default=None, metadata={
         "help": "where results go (unset: <run_dir>/eval or ./eval_results)"})
     decoding: str = field(default="greedy", metadata={"help": "greedy | expected | sample"})

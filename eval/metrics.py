@@ -190,14 +190,16 @@ def paired_bootstrap(metric: str, pred_a: np.ndarray, pred_b: np.ndarray, human:
 
 def _difference(metric: str, diff: float, resampled: np.ndarray, level: float) -> dict:
     """The observed difference ``a - b``, the percentile interval and two-sided p-value of its resampled values
-    (twice the share on the far side of zero), and whether ``a`` is the better one."""
+    (twice the share on the far side of zero, resamples of exactly zero counted half to each side: on a few items
+    many resamples tie), and whether ``a`` is the better one."""
     d = resampled[np.isfinite(resampled)]
     a = (1 - level) / 2
     if len(d) == 0 or not math.isfinite(diff):
         lo = hi = p = math.nan
     else:
         lo, hi = (float(v) for v in np.quantile(d, [a, 1 - a]))
-        p = float(min(1.0, 2 * min(np.mean(d <= 0), np.mean(d >= 0))))
+        ties = np.mean(d == 0) / 2
+        p = float(min(1.0, 2 * (min(np.mean(d < 0), np.mean(d > 0)) + ties)))
     better = (diff > 0) == HIGHER_IS_BETTER[metric] if math.isfinite(diff) and diff != 0 else None
     return {"diff": diff, "ci": [lo, hi], "p_value": p, "a_better": better}
 

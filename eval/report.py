@@ -5,11 +5,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import math
 import re
 from pathlib import Path
 
 from cogip.files import write_json_atomic, write_text_atomic
+
+log = logging.getLogger(__name__)
 
 CSV_FIELDS = ("model", "step", "trait", "n", "n_unparsable", "parse_rate", "well_formed_rate", "srcc", "srcc_lo",
               "srcc_hi", "plcc", "plcc_logistic", "krcc", "mae", "mae_lo", "mae_hi", "rmse", "label_accuracy",
@@ -85,6 +88,9 @@ def write_outputs(results: dict, out_dir: str | Path, settings: dict) -> dict[st
         p = out / f"predictions_{_safe_name(name)}.jsonl"
         write_text_atomic(p, "".join(json.dumps(_clean(x.to_dict())) + "\n" for x in preds))
         paths[f"predictions_{name}"] = p
+    for stale in set(out.glob("predictions_*.jsonl")) - set(paths.values()):  # an earlier evaluation's other models
+        stale.unlink()
+        log.info("removed %s: a model this evaluation does not cover", stale)
     doc = {"settings": settings, **{k: v for k, v in results.items() if k != "predictions"}}
     paths["json"] = out / "metrics.json"
     write_json_atomic(paths["json"], _clean(doc))

@@ -160,6 +160,8 @@ def test_the_console_script_names_an_unknown_command_and_tells_its_version(capsy
     out = capsys.readouterr()
     assert out.err.startswith("cogalign: error: unknown command 'trian'") and "grpo" in out.err and not out.out
     assert cogalign(["--version"]) == 0 and capsys.readouterr().out.startswith("cogalign 0.")
+    assert cogalign([]) == 2 and capsys.readouterr().err.startswith("usage: cogalign <command>")
+    assert cogalign(["--help"]) == 0 and capsys.readouterr().out.startswith("usage: cogalign <command>")
 
 
 def test_a_saved_config_keeps_what_the_run_was_given_and_its_env(tmp_path, monkeypatch):

@@ -108,7 +108,11 @@ def test_paired_bootstrap_detects_the_better_model():
     res = M.paired_bootstrap("srcc", good, bad, human, n_boot=500)
     assert res["a_better"] and res["p_value"] < 0.01 and res["ci"][0] > 0
     same = M.paired_bootstrap("mae", good, good, human, n_boot=200)
-    assert same["diff"] == 0 and same["a_better"] is None
+    assert same["diff"] == 0 and same["a_better"] is None and same["p_value"] == 1.0
+    # Resampled differences of exactly zero count half to each side: 3 of 4 items tie, one is better for a.
+    ties = M.paired_bootstrap("mae", np.array([1.0, 2, 3, 4]), np.array([1.0, 2, 3, 6]), np.array([1.0, 2, 3, 4]),
+                              n_boot=2000)
+    assert ties["ci"][1] == 0 and 0.25 < ties["p_value"] < 0.4  # 0.68 of resamples better, 0.32 tied: p = 0.32
     with pytest.raises(ValueError):
         M.paired_bootstrap("srcc", good[:10], bad, human)
 

@@ -59,6 +59,8 @@ def test_run_dir_evaluation_writes_every_output(run_dir, tmp_path):
     from eval.run import cli_main
 
     out = tmp_path / "eval"
+    out.mkdir()
+    (out / "predictions_other-model.jsonl").write_text("{}\n")  # an earlier evaluation of another model: removed
     rc = cli_main(["--run_dir", str(run_dir), "--synthetic_n", "16", "--n_boot", "100", "--output_dir", str(out),
                    "--reward_funcs", "test_eval_run:within_half_range", "--max_new_tokens", "16",
                    "--blindness_items", "8"])
@@ -84,6 +86,8 @@ def test_run_dir_evaluation_writes_every_output(run_dir, tmp_path):
     assert (out / "curves.png").stat().st_size > 10_000
     preds = [json.loads(x) for x in (out / "predictions_checkpoint-6.jsonl").read_text().splitlines()]
     assert len(preds) == 16 and {"text", "parsed", "score"} <= set(preds[0])
+    assert sorted(p.name for p in out.glob("predictions_*")) == ["predictions_checkpoint-3.jsonl",
+                                                                   "predictions_checkpoint-6.jsonl"]
     # each file was written beside itself and moved into place: no temporary file is left, the CSV keeps its rows
     assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []
     assert (out / "metrics.csv").read_bytes().count(b"\r\n") == len(rows) + 1
