@@ -147,6 +147,10 @@ def test_validate_catches_subtle_problems(tmp_path, caplog):
 
 def test_validate_data_console_script(tmp_path):
     rel, images = write_release(tmp_path, SMALL, SMALL, images=False)
+    r = subprocess.run([sys.executable, "-m", "cogip.cli", "validate-data", str(rel), "--image-root", str(images)],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "images does not exist" in r.stderr and "missing image" not in r.stdout
+    images.mkdir()  # there, but empty
     for flag in ("--image-root", "--image_root"):  # the training scripts' spelling works too
         r = subprocess.run([sys.executable, "-m", "cogip.cli", "validate-data", str(rel / "training_grpo.json"),
                             flag, str(images)], capture_output=True, text=True)
