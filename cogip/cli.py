@@ -180,9 +180,11 @@ def parse_stage_args(parser, argv: list[str] | None = None) -> tuple | None:
 def run_stage(parser, main_fn, argv: list[str] | None = None, *, refused: tuple[type[Exception], ...] = (),
               verb: str = "train", drop_flag: str = "--drop_invalid_items") -> int:
     """Parse flags and ``--config file.yaml`` with a ``TrlParser`` and call ``main_fn(*parsed)``. Bad flags or
-    config files, invalid data, and the ``refused`` errors (bad input met once the run starts: a model folder that
-    is not there, say) end the run with a message and exit code 2."""
-    from cogip.data import DataValidationError
+    config files, invalid data, input that is not there or not what the stage reads (a model folder or data path
+    that is missing, a split the data lacks, a data file read only with another) and a stage's own ``refused``
+    errors end the run with a message and exit code 2."""
+    from cogip.data import DataValidationError, MissingSplitError, WrongFileError
+    from cogip.files import InputNotFoundError
 
     parsed = parse_stage_args(parser, argv)
     if parsed is None:
@@ -192,7 +194,7 @@ def run_stage(parser, main_fn, argv: list[str] | None = None, *, refused: tuple[
     except DataValidationError as e:
         print(f"Refusing to {verb} on invalid data (use {drop_flag} to drop it):\n{e.report}", file=sys.stderr)
         return 2
-    except refused as e:
+    except (InputNotFoundError, MissingSplitError, WrongFileError, *refused) as e:
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return 2
     return 0

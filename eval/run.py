@@ -73,12 +73,11 @@ def parse_args(argv: list[str] | None = None) -> EvalArgs:
 def cli_main(argv: list[str] | None = None) -> int:
     """``main`` with bad input (flags, config file, model folders, data) ended by a message and exit code 2."""
     from cogip.cli import run_stage
-    from cogip.data import MissingSplitError, WrongFileError
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    # a split, a model folder or a data path that is not there, a data file read only with another
-    return run_stage(make_parser(), main, argv, refused=(MissingSplitError, WrongFileError, FileNotFoundError),
-                     verb="evaluate", drop_flag="--drop_invalid")
+    # any file that is not there (a run folder, an upstream file) besides the input errors every stage refuses
+    return run_stage(make_parser(), main, argv, refused=(FileNotFoundError,), verb="evaluate",
+                     drop_flag="--drop_invalid")
 
 
 if __name__ == "__main__":

@@ -29,9 +29,8 @@ from trl import ModelConfig, TrlParser
 
 from cogip.checkpoints import resume_point, train_and_save
 from cogip.cli import relaunch_config, run_stage, stage_parser
-from cogip.data import MissingSplitError, WrongFileError, balanced_subset, to_grpo_format
+from cogip.data import balanced_subset, to_grpo_format
 from cogip.data_sources import load_canonical_splits
-from cogip.files import InputNotFoundError
 from cogip.models import check_model_exists, init_deepspeed_comm, is_adapter_dir, load_policy
 from rewards import build_reward_funcs
 from rl.callbacks import CorrelationCallback, GuardCallback
@@ -100,7 +99,7 @@ def make_parser() -> TrlParser:
 
 def cli_main(argv: list[str] | None = None) -> int:
     """Parse flags (and ``--config file.yaml``) and run; shared by ``__main__`` and ``cogalign grpo``."""
-    return run_stage(make_parser(), main, argv, refused=(InputNotFoundError, MissingSplitError, WrongFileError))
+    return run_stage(make_parser(), main, argv)
 
 
 if __name__ == "__main__":

@@ -28,8 +28,6 @@ from trl import ModelConfig, TrlParser
 
 from cogip.checkpoints import resume_point, train_and_save
 from cogip.cli import relaunch_config, run_stage, stage_parser
-from cogip.data import MissingSplitError, WrongFileError
-from cogip.files import InputNotFoundError
 from cogip.models import check_model_exists, init_deepspeed_comm, load_policy
 from sft_warmstart.artifacts import resolve_model_path, save_merged
 from sft_warmstart.config import TINY_MODEL, SFTScriptArguments, SoftLabelSFTConfig
@@ -89,7 +87,7 @@ def make_parser() -> TrlParser:
 
 def cli_main(argv: list[str] | None = None) -> int:
     """Parse flags (and ``--config file.yaml``) and run; shared by ``__main__`` and ``cogalign sft``."""
-    return run_stage(make_parser(), main, argv, refused=(InputNotFoundError, MissingSplitError, WrongFileError))
+    return run_stage(make_parser(), main, argv)
 
 
 if __name__ == "__main__":
