@@ -29,17 +29,20 @@ class EvalArgs:
         "help": "evaluate only the first N (>= 1) items of each trait (unset: all; upstream sampled 120 at random)"})
     output_dir: str | None = field(default=None, metadata={
         "help": "where results go (unset: <run_dir>/eval or ./eval_results)"})
-    decoding: str = field(default="greedy", metadata={"help": "greedy | expected | sample"})
+    decoding: str = field(default="greedy", metadata={"help": "greedy | expected | sample",
+                                                      "choices": ["greedy", "expected", "sample"]})
     num_samples: int = field(default=8, metadata={"help": "samples per item with --decoding sample"})
     temperature: float = field(default=1.0, metadata={"help": "sampling temperature with --decoding sample"})
     batch_size: int = field(default=16, metadata={"help": "items per generate call"})
     max_new_tokens: int = field(default=24, metadata={"help": "generation length (answers are short)"})
     unparsable: str = field(default="midpoint", metadata={
-        "help": "how unparsable answers are scored: midpoint | worst | train_mean (they are always counted)"})
+        "help": "how unparsable answers are scored: midpoint | worst | train_mean (they are always counted)",
+        "choices": ["midpoint", "worst", "train_mean"]})
     n_boot: int = field(default=1000, metadata={"help": "bootstrap resamples for the 95%% intervals (0: none)"})
     blindness: bool = field(default=True, metadata={"help": "re-score with blank and shuffled images"})
     blindness_models: str = field(default="all", metadata={
-        "help": "with --run_dir: run the blindness check on 'all' checkpoints or only on the run's 'final' model"})
+        "help": "with --run_dir: run the blindness check on 'all' checkpoints or only on the run's 'final' model",
+        "choices": ["all", "final"]})
     blindness_items: int | None = field(default=None, metadata={
         "help": "re-score only the first this many items in the blindness check (unset: all)"})
     blindness_tolerance: float = field(default=0.02, metadata={
@@ -65,14 +68,11 @@ class EvalArgs:
             raise ValueError("give exactly one of --run_dir, --checkpoint, --compare A B")
         if self.compare is not None and len(self.compare) != 2:
             raise ValueError("--compare takes two models")
-        if self.decoding not in ("greedy", "expected", "sample"):
-            raise ValueError(f"--decoding must be greedy, expected or sample, not {self.decoding!r}")
-        if self.blindness_models not in ("all", "final"):
-            raise ValueError(f"--blindness_models must be all or final, not {self.blindness_models!r}")
+        from cogip.data_sources import check_choices
+
+        check_choices(self)  # values from --config are not checked by argparse
         if self.blindness_items is not None and self.blindness_items < 1:
             raise ValueError(f"--blindness_items must be at least 1, not {self.blindness_items}")
-        if self.unparsable not in ("midpoint", "worst", "train_mean"):
-            raise ValueError(f"--unparsable must be midpoint, worst or train_mean, not {self.unparsable!r}")
         for name in ("n_boot", "max_items_per_trait", "synthetic_n", "batch_size", "num_samples", "max_new_tokens"):
             low = 0 if name == "n_boot" else 1
             if getattr(self, name) is not None and getattr(self, name) < low:

@@ -13,7 +13,7 @@ from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 
 from cogip.checkpoints import FullWeightsResumeMixin
 from cogip.models import digit_token_ids
-from sft_warmstart.collator import ITEM_COLUMNS, SOFT_LABEL_KEYS, SoftLabelCollator
+from sft_warmstart.collator import ITEM_COLUMNS, SOFT_LABEL_KEYS, RopeIndex, SoftLabelCollator
 from sft_warmstart.config import SoftLabelSFTConfig
 from sft_warmstart.soft_label_loss import soft_label_loss
 from sft_warmstart.trainable import PartLearningRatesMixin
@@ -35,7 +35,7 @@ class SoftLabelSFTTrainer(FullWeightsResumeMixin, PartLearningRatesMixin, SFTTra
                 completion_only_loss=True if args.completion_only_loss is None else args.completion_only_loss,
                 dataset_text_field=args.dataset_text_field,
             )
-            kwargs["data_collator"] = SoftLabelCollator(base, tokenizer)
+            kwargs["data_collator"] = SoftLabelCollator(base, tokenizer, RopeIndex.for_model(model))
         super().__init__(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
                          processing_class=processing_class, **kwargs)
 

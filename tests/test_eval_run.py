@@ -300,6 +300,11 @@ def test_bad_input_is_refused_before_any_model_loads(tmp_path, capsys):
     config.write_text("checkpoint: org/model\ndecoding: expected\ncompare: null\nn_boot: 0\n")
     args = parse_args(["--config", str(config), "--n_boot", "50"])  # flags win over the file, as in training
     assert (args.checkpoint, args.decoding, args.n_boot) == ("org/model", "expected", 50)
+    config.write_text("checkpoint: org/model\ndecoding: expectd\n")  # argparse checks flags, not config values
+    with pytest.raises(ValueError, match="decoding: 'expectd' is not one of greedy, expected, sample"):
+        parse_args(["--config", str(config)])
+    assert cli_main(["--checkpoint", "m", "--blindness_models", "last"]) == 2 and "invalid choice" in \
+        capsys.readouterr().err
 
     rel, images = write_release(tmp_path, {t: 2 for t in TRAITS}, {t: 2 for t in TRAITS})
     (tmp_path / "model.safetensors").touch()

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 from cogip.checkpoints import last_complete_checkpoint, list_complete_checkpoints
 from cogip.models import digit_token_ids, load_policy
-from sft_warmstart.collator import SoftLabelCollator
+from sft_warmstart.collator import SOFT_LABEL_KEYS, SoftLabelCollator
 from sft_warmstart.config import SoftLabelSFTConfig
 from sft_warmstart.trainable import parameter_groups, part_of, prepare_model, trainable_counts
 from sft_warmstart.trainer import SoftLabelSFTTrainer
@@ -93,6 +93,31 @@ def test_collator_finds_the_score_digits(tiny_model_dir, synthetic_splits):
         value = sum(d * 10.0 ** p for d, p in zip(digits, places))
         assert abs(value - abs(ds[b]["score"])) < 1e-6
         assert batch["score_sigma"][b].item() == pytest.approx(ds[b]["score_std"], rel=1e-5)
+
+
+def test_collator_positions_are_the_models_own(tiny_model_dir, synthetic_splits):
+    """The rotary positions the collator computes (in a data-loader worker) are those the model would work out,
+    padding included, and the forward pass gives the same logits with them."""
+    from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
+
+    from sft_warmstart.collator import RopeIndex
+
+    model, processor = load_policy(tiny_model_dir)
+    base = DataCollatorForVisionLanguageModeling(processor, completion_only_loss=True)
+    collator = SoftLabelCollator(base, processor.tokenizer, RopeIndex.for_model(model))
+    ds = _sft(synthetic_splits["train"], 5)
+    batch = collator([ds[i] for i in range(5)])
+    assert batch["attention_mask"].min() == 0  # rows of different lengths: padding is part of the check
+    own, _ = model.model.get_rope_index(batch["input_ids"], mm_token_type_ids=batch["mm_token_type_ids"],
+                                        image_grid_thw=batch["image_grid_thw"], attention_mask=batch["attention_mask"])
+    assert torch.equal(batch["position_ids"], own) and batch["position_ids"].shape[0] == 3
+    inputs = {k: v for k, v in batch.items() if k not in (*SOFT_LABEL_KEYS, "labels")}
+    with torch.no_grad():
+        given = model(**inputs).logits
+        inputs.pop("position_ids")
+        computed = model(**inputs).logits
+    assert torch.equal(given, computed)
+    assert RopeIndex.for_model(torch.nn.Linear(2, 2)) is None
 
 
 # ---------------------------------------------------------------------------------------------------------------
