@@ -23,6 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from side_by_side import alternating, require_model  # noqa: E402
+
 
 def train_seconds(model_dir: str, steps: int, in_collator: bool) -> tuple[float, float]:
     """(train_runtime, training loss) of ``steps`` SFT steps."""
@@ -59,18 +61,14 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--rounds", type=int, default=2)
     args = p.parse_args()
-    if not (Path(args.model) / "config.json").exists():
-        sys.exit(f"{args.model}: no model there; run python sft_warmstart/train_sft.py --config "
-                 "configs/tiny/sft.yaml first (or pass --model)")
-    model = str(Path(args.model).resolve())
+    model = require_model(args.model)
     times: dict[bool, list[float]] = {False: [], True: []}
     losses: dict[bool, float] = {}
-    for r in range(args.rounds):
-        for in_collator in (False, True) if r % 2 == 0 else (True, False):
-            seconds, losses[in_collator] = train_seconds(model, args.steps, in_collator)
-            times[in_collator].append(seconds)
-            print(f"round {r}, positions {'in the collator' if in_collator else 'in the model'}: {seconds:.1f} s "
-                  f"(loss {losses[in_collator]:.4f})", flush=True)
+    for r, in_collator in alternating(args.rounds):
+        seconds, losses[in_collator] = train_seconds(model, args.steps, in_collator)
+        times[in_collator].append(seconds)
+        print(f"round {r}, positions {'in the collator' if in_collator else 'in the model'}: {seconds:.1f} s "
+              f"(loss {losses[in_collator]:.4f})", flush=True)
     model_s, collator_s = min(times[False]), min(times[True])
     result = {"bench": "sft_positions", "model": args.model, "steps": args.steps, "rounds": args.rounds,
               "machine": platform.processor() or platform.machine(), "in_model_s": model_s,

@@ -28,6 +28,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from side_by_side import alternating, require_model  # noqa: E402
+
 
 def eval_seconds(model_dir: str, n: int, cached: bool) -> tuple[float, list]:
     import torch
@@ -64,19 +66,15 @@ def main() -> None:
     p.add_argument("--grpo_steps", type=int, default=100)
     p.add_argument("--rounds", type=int, default=2)
     args = p.parse_args()
-    if not (Path(args.model) / "config.json").exists():
-        sys.exit(f"{args.model}: no model there; run python sft_warmstart/train_sft.py --config "
-                 "configs/tiny/sft.yaml first (or pass --model)")
-    model = str(Path(args.model).resolve())
+    model = require_model(args.model)
     times = {"eval": {False: [], True: []}, "grpo": {False: [], True: []}}
     scores = {}
-    for r in range(args.rounds):
-        for cached in (False, True) if r % 2 == 0 else (True, False):
-            seconds, scores[cached] = eval_seconds(model, args.n_eval, cached)
-            times["eval"][cached].append(seconds)
-            times["grpo"][cached].append(grpo_seconds(model, args.grpo_steps, cached))
-            print(f"round {r}, cache {'on' if cached else 'off'}: eval {times['eval'][cached][-1]:.1f} s, "
-                  f"GRPO {times['grpo'][cached][-1]:.1f} s", flush=True)
+    for r, cached in alternating(args.rounds):
+        seconds, scores[cached] = eval_seconds(model, args.n_eval, cached)
+        times["eval"][cached].append(seconds)
+        times["grpo"][cached].append(grpo_seconds(model, args.grpo_steps, cached))
+        print(f"round {r}, cache {'on' if cached else 'off'}: eval {times['eval'][cached][-1]:.1f} s, "
+              f"GRPO {times['grpo'][cached][-1]:.1f} s", flush=True)
     diff = max(abs(a - b) for a, b in zip(scores[False], scores[True]) if a is not None and b is not None)
     print(f"eval scores, cache on vs off: max abs difference {diff:.2e}")
     result = {"bench": "vision_cache", "model": args.model, "n_eval": args.n_eval, "grpo_steps": args.grpo_steps,

@@ -105,12 +105,14 @@ def test_collator_positions_are_the_models_own(tiny_model_dir, synthetic_splits)
     model, processor = load_policy(tiny_model_dir)
     base = DataCollatorForVisionLanguageModeling(processor, completion_only_loss=True)
     collator = SoftLabelCollator(base, processor.tokenizer, RopeIndex.for_model(model))
-    ds = _sft(synthetic_splits["train"], 5)
-    batch = collator([ds[i] for i in range(5)])
-    assert batch["attention_mask"].min() == 0  # rows of different lengths: padding is part of the check
-    own, _ = model.model.get_rope_index(batch["input_ids"], mm_token_type_ids=batch["mm_token_type_ids"],
-                                        image_grid_thw=batch["image_grid_thw"], attention_mask=batch["attention_mask"])
-    assert torch.equal(batch["position_ids"], own) and batch["position_ids"].shape[0] == 3
+    ds = _sft(synthetic_splits["train"], 10)
+    for rows in (range(5), range(5, 10)):  # the second batch reuses the layouts the first worked out
+        batch = collator([ds[i] for i in rows])
+        assert batch["attention_mask"].min() == 0  # rows of different lengths: padding is part of the check
+        own, _ = model.model.get_rope_index(batch["input_ids"], mm_token_type_ids=batch["mm_token_type_ids"],
+                                            image_grid_thw=batch["image_grid_thw"],
+                                            attention_mask=batch["attention_mask"])
+        assert torch.equal(batch["position_ids"], own) and batch["position_ids"].shape[0] == 3
     inputs = {k: v for k, v in batch.items() if k not in (*SOFT_LABEL_KEYS, "labels")}
     with torch.no_grad():
         given = model(**inputs).logits
