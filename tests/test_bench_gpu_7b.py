@@ -1,5 +1,5 @@
 """bench/gpu_7b.py, the script for the GPU figures: its model has the published Qwen2.5-VL-7B size, and the same
-code runs end to end on CPU with tiny sizes."""
+code runs end to end on CPU with tiny sizes. And every script in bench/ loads."""
 
 from __future__ import annotations
 
@@ -39,3 +39,16 @@ def test_the_gpu_bench_runs_on_cpu_with_tiny_sizes(tmp_path):
     grpo = result["grpo"]
     assert len(grpo["step_s"]) == 2 and grpo["num_generations"] == 8 and grpo["lora_r"] == 64
     assert grpo["gradient_checkpointing"] and grpo["generated_tokens_per_s"] > 0
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in BENCH.glob("*.py")))
+def test_every_bench_script_imports(script):
+    """Each bench script (and what it imports from its own folder) is there and loads; their work is run by hand."""
+    import importlib.util
+
+    sys.path.insert(0, str(BENCH))
+    try:
+        spec = importlib.util.spec_from_file_location(f"bench_{script[:-3]}", BENCH / script)
+        spec.loader.exec_module(importlib.util.module_from_spec(spec))
+    finally:
+        sys.path.remove(str(BENCH))
