@@ -24,6 +24,14 @@ def check_choices(args) -> None:
             raise ValueError(f"{f.name}: {value!r} is not one of {', '.join(map(str, choices))}")
 
 
+def check_at_least(args, lows: dict[str, int]) -> None:
+    """Refuse a field of ``args`` below its lower bound in ``lows`` (a field left unset, None, passes)."""
+    for name, low in lows.items():
+        value = getattr(args, name)
+        if value is not None and value < low:
+            raise ValueError(f"--{name} must be at least {low}, not {value}")
+
+
 @dataclass
 class DataArguments:
     dataset: str = field(

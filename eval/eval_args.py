@@ -68,15 +68,11 @@ class EvalArgs:
             raise ValueError("give exactly one of --run_dir, --checkpoint, --compare A B")
         if self.compare is not None and len(self.compare) != 2:
             raise ValueError("--compare takes two models")
-        from cogip.data_sources import check_choices
+        from cogip.data_sources import check_at_least, check_choices
 
         check_choices(self)  # values from --config are not checked by argparse
-        if self.blindness_items is not None and self.blindness_items < 1:
-            raise ValueError(f"--blindness_items must be at least 1, not {self.blindness_items}")
-        for name in ("n_boot", "max_items_per_trait", "synthetic_n", "batch_size", "num_samples", "max_new_tokens"):
-            low = 0 if name == "n_boot" else 1
-            if getattr(self, name) is not None and getattr(self, name) < low:
-                raise ValueError(f"--{name} must be at least {low}, not {getattr(self, name)}")
+        check_at_least(self, {"blindness_items": 1, "n_boot": 0, "max_items_per_trait": 1, "synthetic_n": 1,
+                              "batch_size": 1, "num_samples": 1, "max_new_tokens": 1})
         from rewards import build_reward_func
 
         for spec in self.reward_funcs or []:  # registry names checked now, not after the models have answered

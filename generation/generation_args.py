@@ -69,7 +69,7 @@ class GenerationArgs:
                 "(images/manifest.json); false generates every image again"})
 
     def __post_init__(self) -> None:
-        from cogip.data_sources import check_choices
+        from cogip.data_sources import check_at_least, check_choices
         from cogip.traits import get_trait
 
         check_choices(self)  # values from --config are not checked by argparse: all of them now, before any image
@@ -82,8 +82,7 @@ class GenerationArgs:
             if getattr(self, name) < 16 or getattr(self, name) % 16:
                 raise ValueError(f"{name} must be a positive multiple of 16 (the VAE and the 2x2 patches), not "
                                  f"{getattr(self, name)}")
-        if self.n_boot < 0:
-            raise ValueError(f"n_boot must be at least 0, not {self.n_boot}")
+        check_at_least(self, {"n_boot": 0, "images_per_prompt": 1, "images_per_batch": 1})
         if not self.aligned_model and self.pipeline != "tiny":
             raise ValueError("aligned_model is required (an SFT adapter folder or a GRPO checkpoint); only pipeline "
                              "'tiny' builds a stand-in")
@@ -93,7 +92,3 @@ class GenerationArgs:
         names = sorted(f"{float(a):.2f}" for a in {0.0, 1.0, *self.alphas})
         if len(set(names)) < len(names):  # image files are named by alpha to two decimals
             raise ValueError(f"alphas must differ in their first two decimals, not {self.alphas}")
-        if self.images_per_prompt < 1:
-            raise ValueError(f"images_per_prompt must be at least 1, not {self.images_per_prompt}")
-        if self.images_per_batch is not None and self.images_per_batch < 1:
-            raise ValueError(f"images_per_batch must be at least 1, not {self.images_per_batch}")

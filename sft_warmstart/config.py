@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from trl import SFTConfig
 
-from cogip.data_sources import DataArguments
+from cogip.data_sources import DataArguments, check_at_least
 from sft_warmstart.soft_label_loss import LOSS_KINDS, SoftLabelConfig
 from sft_warmstart.trainable import TrainablePartsArguments
 
@@ -45,9 +45,7 @@ class SFTScriptArguments(DataArguments):
 
     def __post_init__(self):
         super().__post_init__()
-        threads = self.tiny_vision_pretrain_threads
-        if threads is not None and threads < 1:
-            raise ValueError(f"tiny_vision_pretrain_threads must be at least 1, not {threads}")
+        check_at_least(self, {"tiny_vision_pretrain_threads": 1})
 
 
 @dataclass
