@@ -96,7 +96,7 @@ class SoftLabelCollator:
         batch["score_digit_places"] = places
         batch["score_span"] = torch.tensor(spans, dtype=torch.float32)
         batch["score_sigma"] = torch.tensor(sigmas, dtype=torch.float32)
-        position_ids = self.positions(batch) if self.positions is not None else None
-        if position_ids is not None and "position_ids" not in batch:
+        position_ids = self.positions(batch) if self.positions is not None and "position_ids" not in batch else None
+        if position_ids is not None:
             batch["position_ids"] = position_ids
         return batch
