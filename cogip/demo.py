@@ -1,13 +1,14 @@
 """``cogalign demo``: the whole pipeline on the built-in synthetic benchmark, on CPU, ending in one report.
 
-Every stage is the project's own entry point, called in-process with its config file, exactly as its command line
-would call it:
+Every stage is the project's own entry point with its config file, called exactly as its command line would call
+it (in-process, or in a child process for the evaluations that run alongside GRPO):
 
 1. ``data``        the synthetic benchmark (train / validation / test from disjoint seeds) and its reliability ceiling
 2. ``sft``         SFT warm-start: ``sft_warmstart/train_sft.py`` with ``configs/tiny/sft.yaml``
 3. ``grpo``        GRPO from the SFT output: ``rl/train_grpo.py`` with ``configs/tiny/grpo.yaml``
 4. ``eval_base``, ``eval_sft``, ``eval_grpo``: ``eval/run.py`` on the test split for the base model and every SFT
-   and GRPO checkpoint (the blindness check on each run's final model)
+   and GRPO checkpoint (the blindness check on each run's final model); the first two as their own command lines in
+   a second process while GRPO trains (logs in ``stages/``), as each stage uses one core
 5. ``generation``  ``generation/generate.py`` with ``configs/tiny/generation.yaml``: the GRPO policy as Qwen-Image's
    text encoder, judging the images itself
 
@@ -25,12 +26,13 @@ stages built on it. ``--fresh`` starts everything over.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cogip.demo_stages import StageBook, empty_folder, fingerprint
+from cogip.demo_stages import Background, BackgroundStageError, StageBook, empty_folder, fingerprint
 from cogip.files import write_json_atomic
 from cogip.stored import code_version
 
@@ -55,16 +57,20 @@ class Stage:
     upstream: tuple[str, ...] = ()
     code: tuple[str, ...] = ("cogip",)  # packages whose code makes its outputs (a change re-runs the stage)
     resumable: bool = False  # training stages continue from their last complete checkpoint
+    # runs as its own command line in a child process, alongside the stages after it (none may build on it)
+    background: bool = False
 
 
 _TRAIN = ("cogip", "sft_warmstart", "rl", "rewards", "eval")
 STAGES = (
     Stage("data", "Synthetic benchmark", "data"),
     Stage("sft", "SFT warm-start", "sft", code=_TRAIN, resumable=True),
-    Stage("grpo", "GRPO from the SFT output", "grpo", ("sft",), code=_TRAIN, resumable=True),
-    Stage("eval_base", "Evaluate the base model on the test split", "eval/base", ("data", "sft"), ("cogip", "eval")),
+    # The evaluations of the SFT stage's models run on the second core while GRPO trains on the first.
+    Stage("eval_base", "Evaluate the base model on the test split", "eval/base", ("data", "sft"), ("cogip", "eval"),
+          background=True),
     Stage("eval_sft", "Evaluate every SFT checkpoint on the test split", "eval/sft", ("data", "sft"),
-          ("cogip", "eval")),
+          ("cogip", "eval"), background=True),
+    Stage("grpo", "GRPO from the SFT output", "grpo", ("sft",), code=_TRAIN, resumable=True),
     Stage("eval_grpo", "Evaluate every GRPO checkpoint on the test split", "eval/grpo", ("data", "grpo"),
           ("cogip", "eval")),
     Stage("generation", "Generation: the GRPO policy as Qwen-Image's text encoder", "generation", ("sft", "grpo"),
@@ -309,13 +315,26 @@ def _training_stage(stage: str, argv: list[str]) -> None:
     main(*_parse_stage(stage, argv))
 
 
+def _eval_argv(stage: str, plan: Plan) -> list[str]:
+    target = {"eval_base": ["--checkpoint", plan.base_model], "eval_sft": ["--run_dir", str(plan.out / "sft")],
+              "eval_grpo": ["--run_dir", str(plan.out / "grpo")]}[stage]
+    return target + ["--output_dir", str(plan.out / "eval" / stage.removeprefix("eval_"))] + plan.argv["eval"]
+
+
 def _eval_stage(stage: str, plan: Plan) -> None:
     from eval.run import main, parse_args
 
-    target = {"eval_base": ["--checkpoint", plan.base_model], "eval_sft": ["--run_dir", str(plan.out / "sft")],
-              "eval_grpo": ["--run_dir", str(plan.out / "grpo")]}[stage]
-    out = ["--output_dir", str(plan.out / "eval" / stage.removeprefix("eval_"))]
-    main(parse_args(target + out + plan.argv["eval"]))
+    main(parse_args(_eval_argv(stage, plan)))
+
+
+def background_command(stage: Stage, plan: Plan) -> list[str]:
+    """The command line of a stage the demo runs in a child process (the evaluations)."""
+    return [sys.executable, str(REPO_ROOT / "eval" / "run.py"), *_eval_argv(stage.name, plan)]
+
+
+def _child_env(plan: Plan) -> dict[str, str]:
+    """The children's environment: the demo's threads per stage (the torch default would take every core)."""
+    return {**os.environ, "OMP_NUM_THREADS": str(plan.settings.get("threads") or 1), "PYTHONUNBUFFERED": "1"}
 
 
 def _generation_argv(plan: Plan) -> list[str]:
@@ -401,17 +420,9 @@ def stage_fingerprint(stage: Stage, argv: list[str], upstream: dict[str, str]) -
                        code_version(stage.code))
 
 
-def run_demo(plan: Plan, console, fresh: bool = False) -> dict:
-    """Run (or skip, or resume) every stage, then write summary.json and the reports. Returns the summary."""
-    from cogip.demo_report import write_reports
-    from cogip.demo_summary import build_summary
-
-    start = time.time()
-    if fresh:
-        for name in OUTPUTS:
-            empty_folder(plan.out / name)
-    plan.out.mkdir(parents=True, exist_ok=True)
-    book = StageBook(plan.out)
+def _run_stages(plan: Plan, console, book: StageBook, background: Background, start: float) -> dict[str, dict]:
+    """Run, resume or skip each stage in turn (the background ones in a child process, waited for at the end);
+    what each did, in the order of :data:`STAGES`."""
     fingerprints: dict[str, str] = {}
     record: dict[str, dict] = {}
     total = len(STAGES) + 1
@@ -437,6 +448,11 @@ def run_demo(plan: Plan, console, fresh: bool = False) -> dict:
         for later in downstream(stage.name):
             book.forget(later.name)
             empty_folder(plan.out / later.folder)
+        if stage.background:
+            log = book.marker(stage.name).with_suffix(".log")
+            background.submit(stage.name, fp, background_command(stage, plan), log)
+            console.print(f"started in a second process, alongside the stages after it (log: {log})")
+            continue
         book.start(stage.name, fp)
         t0 = time.time()
         try:
@@ -448,7 +464,35 @@ def run_demo(plan: Plan, console, fresh: bool = False) -> dict:
         book.finish(stage.name, fp, seconds)
         record[stage.name] = {"status": "resumed" if decision == "resume" else "ran", "seconds": seconds}
         console.print(f"[green]done[/] in {seconds:.1f} s")
+    with console.status("waiting for the stages running in the background"):
+        try:
+            done = background.wait()
+        except BackgroundStageError:
+            console.print("[red]a stage run in the background did not finish[/]; run `cogalign demo` again")
+            raise
+        for name, r in done.items():
+            console.print(f"[green]{name} done[/] in {r['seconds']:.1f} s (in the background)")
+            record[name] = r
+    return {s.name: record[s.name] for s in STAGES}
 
+
+def run_demo(plan: Plan, console, fresh: bool = False) -> dict:
+    """Run (or skip, or resume) every stage, then write summary.json and the reports. Returns the summary."""
+    from cogip.demo_report import write_reports
+    from cogip.demo_summary import build_summary
+
+    start = time.time()
+    if fresh:
+        for name in OUTPUTS:
+            empty_folder(plan.out / name)
+    plan.out.mkdir(parents=True, exist_ok=True)
+    book = StageBook(plan.out)
+    background = Background(book, env=_child_env(plan))
+    try:
+        record = _run_stages(plan, console, book, background, start)
+    finally:
+        background.stop()  # a child still running when the demo stops early
+    total = len(STAGES) + 1
     console.rule(f"[bold cyan]{total}/{total} Summary and report[/] [dim]({_clock(time.time() - start)})[/]")
     summary = build_summary(plan.out, n_boot=plan.n_boot, seed=plan.seed, stages=record,
                             minutes=(time.time() - start) / 60, versions=versions(), settings=plan.settings)

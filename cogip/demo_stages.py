@@ -13,12 +13,20 @@ a stage is
   that no marker accounts for.
 
 A stage that runs also empties the stages built on it, so nothing downstream outlives what it was made from.
+
+:class:`Background` runs stages (their own command lines) one after another in a child process, alongside the
+stages the demo runs meanwhile: the tiny models' stages use one core each, so the evaluations of the SFT stage's
+models need not wait for GRPO.
 """
 
 from __future__ import annotations
 
 import json
+import queue
 import shutil
+import subprocess
+import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,3 +91,76 @@ class StageBook:
 
     def forget(self, name: str) -> None:
         self.marker(name).unlink(missing_ok=True)
+
+
+class BackgroundStageError(RuntimeError):
+    """A stage run in the background exited with an error."""
+
+
+class Background:
+    """Stages run one at a time, each as a child process with its output in a log file, on a thread of their own;
+    :meth:`wait` collects what they did. A stage's marker says ``running`` while its process runs and ``done`` when
+    it exited cleanly, as for the stages the demo runs itself; after a failure the stages queued behind it do not
+    start."""
+
+    def __init__(self, book: StageBook, env: dict[str, str] | None = None):
+        self.book, self.env = book, env
+        self.records: dict[str, dict] = {}
+        self.failed: tuple[str, int, Path] | None = None
+        self._jobs: queue.Queue = queue.Queue()
+        self._lock = threading.Lock()
+        self._stopped = False
+        self._proc: subprocess.Popen | None = None
+        self._thread: threading.Thread | None = None
+
+    def submit(self, name: str, fp: str, command: list[str], log: Path) -> None:
+        self._jobs.put((name, fp, command, Path(log)))
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._work, name="demo-background", daemon=True)
+            self._thread.start()
+
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            name, fp, command, log = job
+            log.parent.mkdir(parents=True, exist_ok=True)
+            with self._lock:
+                if self._stopped or self.failed:
+                    continue
+                self.book.start(name, fp)
+                t0 = time.time()
+                with open(log, "w") as out:  # the child keeps its own handle
+                    self._proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=self.env,
+                                                  stdin=subprocess.DEVNULL)
+            rc = self._proc.wait()
+            if rc:
+                self.failed = (name, rc, log)
+            else:
+                seconds = time.time() - t0
+                self.book.finish(name, fp, seconds)
+                self.records[name] = {"status": "ran", "seconds": seconds, "background": True}
+
+    def wait(self) -> dict[str, dict]:
+        """Wait for every stage submitted; their records (status, seconds). Raises :class:`BackgroundStageError`
+        naming the stage that failed, with the end of its log."""
+        if self._thread is not None:
+            self._jobs.put(None)
+            self._thread.join()
+            self._thread = None
+        if self.failed:
+            name, rc, log = self.failed
+            tail = "".join(log.read_text(errors="replace").splitlines(keepends=True)[-20:])
+            raise BackgroundStageError(f"stage {name} exited with code {rc}; the end of its log {log}:\n{tail}")
+        return dict(self.records)
+
+    def stop(self) -> None:
+        """End the child still running, if any, and start no other (the demo stopped early): its stage stays
+        ``running`` and runs again next time."""
+        with self._lock:
+            self._stopped = True
+            proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()

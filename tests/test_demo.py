@@ -23,7 +23,7 @@ TINY = ["--sft_max_steps", "2", "--grpo_max_steps", "2", "--n_test", "16", "--n_
         "--set", "grpo.synthetic_train_size=8", "--set", "grpo.synthetic_eval_size=4",
         "--set", "generation.images_per_prompt=1", "--set", "generation.alphas=0 1",
         "--set", "generation.n_boot=100"]
-STAGES = ["data", "sft", "grpo", "eval_base", "eval_sft", "eval_grpo", "generation"]
+STAGES = ["data", "sft", "eval_base", "eval_sft", "grpo", "eval_grpo", "generation"]
 
 
 def _markers(out: Path) -> dict[str, float]:
@@ -59,6 +59,9 @@ def test_summary_has_every_figure(demo):
     assert s["minutes"] > 0 and {"torch", "transformers", "trl", "diffusers"} <= set(s["versions"])
     assert list(s["stages"]) == STAGES and all(r["status"] == "ran" and r["seconds"] > 0
                                                for r in s["stages"].values())
+    # The SFT stage's evaluations ran as their own command lines in a child process, logged beside the markers.
+    assert [k for k, r in s["stages"].items() if r.get("background")] == ["eval_base", "eval_sft"]
+    assert "SRCC" in (demo / "stages" / "eval_sft.log").read_text()
     # The test split is disjoint from what the stages trained and validated on.
     assert s["test_split"]["n_items"] == 16 and s["test_split"]["overlap_with_training_items"] == 0
 
@@ -124,6 +127,31 @@ def test_stage_markers_decide_skip_resume_and_restart(tmp_path):
     assert book.decide("grpo", fp, folder, resumable=True) == "skip"
     assert book.decide("grpo", fingerprint(["--max_steps", "8"]), folder, resumable=True) == "restart"
     assert fingerprint(["a"], upstream=["x"]) != fingerprint(["a"], upstream=["y"])
+
+
+def test_no_stage_builds_on_one_that_runs_in_the_background():
+    from cogip.demo import STAGES
+
+    background = {s.name for s in STAGES if s.background}
+    assert background and not any(background & set(s.upstream) for s in STAGES)
+
+
+def test_a_failed_background_stage_stops_the_queue_and_names_its_log(tmp_path):
+    import sys
+
+    from cogip.demo_stages import Background, BackgroundStageError, StageBook
+
+    book = StageBook(tmp_path)
+    runner = Background(book)
+    python = [sys.executable, "-c"]
+    runner.submit("ok", "fp1", [*python, "print('fine')"], tmp_path / "ok.log")
+    runner.submit("bad", "fp2", [*python, "import sys; print('the reason'); sys.exit(3)"], tmp_path / "bad.log")
+    runner.submit("after", "fp3", [*python, "print('never')"], tmp_path / "after.log")
+    with pytest.raises(BackgroundStageError, match=r"(?s)stage bad exited with code 3.*bad\.log.*the reason"):
+        runner.wait()
+    assert book.read("ok")["status"] == "done" and runner.records["ok"]["seconds"] > 0
+    assert book.read("bad")["status"] == "running"  # so the next demo runs it again
+    assert book.read("after") is None and not (tmp_path / "after.log").exists()
 
 
 def test_bad_input_is_refused_before_anything_is_written(tmp_path, capsys):
