@@ -129,8 +129,13 @@ class Background:
                 self.book.start(name, fp)
                 t0 = time.time()
                 with open(log, "w") as out:  # the child keeps its own handle
-                    self._proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=self.env,
-                                                  stdin=subprocess.DEVNULL)
+                    try:
+                        self._proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=self.env,
+                                                      stdin=subprocess.DEVNULL)
+                    except OSError as e:  # no such program, say: a failure of the stage like any other
+                        out.write(f"could not start {command[0]}: {e}\n")
+                        self.failed = (name, 127, log)
+                        continue
             rc = self._proc.wait()
             if rc:
                 self.failed = (name, rc, log)

@@ -153,6 +153,11 @@ def test_a_failed_background_stage_stops_the_queue_and_names_its_log(tmp_path):
     assert book.read("bad")["status"] == "running"  # so the next demo runs it again
     assert book.read("after") is None and not (tmp_path / "after.log").exists()
 
+    runner = Background(book)  # a program that is not there fails its stage the same way
+    runner.submit("missing", "fp4", [str(tmp_path / "no-such-program")], tmp_path / "missing.log")
+    with pytest.raises(BackgroundStageError, match=r"(?s)stage missing exited with code 127.*could not start"):
+        runner.wait()
+
 
 def test_bad_input_is_refused_before_anything_is_written(tmp_path, capsys):
     out = tmp_path / "demo"
