@@ -1,15 +1,16 @@
 """``cogalign demo``: the whole pipeline on the built-in synthetic benchmark, on CPU, ending in one report.
 
 Every stage is the project's own entry point with its config file, called exactly as its command line would call
-it (in-process, or in a child process for the evaluations that run alongside GRPO):
+it, in this order:
 
 1. ``data``        the synthetic benchmark (train / validation / test from disjoint seeds) and its reliability ceiling
 2. ``sft``         SFT warm-start: ``sft_warmstart/train_sft.py`` with ``configs/tiny/sft.yaml``
-3. ``grpo``        GRPO from the SFT output: ``rl/train_grpo.py`` with ``configs/tiny/grpo.yaml``
-4. ``eval_base``, ``eval_sft``, ``eval_grpo``: ``eval/run.py`` on the test split for the base model and every SFT
-   and GRPO checkpoint (the blindness check on each run's final model); the first two as their own command lines in
-   a second process while GRPO trains (logs in ``stages/``), as each stage uses one core
-5. ``generation``  ``generation/generate.py`` with ``configs/tiny/generation.yaml``: the GRPO policy as Qwen-Image's
+3. ``eval_base``, ``eval_sft``: ``eval/run.py`` on the test split for the base model and every SFT checkpoint (the
+   blindness check on the final one), as command lines in a second process, one after the other, alongside the
+   stages after them (GRPO's training, when it runs): each stage keeps to its own core (logs in ``stages/``)
+4. ``grpo``        GRPO from the SFT output: ``rl/train_grpo.py`` with ``configs/tiny/grpo.yaml``
+5. ``eval_grpo``   ``eval/run.py`` for every GRPO checkpoint, in-process like the rest
+6. ``generation``  ``generation/generate.py`` with ``configs/tiny/generation.yaml``: the GRPO policy as Qwen-Image's
    text encoder, judging the images itself
 
 then ``summary.json``, ``report.md`` and a self-contained ``report.html`` in the output folder (default
@@ -65,7 +66,7 @@ _TRAIN = ("cogip", "sft_warmstart", "rl", "rewards", "eval")
 STAGES = (
     Stage("data", "Synthetic benchmark", "data"),
     Stage("sft", "SFT warm-start", "sft", code=_TRAIN, resumable=True),
-    # The evaluations of the SFT stage's models run on the second core while GRPO trains on the first.
+    # The evaluations of the SFT stage's models run on the second core alongside what follows (GRPO's training).
     Stage("eval_base", "Evaluate the base model on the test split", "eval/base", ("data", "sft"), ("cogip", "eval"),
           background=True),
     Stage("eval_sft", "Evaluate every SFT checkpoint on the test split", "eval/sft", ("data", "sft"),
@@ -115,7 +116,8 @@ def make_parser() -> argparse.ArgumentParser:
                         "'generation.alphas=0 1'; repeatable")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default 1 for the stages, where the tiny models are fastest on one, and "
-                        "the cores it may use, up to 4, for the vision pretraining; give 1 on a busy machine)")
+                        "the cores it may use, up to 4, for the vision pretraining; give 1 on a busy machine). The "
+                        "evaluations that run beside GRPO take as many again")
     p.add_argument("--fresh", action="store_true", help="delete the previous demo outputs and start over")
     return p
 
@@ -333,8 +335,12 @@ def background_command(stage: Stage, plan: Plan) -> list[str]:
 
 
 def _child_env(plan: Plan) -> dict[str, str]:
-    """The children's environment: the demo's threads per stage (the torch default would take every core)."""
-    return {**os.environ, "OMP_NUM_THREADS": str(plan.settings.get("threads") or 1), "PYTHONUNBUFFERED": "1"}
+    """The children's environment: this checkout's code first (``python eval/run.py`` would put ``eval/`` there and
+    take the rest from wherever the package is installed), the demo's threads per stage (the torch default would take
+    every core), and UTF-8 output to the log whatever the locale."""
+    path = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)
+    return {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": str(plan.settings.get("threads") or 1),
+            "PYTHONUNBUFFERED": "1", "PYTHONIOENCODING": "utf-8"}
 
 
 def _generation_argv(plan: Plan) -> list[str]:
@@ -427,6 +433,7 @@ def _run_stages(plan: Plan, console, book: StageBook, background: Background, st
     record: dict[str, dict] = {}
     total = len(STAGES) + 1
     for i, stage in enumerate(STAGES, 1):
+        background.check()  # a background stage that failed stops the demo here, not after the rest
         console.rule(f"[bold cyan]{i}/{total} {stage.title}[/] [dim]({_clock(time.time() - start)})[/]")
         argv = stage_argv(stage, plan)
         fp = stage_fingerprint(stage, argv, fingerprints)
@@ -465,11 +472,7 @@ def _run_stages(plan: Plan, console, book: StageBook, background: Background, st
         record[stage.name] = {"status": "resumed" if decision == "resume" else "ran", "seconds": seconds}
         console.print(f"[green]done[/] in {seconds:.1f} s")
     with console.status("waiting for the stages running in the background"):
-        try:
-            done = background.wait()
-        except BackgroundStageError:
-            console.print("[red]a stage run in the background did not finish[/]; run `cogalign demo` again")
-            raise
+        done = background.wait()
         for name, r in done.items():
             console.print(f"[green]{name} done[/] in {r['seconds']:.1f} s (in the background)")
             record[name] = r
@@ -553,4 +556,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         console.print("interrupted: run `cogalign demo` again to resume where it stopped")
         return 130
+    except BackgroundStageError as e:
+        print(f"cogalign demo: error: {e}\nRun `cogalign demo` again to rerun that stage.", file=sys.stderr)
+        return 1
     return 0

@@ -94,19 +94,20 @@ class StageBook:
 
 
 class BackgroundStageError(RuntimeError):
-    """A stage run in the background exited with an error."""
+    """A stage run in the background did not finish."""
 
 
 class Background:
     """Stages run one at a time, each as a child process with its output in a log file, on a thread of their own;
-    :meth:`wait` collects what they did. A stage's marker says ``running`` while its process runs and ``done`` when
-    it exited cleanly, as for the stages the demo runs itself; after a failure the stages queued behind it do not
-    start."""
+    :meth:`wait` collects what they did. :meth:`submit` marks a stage ``running`` at once (so a demo stopped before
+    its turn runs it next time), the thread marks it ``done`` when its process exited cleanly; after a failure the
+    stages queued behind it do not start."""
 
     def __init__(self, book: StageBook, env: dict[str, str] | None = None):
         self.book, self.env = book, env
         self.records: dict[str, dict] = {}
-        self.failed: tuple[str, int, Path] | None = None
+        self.failed: tuple[str, str, Path] | None = None  # stage, what went wrong, its log
+        self._submitted: list[str] = []
         self._jobs: queue.Queue = queue.Queue()
         self._lock = threading.Lock()
         self._stopped = False
@@ -114,6 +115,8 @@ class Background:
         self._thread: threading.Thread | None = None
 
     def submit(self, name: str, fp: str, command: list[str], log: Path) -> None:
+        self.book.start(name, fp)
+        self._submitted.append(name)
         self._jobs.put((name, fp, command, Path(log)))
         if self._thread is None:
             self._thread = threading.Thread(target=self._work, name="demo-background", daemon=True)
@@ -122,27 +125,42 @@ class Background:
     def _work(self) -> None:
         while (job := self._jobs.get()) is not None:
             name, fp, command, log = job
+            try:
+                self._run(name, fp, command, log)
+            except BaseException as e:  # a log that cannot be written, say: the stage failed, the demo says why
+                self.failed = self.failed or (name, f"failed to run ({type(e).__name__}: {e})", log)
+
+    def _run(self, name: str, fp: str, command: list[str], log: Path) -> None:
+        with self._lock:
+            if self._stopped or self.failed:
+                return
             log.parent.mkdir(parents=True, exist_ok=True)
-            with self._lock:
-                if self._stopped or self.failed:
-                    continue
-                self.book.start(name, fp)
-                t0 = time.time()
-                with open(log, "w") as out:  # the child keeps its own handle
-                    try:
-                        self._proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=self.env,
-                                                      stdin=subprocess.DEVNULL)
-                    except OSError as e:  # no such program, say: a failure of the stage like any other
-                        out.write(f"could not start {command[0]}: {e}\n")
-                        self.failed = (name, 127, log)
-                        continue
-            rc = self._proc.wait()
-            if rc:
-                self.failed = (name, rc, log)
-            else:
-                seconds = time.time() - t0
-                self.book.finish(name, fp, seconds)
-                self.records[name] = {"status": "ran", "seconds": seconds, "background": True}
+            t0 = time.time()
+            with open(log, "w", encoding="utf-8") as out:  # the child keeps its own handle
+                try:
+                    self._proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=self.env,
+                                                  stdin=subprocess.DEVNULL)
+                except OSError as e:  # no such program, say
+                    out.write(f"could not start {command[0]}: {e}\n")
+                    self.failed = (name, "could not start", log)
+                    return
+        rc = self._proc.wait()
+        if rc:
+            self.failed = (name, f"exited with code {rc}", log)
+            return
+        seconds = time.time() - t0
+        self.book.finish(name, fp, seconds)
+        self.records[name] = {"status": "ran", "seconds": seconds, "background": True}
+
+    def check(self) -> None:
+        """Raise :class:`BackgroundStageError` now if a stage has failed already (the demo need not go on)."""
+        if self.failed:
+            name, what, log = self.failed
+            try:
+                lines = log.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)
+            except OSError:
+                lines = []
+            raise BackgroundStageError(f"stage {name} {what}; the end of its log {log}:\n{''.join(lines[-20:])}")
 
     def wait(self) -> dict[str, dict]:
         """Wait for every stage submitted; their records (status, seconds). Raises :class:`BackgroundStageError`
@@ -151,18 +169,20 @@ class Background:
             self._jobs.put(None)
             self._thread.join()
             self._thread = None
-        if self.failed:
-            name, rc, log = self.failed
-            tail = "".join(log.read_text(errors="replace").splitlines(keepends=True)[-20:])
-            raise BackgroundStageError(f"stage {name} exited with code {rc}; the end of its log {log}:\n{tail}")
+        self.check()
+        missing = [n for n in self._submitted if n not in self.records]
+        if missing:  # cannot happen unless stopped: then say so rather than fail later on a missing record
+            raise BackgroundStageError(f"stages {', '.join(missing)} did not run (the demo was stopped)")
         return dict(self.records)
 
     def stop(self) -> None:
-        """End the child still running, if any, and start no other (the demo stopped early): its stage stays
-        ``running`` and runs again next time."""
+        """End the child still running, if any, and start no other (the demo stopped early): their stages stay
+        ``running`` and run again next time."""
         with self._lock:
             self._stopped = True
             proc = self._proc
+        if self._thread is not None:
+            self._jobs.put(None)  # the thread ends once the child has
         if proc is not None and proc.poll() is None:
             proc.terminate()
             try:

@@ -151,12 +151,53 @@ def test_a_failed_background_stage_stops_the_queue_and_names_its_log(tmp_path):
         runner.wait()
     assert book.read("ok")["status"] == "done" and runner.records["ok"]["seconds"] > 0
     assert book.read("bad")["status"] == "running"  # so the next demo runs it again
-    assert book.read("after") is None and not (tmp_path / "after.log").exists()
+    assert book.read("after")["status"] == "running" and not (tmp_path / "after.log").exists()  # never started
 
     runner = Background(book)  # a program that is not there fails its stage the same way
     runner.submit("missing", "fp4", [str(tmp_path / "no-such-program")], tmp_path / "missing.log")
-    with pytest.raises(BackgroundStageError, match=r"(?s)stage missing exited with code 127.*could not start"):
+    with pytest.raises(BackgroundStageError, match=r"(?s)stage missing could not start.*could not start"):
         runner.wait()
+    runner = Background(book)  # and so does a log that cannot be written
+    runner.submit("no_log", "fp5", [*python, "print('fine')"], tmp_path)
+    with pytest.raises(BackgroundStageError, match=r"stage no_log failed to run \(IsADirectoryError"):
+        runner.wait()
+
+
+def test_a_stopped_demo_leaves_its_background_stages_to_run_again(tmp_path):
+    import sys
+    import time
+
+    from cogip.demo_stages import Background, BackgroundStageError, StageBook
+
+    book = StageBook(tmp_path)
+    book.finish("queued", "old settings", seconds=1.0)  # done once, with other settings, its folder since emptied
+    runner = Background(book)
+    runner.submit("slow", "fp1", [sys.executable, "-c", "import time; time.sleep(60)"], tmp_path / "slow.log")
+    runner.submit("queued", "fp2", [sys.executable, "-c", "print('never')"], tmp_path / "queued.log")
+    # Both are marked as started with their new settings from the moment they are queued, so a demo stopped now
+    # reruns them both next time (the old "done" of the queued one no longer matches).
+    assert book.read("queued") == {"stage": "queued", "fingerprint": "fp2", "status": "running"}
+    for _ in range(100):
+        if runner._proc is not None:
+            break
+        time.sleep(0.05)
+    t0 = time.time()
+    runner.stop()
+    assert time.time() - t0 < 15 and runner._proc.poll() is not None  # the sleeping child was ended
+    with pytest.raises(BackgroundStageError, match="stage slow exited with code"):
+        runner.wait()
+    assert book.decide("slow", "fp1", tmp_path / "slow", resumable=False) == "restart"
+    assert book.decide("queued", "fp2", tmp_path / "queued", resumable=False) == "restart"
+    assert not (tmp_path / "queued.log").exists()
+
+
+def test_background_children_run_this_checkout(tmp_path):
+    import os
+
+    from cogip.demo import _child_env, make_parser, plan_demo
+
+    env = _child_env(plan_demo(make_parser().parse_args(["--output_dir", str(tmp_path), "--threads", "2"])))
+    assert env["PYTHONPATH"].split(os.pathsep)[0] == str(REPO) and env["OMP_NUM_THREADS"] == "2"
 
 
 def test_bad_input_is_refused_before_anything_is_written(tmp_path, capsys):
