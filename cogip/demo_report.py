@@ -211,7 +211,8 @@ def _rel(path, out: Path) -> str:
 
 
 def _run_details(s: dict) -> list:
-    rows = [[name, r["status"], _f(r.get("seconds"), 1)] for name, r in s["stages"].items()]
+    rows = [[name, r["status"] + (", in a second process beside the stages after it" if r.get("background") else ""),
+             _f(r.get("seconds"), 1)] for name, r in s["stages"].items()]
     v = s["versions"]
     return [Heading("Run"),
             Table(["stage", "this run", "seconds (when it ran)"], rows),

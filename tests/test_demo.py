@@ -81,6 +81,7 @@ def test_summary_has_every_figure(demo):
 def test_reports_are_complete_and_self_contained(demo):
     md = (demo / "report.md").read_text()
     assert all(t in md for t in TRAITS) and "Blindness check" in md and "Judge table" in md
+    assert "| eval_sft | ran, in a second process beside the stages after it |" in md
     lo, hi = json.loads((demo / "summary.json").read_text())["srcc_grpo_minus_sft_ci"]
     assert ("Why GRPO adds little here" in md) is (lo <= 0 <= hi)  # the reason, shown when GRPO ties with SFT
     page = (demo / "report.html").read_text()
