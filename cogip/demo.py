@@ -458,7 +458,7 @@ def _run_stages(plan: Plan, console, book: StageBook, background: Background, st
         if stage.background:
             log = book.marker(stage.name).with_suffix(".log")
             background.submit(stage.name, fp, background_command(stage, plan), log)
-            console.print(f"started in a second process, alongside the stages after it (log: {log})")
+            console.print(f"started in a second process, alongside the stages after it (log: {log})", soft_wrap=True)
             continue
         book.start(stage.name, fp)
         t0 = time.time()
@@ -535,7 +535,8 @@ def _print_result(console, s: dict, page: Path, md: Path) -> None:
     mlo, mhi = s["mae_per_range_grpo_minus_sft_ci"]
     console.print(f"mean MAE / range: SFT {f(s['mae_per_range_sft'])} -> GRPO {f(s['mae_per_range_grpo'])}, "
                   f"change 95% CI [{f(mlo)}, {f(mhi)}]")
-    console.print(f"{s['minutes']:.1f} min. Report: [bold]{page}[/] (also {md.name}, summary.json)")
+    console.print(f"{s['minutes']:.1f} min. Report: [bold]{page}[/] (also {md.name}, summary.json)",
+                  soft_wrap=True)  # one line, whatever the width: a path to copy
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -131,13 +131,24 @@ def _checkpoints(s: dict) -> list:
             Table(["run", "checkpoint", "step", "mean SRCC", *traits, "parse rate"], rows)]
 
 
+def _held_out_items(out: Path) -> str:
+    """How many validation items the GRPO run scored while training, as its saved config says (or nothing)."""
+    import yaml
+
+    try:
+        n = int(yaml.safe_load((out / "grpo" / "cogalign_grpo_config.yaml").read_text())["synthetic_eval_size"])
+    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError):
+        return ""
+    return f" on {n} validation items (about {n // 4} per trait: far noisier than the test split's figures)"
+
+
 def _curves(out: Path) -> list:
     blocks = [Heading("Training curves")]
     if (out / "training_curves.png").exists():
         blocks.append(Figure(out / "training_curves.png",
                              "SFT loss per logged step; GRPO training reward; held-out (validation split) SRCC per "
-                             "trait that the GRPO callback measured while training (correlation_log.jsonl), with "
-                             "each trait's reliability ceiling dotted."))
+                             f"trait that the GRPO callback measured while training{_held_out_items(out)} "
+                             "(correlation_log.jsonl), with each trait's reliability ceiling dotted."))
     for run in ("sft", "grpo"):
         path = out / "eval" / run / "curves.png"
         if path.exists():
@@ -156,7 +167,8 @@ def _blindness(out: Path) -> list:
             b = blind["blank"][t]
             rows.append([label, t, _f(b["mean_abs_shift_of_range"]), _f(r["mean_abs_shift_of_range"]),
                          _f(r["changed_rate"], 2), _f(r["srcc_with_people"]),
-                         "**ignores the image**" if t in blind["flagged"] else "looks"])
+                         "**ignores the image**" if t in blind["flagged"] else
+                         "no readable answers" if t in blind.get("unreadable", []) else "looks"])
     if not rows:
         return []
     return [Heading("Blindness check"),

@@ -4,7 +4,9 @@ A model that reads the trait from the prompt and answers a habitual score moves 
 for a grey square or for another item's image. We report, per trait and per condition, how far the predictions
 move (mean absolute change, as a share of the trait's range), how many change at all, and the SRCC with people
 that the model keeps without the right image. A trait is flagged ``ignores_image`` when shuffled images move the
-predictions by less than ``tolerance`` of the range on average.
+predictions by less than ``tolerance`` of the range on average. A trait with no readable answer among the original
+predictions cannot be judged (every one is the same stand-in score, whatever the image): it is listed as
+``unreadable`` and ``ignores_image`` is None.
 """
 
 from __future__ import annotations
@@ -49,12 +51,13 @@ def movement(original: Sequence[Prediction], altered: Sequence[Prediction], unpa
         y = np.array([fill_score(b, trait, unparsable) for _, b in pairs])
         human = np.array([a.human for a, _ in pairs])
         shift = float(np.mean(np.abs(x - y)) / trait.span)
+        readable = float(np.mean([a.score is not None and math.isfinite(a.score) for a, _ in pairs]))
         srcc_alt = M.srcc(y, human)
         out[name] = {"n": len(pairs), "mean_abs_shift_of_range": shift,
                      "changed_rate": float(np.mean(np.abs(x - y) > 1e-9)),
                      "srcc_with_people": None if math.isnan(srcc_alt) else srcc_alt,
                      "srcc_with_original": None if math.isnan(M.srcc(x, y)) else M.srcc(x, y),
-                     "ignores_image": shift < tolerance}
+                     "readable_rate": readable, "ignores_image": None if readable == 0 else shift < tolerance}
     return out
 
 
@@ -73,10 +76,12 @@ def blindness_result(original: Sequence[Prediction], altered: dict[str, Sequence
                      unparsable: str = "midpoint", tolerance: float = 0.02) -> dict:
     """How far each condition of :func:`altered_predictions` moved ``original`` (the same items, in order).
 
-    Returns ``{"blank": {trait: {...}}, "shuffled": {trait: {...}}, "flagged": [traits that ignore the image]}``.
+    Returns ``{"blank": {trait: {...}}, "shuffled": {trait: {...}}, "flagged": [traits that ignore the image],
+    "unreadable": [traits without one readable original answer: not judged]}``.
     """
     result: dict = {cond: movement(original, altered[cond], unparsable, tolerance) for cond in CONDITIONS}
     result["flagged"] = [t for t, r in result["shuffled"].items() if r["ignores_image"]]
+    result["unreadable"] = [t for t, r in result["shuffled"].items() if r["ignores_image"] is None]
     result["tolerance"] = tolerance
     return result
 

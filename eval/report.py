@@ -66,7 +66,8 @@ def csv_rows(results: dict) -> list[dict]:
                    "train_mean_mae": r["reference"]["train_mean_mae"],
                    "blank_shift": blind.get("blank", {}).get(trait, {}).get("mean_abs_shift_of_range"),
                    "shuffled_shift": blind.get("shuffled", {}).get(trait, {}).get("mean_abs_shift_of_range"),
-                   "ignores_image": trait in blind.get("flagged", []) if blind else None,
+                   "ignores_image": (None if not blind or trait in blind.get("unreadable", [])
+                                     else trait in blind.get("flagged", [])),
                    "train_reward": tr.get("reward"), "train_loss": tr.get("loss"),
                    "train_log_srcc": (tr.get("correlation") or {}).get("srcc", {}).get(trait)}
             for name, hr in (ck.get("held_out_rewards") or {}).items():
@@ -171,6 +172,9 @@ def _blindness_lines(blind: dict | None) -> list[str]:
     if blind["flagged"]:
         lines += [f"**Warning: the model ignores the image** for {', '.join(blind['flagged'])}: shuffled images move "
                   f"its predictions by less than {blind['tolerance']:.0%} of the range.", ""]
+    if blind.get("unreadable"):
+        lines += [f"**No readable answers** for {', '.join(blind['unreadable'])}: whether the model looks at the "
+                  "image cannot be told there.", ""]
     return lines
 
 
@@ -217,10 +221,11 @@ def print_table(results: dict) -> None:
                 "label acc", "std ratio", "flags"):
         table.add_column(col, justify="left" if col in ("model", "trait", "flags") else "right")
     for ck in results["checkpoints"]:
-        flagged = (ck.get("blindness") or {}).get("flagged", [])
+        blind = ck.get("blindness") or {}
         for trait, r in ck["metrics"]["traits"].items():
-            flags = [f for f, on in (("collapsed", r["spread"]["collapsed"]), ("ignores image", trait in flagged))
-                     if on]
+            flags = [f for f, on in (("collapsed", r["spread"]["collapsed"]),
+                                     ("ignores image", trait in blind.get("flagged", [])),
+                                     ("no readable answer", trait in blind.get("unreadable", []))) if on]
             table.add_row(ck["name"], _fmt(ck.get("step")), trait, str(r["n"]), _fmt(r["parse_rate"], 2),
                           _ci(r, "srcc"), _fmt(r["plcc"]), _fmt(r["plcc_logistic"]), _fmt(r["krcc"]),
                           _fmt(r["mae"]), _fmt(r["label_accuracy"], 2), _fmt(r["spread"]["std_ratio"], 2),

@@ -82,6 +82,7 @@ def test_reports_are_complete_and_self_contained(demo):
     md = (demo / "report.md").read_text()
     assert all(t in md for t in TRAITS) and "Blindness check" in md and "Judge table" in md
     assert "| eval_sft | ran, in a second process beside the stages after it |" in md
+    assert "while training on 4 validation items (about 1 per trait" in md  # grpo.synthetic_eval_size=4
     lo, hi = json.loads((demo / "summary.json").read_text())["srcc_grpo_minus_sft_ci"]
     assert ("Why GRPO adds little here" in md) is (lo <= 0 <= hi)  # the reason, shown when GRPO ties with SFT
     page = (demo / "report.html").read_text()

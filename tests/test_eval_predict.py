@@ -15,7 +15,7 @@ from test_eval_support import fitted_model_dir, one_thread  # noqa: F401  (fixtu
 from cogip.answer import parse_answer, render_answer
 from cogip.models import load_policy
 from cogip.traits import get_trait
-from eval.blindness import movement, shuffled_images
+from eval.blindness import blindness_result, movement, shuffled_images
 from eval.held_out_reward import held_out_rewards
 from eval.predict import Prediction, _bin_probs, _score_digits, predict
 
@@ -146,18 +146,25 @@ def test_blindness_movement_and_flag():
     m = movement(original, moved)["Aesthetics"]
     assert not m["ignores_image"] and m["changed_rate"] == pytest.approx(2 / 3)
     assert m["mean_abs_shift_of_range"] == pytest.approx((6 + 0 + 6) / 3 / 10)  # None scored as midpoint 5
+    # Not one readable original answer: every score is the same stand-in, so nothing can be told
+    unread = [_p("Aesthetics", h, None) for h in (1, 5, 9)]
+    m = movement(unread, unread)["Aesthetics"]
+    assert m["readable_rate"] == 0 and m["ignores_image"] is None
+    assert blindness_result(unread, {"blank": unread, "shuffled": unread}) | {"blank": None, "shuffled": None} == {
+        "blank": None, "shuffled": None, "flagged": [], "unreadable": ["Aesthetics"], "tolerance": 0.02}
     perm = shuffled_images(list(range(7)), seed=3)
     assert sorted(perm) == list(range(7)) and all(a != b for a, b in zip(perm, range(7), strict=True))
 
 
-def test_blindness_flags_a_model_that_ignores_the_image(tiny_model_dir, test_items):
+def test_blindness_does_not_judge_a_model_without_readable_answers(tiny_model_dir, test_items):
     from eval.blindness import blindness_check
 
-    model, processor = load_policy(tiny_model_dir)  # random: same answer whatever the image
+    model, processor = load_policy(tiny_model_dir)  # random: no readable answer, whatever the image
     items = test_items.select(range(8))
     original = predict(model, processor, items, max_new_tokens=4, progress=False)
+    assert all(p.score is None for p in original)
     res = blindness_check(model, processor, items, original, max_new_tokens=4, progress=False)
-    assert set(res["flagged"]) == set(items["trait"])
+    assert set(res["unreadable"]) == set(items["trait"]) and res["flagged"] == []
 
 
 def closeness(completions, trait, score, **columns) -> list[float]:

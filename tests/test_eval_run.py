@@ -76,7 +76,7 @@ def test_run_dir_evaluation_writes_every_output(run_dir, tmp_path):
     # The random checkpoint answers garbage: every item is counted as unparsable, none dropped.
     ck3 = doc["checkpoints"][0]["metrics"]["overall"]
     assert ck3["n"] == 16 and ck3["n_unparsable"] == 16
-    assert set(doc["checkpoints"][0]["blindness"]["flagged"]) == set(ck6["metrics"]["traits"])
+    assert set(doc["checkpoints"][0]["blindness"]["unreadable"]) == set(ck6["metrics"]["traits"])  # not judged
     # --blindness_items 8: the first 8 of the 16 items re-scored, two per trait
     assert [r["n"] for r in doc["checkpoints"][0]["blindness"]["shuffled"].values()] == [2, 2, 2, 2]
     rows = list(csv.DictReader((out / "metrics.csv").open()))
