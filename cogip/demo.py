@@ -33,9 +33,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cogip.demo_stages import Background, BackgroundStageError, StageBook, empty_folder, fingerprint
+from cogip.demo_stages import Background, BackgroundStageError, StageBook, empty_folder, stage_inputs, what_changed
 from cogip.files import write_json_atomic
-from cogip.stored import code_version
+from cogip.stored import code_version, digest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 STAGE_ARGS = ("sft", "grpo", "eval", "generation")  # the stages --set reaches
@@ -418,12 +418,14 @@ def versions() -> dict[str, str]:
     return out
 
 
-def stage_fingerprint(stage: Stage, argv: list[str], upstream: dict[str, str]) -> str:
+def stage_fingerprint(stage: Stage, argv: list[str], upstream: dict[str, str]) -> tuple[str, dict]:
     """What a stage's outputs depend on: its arguments (speed flags aside), the text of every YAML they name with
-    ``--config`` (its own, or one given by ``--set``), its code, and the fingerprints of the stages it builds on."""
+    ``--config`` (its own, or one given by ``--set``), its code, and the fingerprints of the stages it builds on;
+    the fingerprint and those inputs."""
     configs = [argv[i + 1] for i in range(len(argv) - 1) if argv[i] == "--config"]
-    return fingerprint(_without_speed_flags(argv), configs, [upstream[u] for u in stage.upstream],
-                       code_version(stage.code))
+    inputs = stage_inputs(_without_speed_flags(argv), configs, {u: upstream[u] for u in stage.upstream},
+                          code_version(stage.code))
+    return digest(inputs), inputs
 
 
 def _run_stages(plan: Plan, console, book: StageBook, background: Background, start: float) -> dict[str, dict]:
@@ -436,7 +438,7 @@ def _run_stages(plan: Plan, console, book: StageBook, background: Background, st
         background.check()  # a background stage that failed stops the demo here, not after the rest
         console.rule(f"[bold cyan]{i}/{total} {stage.title}[/] [dim]({_clock(time.time() - start)})[/]")
         argv = stage_argv(stage, plan)
-        fp = stage_fingerprint(stage, argv, fingerprints)
+        fp, inputs = stage_fingerprint(stage, argv, fingerprints)
         fingerprints[stage.name] = fp
         folder = plan.out / stage.folder
         decision = book.decide(stage.name, fp, folder, stage.resumable)
@@ -447,20 +449,24 @@ def _run_stages(plan: Plan, console, book: StageBook, background: Background, st
             record[stage.name] = {"status": "skipped", "seconds": seconds}
             continue
         if decision == "restart":
-            console.print(f"[yellow]settings or code changed, or outputs unaccounted for: starting {stage.folder}/ "
-                          "over[/]")
+            why = "; ".join(what_changed((book.read(stage.name) or {}).get("inputs"), inputs))
+            console.print(f"[yellow]{why or 'settings or code changed, or outputs unaccounted for'}: starting "
+                          f"{stage.folder}/ over[/]", soft_wrap=True, markup=True, highlight=False)
             empty_folder(folder)
         elif decision == "resume":
             console.print(f"[yellow]resuming the unfinished run in {stage.folder}/[/]")
+        redone = [later.name for later in downstream(stage.name) if book.read(later.name)]
+        if redone:
+            console.print(f"[yellow]so will the stages built on it: {', '.join(redone)}[/]")
         for later in downstream(stage.name):
             book.forget(later.name)
             empty_folder(plan.out / later.folder)
         if stage.background:
             log = book.marker(stage.name).with_suffix(".log")
-            background.submit(stage.name, fp, background_command(stage, plan), log)
+            background.submit(stage.name, fp, background_command(stage, plan), log, inputs)
             console.print(f"started in a second process, alongside the stages after it (log: {log})", soft_wrap=True)
             continue
-        book.start(stage.name, fp)
+        book.start(stage.name, fp, inputs)
         t0 = time.time()
         try:
             run_stage(stage, plan, argv, console)

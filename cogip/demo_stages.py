@@ -2,15 +2,15 @@
 
 Each stage leaves a marker ``<demo dir>/stages/<name>.json`` with the fingerprint of its settings (its argument
 list, the text of the config files it reads, the project code it runs, and the fingerprints of the stages it builds
-on) and a status:
+on), those inputs themselves (hashed where they are long) and a status:
 ``running`` from the moment it starts, ``done`` (with its duration) once its outputs are complete. On the next run
 a stage is
 
 - **skipped** when its marker says ``done`` with the same fingerprint;
 - **resumed** when it started with the same fingerprint but never finished (training continues from its last
   complete checkpoint; the other stages simply run again in an emptied folder);
-- **started over** (its folder emptied first) when its settings or code changed, or when its folder holds outputs
-  that no marker accounts for.
+- **started over** (its folder emptied first) when its settings or code changed (the demo says which:
+  :func:`what_changed`), or when its folder holds outputs that no marker accounts for.
 
 A stage that runs also empties the stages built on it, so nothing downstream outlives what it was made from.
 
@@ -37,13 +37,56 @@ from cogip.stored import digest
 MARKER_DIR = "stages"
 
 
-def fingerprint(argv: Iterable[str], config_files: Iterable[str | Path] = (), upstream: Iterable[str] = (),
-                code: str = "") -> str:
-    """A short hash of what a stage's outputs depend on."""
-    doc = {"argv": [str(a) for a in argv],
-           "configs": {str(p): Path(p).read_text() for p in config_files},
-           "upstream": list(upstream), "code": code}
-    return digest(doc)
+def stage_inputs(argv: Iterable[str], config_files: Iterable[str | Path] = (),
+                 upstream: dict[str, str] | Iterable[str] = (), code: str = "") -> dict:
+    """What a stage's outputs depend on: its arguments, a hash of each config file's text, the fingerprints of the
+    stages it builds on (by name, when given as a dict) and a hash of its code."""
+    return {"argv": [str(a) for a in argv], "configs": {str(p): digest(Path(p).read_text()) for p in config_files},
+            "upstream": dict(upstream) if isinstance(upstream, dict) else list(upstream), "code": code}
+
+
+def fingerprint(argv: Iterable[str], config_files: Iterable[str | Path] = (),
+                upstream: dict[str, str] | Iterable[str] = (), code: str = "") -> str:
+    """A short hash of what a stage's outputs depend on (:func:`stage_inputs`)."""
+    return digest(stage_inputs(argv, config_files, upstream, code))
+
+
+def _flags(argv: list[str]) -> dict[str, str]:
+    """``--flag value...`` and ``--flag=value`` as flag -> value; leading positional arguments under ``""``."""
+    out: dict[str, list[str]] = {}
+    key = ""
+    for a in argv:
+        if a.startswith("--"):
+            key, eq, value = a.partition("=")
+            out[key] = [value] if eq else []
+        else:
+            out.setdefault(key, []).append(a)
+    return {k: " ".join(v) for k, v in out.items()}
+
+
+def what_changed(old: dict | None, new: dict) -> list[str]:
+    """Why a stage's inputs (:func:`stage_inputs`) differ from those it last ran with, in words; empty when the
+    earlier ones are not known."""
+    if not old:
+        return []
+    reasons = []
+    before, after = _flags(old.get("argv", [])), _flags(new["argv"])
+    for flag in dict.fromkeys([*before, *after]):
+        if before.get(flag) != after.get(flag):
+            name = flag or "arguments"
+            reasons.append(f"{name} {before[flag]!r} -> {after[flag]!r}" if flag in before and flag in after
+                           else f"{name} {'added' if flag in after else 'removed'}")
+    for path in dict.fromkeys([*old.get("configs", {}), *new["configs"]]):
+        if old.get("configs", {}).get(path) != new["configs"].get(path):
+            reasons.append(f"config {Path(path).name} changed")
+    if old.get("code") != new["code"]:
+        reasons.append("its code changed")
+    up_old, up_new = old.get("upstream"), new["upstream"]
+    if isinstance(up_old, dict) and isinstance(up_new, dict):
+        reasons += [f"{u} ran again" for u in up_new if up_old.get(u) != up_new[u]]
+    elif up_old != up_new:
+        reasons.append("a stage it builds on ran again")
+    return reasons
 
 
 def empty_folder(path: str | Path) -> None:
@@ -82,12 +125,15 @@ class StageBook:
             return "skip"
         return "resume" if resumable else "restart"
 
-    def start(self, name: str, fp: str) -> None:
-        write_json_atomic(self.marker(name), {"stage": name, "fingerprint": fp, "status": "running"})
+    def start(self, name: str, fp: str, inputs: dict | None = None) -> None:
+        """Mark ``name`` running with fingerprint ``fp`` and, to say later what changed, the ``inputs`` behind it."""
+        doc = {"stage": name, "fingerprint": fp, "status": "running"}
+        write_json_atomic(self.marker(name), doc | ({"inputs": inputs} if inputs is not None else {}))
 
     def finish(self, name: str, fp: str, seconds: float, **extra) -> None:
+        kept = {k: v for k, v in (self.read(name) or {}).items() if k == "inputs"}
         write_json_atomic(self.marker(name), {"stage": name, "fingerprint": fp, "status": "done",
-                                              "seconds": seconds, **extra})
+                                              "seconds": seconds, **kept, **extra})
 
     def forget(self, name: str) -> None:
         self.marker(name).unlink(missing_ok=True)
@@ -114,8 +160,8 @@ class Background:
         self._proc: subprocess.Popen | None = None
         self._thread: threading.Thread | None = None
 
-    def submit(self, name: str, fp: str, command: list[str], log: Path) -> None:
-        self.book.start(name, fp)
+    def submit(self, name: str, fp: str, command: list[str], log: Path, inputs: dict | None = None) -> None:
+        self.book.start(name, fp, inputs)
         self._submitted.append(name)
         self._jobs.put((name, fp, command, Path(log)))
         if self._thread is None:

@@ -95,7 +95,7 @@ def test_reports_are_complete_and_self_contained(demo):
     assert all(t in page for t in TRAITS)
 
 
-def test_second_run_skips_and_changed_settings_rerun_what_depends_on_them(demo):
+def test_second_run_skips_and_changed_settings_rerun_what_depends_on_them(demo, capsys):
     before = _markers(demo)
     checkpoint = demo / "grpo" / "checkpoint-2" / "model.safetensors"
     trained = checkpoint.stat().st_mtime_ns
@@ -104,8 +104,12 @@ def test_second_run_skips_and_changed_settings_rerun_what_depends_on_them(demo):
     assert {r["status"] for r in s["stages"].values()} == {"skipped"}
     assert _markers(demo) == before
 
-    # More test items: the benchmark and the evaluations run again; training and generation do not.
+    # More test items: the benchmark and the evaluations run again, saying why; training and generation do not.
+    capsys.readouterr()
     assert cogalign(["demo", "--output_dir", str(demo), *TINY, "--n_test", "20"]) == 0
+    printed = capsys.readouterr().out
+    assert "--n_test '16' -> '20': starting data/ over" in printed
+    assert "so will the stages built on it: eval_base, eval_sft, eval_grpo" in printed
     s = json.loads((demo / "summary.json").read_text())
     status = {k: r["status"] for k, r in s["stages"].items()}
     assert status == {"data": "ran", "sft": "skipped", "grpo": "skipped", "eval_base": "ran", "eval_sft": "ran",
@@ -129,6 +133,23 @@ def test_stage_markers_decide_skip_resume_and_restart(tmp_path):
     assert book.decide("grpo", fp, folder, resumable=True) == "skip"
     assert book.decide("grpo", fingerprint(["--max_steps", "8"]), folder, resumable=True) == "restart"
     assert fingerprint(["a"], upstream=["x"]) != fingerprint(["a"], upstream=["y"])
+
+
+def test_a_stage_that_starts_over_says_why(tmp_path):
+    from cogip.demo_stages import StageBook, stage_inputs, what_changed
+
+    config = tmp_path / "grpo.yaml"
+    config.write_text("max_steps: 4\n")
+    old = stage_inputs(["--config", str(config), "--n_test", "16", "--alphas", "0", "1"], [config], {"sft": "a"}, "c")
+    book = StageBook(tmp_path)
+    book.start("grpo", "fp", old)
+    book.finish("grpo", "fp", seconds=1.0)  # the inputs stay in the marker
+    assert book.read("grpo")["inputs"] == old and book.read("grpo")["status"] == "done"
+    config.write_text("max_steps: 8\n")
+    new = stage_inputs(["--config", str(config), "--n_test", "20", "--seed=1"], [config], {"sft": "b"}, "d")
+    assert what_changed(old, new) == ["--n_test '16' -> '20'", "--alphas removed", "--seed added",
+                                      "config grpo.yaml changed", "its code changed", "sft ran again"]
+    assert what_changed(old, old) == [] and what_changed(None, new) == []
 
 
 def test_no_stage_builds_on_one_that_runs_in_the_background():
