@@ -33,9 +33,17 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cogip.demo_stages import Background, BackgroundStageError, StageBook, empty_folder, stage_inputs, what_changed
+from cogip.demo_stages import (
+    Background,
+    BackgroundStageError,
+    StageBook,
+    empty_folder,
+    fingerprint,
+    stage_inputs,
+    what_changed,
+)
 from cogip.files import write_json_atomic
-from cogip.stored import code_version, digest
+from cogip.stored import code_version
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 STAGE_ARGS = ("sft", "grpo", "eval", "generation")  # the stages --set reaches
@@ -425,7 +433,7 @@ def stage_fingerprint(stage: Stage, argv: list[str], upstream: dict[str, str]) -
     configs = [argv[i + 1] for i in range(len(argv) - 1) if argv[i] == "--config"]
     inputs = stage_inputs(_without_speed_flags(argv), configs, {u: upstream[u] for u in stage.upstream},
                           code_version(stage.code))
-    return digest(inputs), inputs
+    return fingerprint(inputs), inputs
 
 
 def _run_stages(plan: Plan, console, book: StageBook, background: Background, start: float) -> dict[str, dict]:

@@ -45,10 +45,9 @@ def stage_inputs(argv: Iterable[str], config_files: Iterable[str | Path] = (),
             "upstream": dict(upstream) if isinstance(upstream, dict) else list(upstream), "code": code}
 
 
-def fingerprint(argv: Iterable[str], config_files: Iterable[str | Path] = (),
-                upstream: dict[str, str] | Iterable[str] = (), code: str = "") -> str:
-    """A short hash of what a stage's outputs depend on (:func:`stage_inputs`)."""
-    return digest(stage_inputs(argv, config_files, upstream, code))
+def fingerprint(inputs: dict) -> str:
+    """A short hash of what a stage's outputs depend on (its :func:`stage_inputs`)."""
+    return digest(inputs)
 
 
 def _flags(argv: list[str]) -> dict[str, str]:

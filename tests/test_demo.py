@@ -118,10 +118,10 @@ def test_second_run_skips_and_changed_settings_rerun_what_depends_on_them(demo, 
 
 
 def test_stage_markers_decide_skip_resume_and_restart(tmp_path):
-    from cogip.demo_stages import StageBook, fingerprint
+    from cogip.demo_stages import StageBook, fingerprint, stage_inputs
 
     book, folder = StageBook(tmp_path), tmp_path / "grpo"
-    fp = fingerprint(["--max_steps", "4"])
+    fp = fingerprint(stage_inputs(["--max_steps", "4"]))
     assert book.decide("grpo", fp, folder, resumable=True) == "new"
     folder.mkdir()
     (folder / "checkpoint-2").mkdir()
@@ -131,8 +131,8 @@ def test_stage_markers_decide_skip_resume_and_restart(tmp_path):
     assert book.decide("grpo", fp, folder, resumable=False) == "restart"
     book.finish("grpo", fp, seconds=1.0)
     assert book.decide("grpo", fp, folder, resumable=True) == "skip"
-    assert book.decide("grpo", fingerprint(["--max_steps", "8"]), folder, resumable=True) == "restart"
-    assert fingerprint(["a"], upstream=["x"]) != fingerprint(["a"], upstream=["y"])
+    assert book.decide("grpo", fingerprint(stage_inputs(["--max_steps", "8"])), folder, resumable=True) == "restart"
+    assert fingerprint(stage_inputs(["a"], upstream=["x"])) != fingerprint(stage_inputs(["a"], upstream=["y"]))
 
 
 def test_a_stage_that_starts_over_says_why(tmp_path):
