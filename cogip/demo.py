@@ -439,6 +439,8 @@ def stage_fingerprint(stage: Stage, argv: list[str], upstream: dict[str, str]) -
 def _run_stages(plan: Plan, console, book: StageBook, background: Background, start: float) -> dict[str, dict]:
     """Run, resume or skip each stage in turn (the background ones in a child process, waited for at the end);
     what each did, in the order of :data:`STAGES`."""
+    from rich.markup import escape  # flag values in the reasons may hold brackets
+
     fingerprints: dict[str, str] = {}
     record: dict[str, dict] = {}
     total = len(STAGES) + 1
@@ -457,9 +459,9 @@ def _run_stages(plan: Plan, console, book: StageBook, background: Background, st
             record[stage.name] = {"status": "skipped", "seconds": seconds}
             continue
         if decision == "restart":
-            why = "; ".join(what_changed((book.read(stage.name) or {}).get("inputs"), inputs))
+            why = escape("; ".join(what_changed((book.read(stage.name) or {}).get("inputs"), inputs)))
             console.print(f"[yellow]{why or 'settings or code changed, or outputs unaccounted for'}: starting "
-                          f"{stage.folder}/ over[/]", soft_wrap=True, markup=True, highlight=False)
+                          f"{stage.folder}/ over[/]", soft_wrap=True, highlight=False)
             empty_folder(folder)
         elif decision == "resume":
             console.print(f"[yellow]resuming the unfinished run in {stage.folder}/[/]")
