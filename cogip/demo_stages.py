@@ -37,12 +37,12 @@ from cogip.stored import digest
 MARKER_DIR = "stages"
 
 
-def stage_inputs(argv: Iterable[str], config_files: Iterable[str | Path] = (),
-                 upstream: dict[str, str] | Iterable[str] = (), code: str = "") -> dict:
+def stage_inputs(argv: Iterable[str], config_files: Iterable[str | Path] = (), upstream: dict[str, str] | None = None,
+                 code: str = "") -> dict:
     """What a stage's outputs depend on: its arguments, a hash of each config file's text, the fingerprints of the
-    stages it builds on (by name, when given as a dict) and a hash of its code."""
+    stages it builds on (by name) and a hash of its code."""
     return {"argv": [str(a) for a in argv], "configs": {str(p): digest(Path(p).read_text()) for p in config_files},
-            "upstream": dict(upstream) if isinstance(upstream, dict) else list(upstream), "code": code}
+            "upstream": dict(upstream or {}), "code": code}
 
 
 def fingerprint(inputs: dict) -> str:
@@ -80,11 +80,7 @@ def what_changed(old: dict | None, new: dict) -> list[str]:
             reasons.append(f"config {Path(path).name} changed")
     if old.get("code") != new["code"]:
         reasons.append("its code changed")
-    up_old, up_new = old.get("upstream"), new["upstream"]
-    if isinstance(up_old, dict) and isinstance(up_new, dict):
-        reasons += [f"{u} ran again" for u in up_new if up_old.get(u) != up_new[u]]
-    elif up_old != up_new:
-        reasons.append("a stage it builds on ran again")
+    reasons += [f"{u} ran again" for u, fp in new["upstream"].items() if old.get("upstream", {}).get(u) != fp]
     return reasons
 
 

@@ -132,7 +132,8 @@ def test_stage_markers_decide_skip_resume_and_restart(tmp_path):
     book.finish("grpo", fp, seconds=1.0)
     assert book.decide("grpo", fp, folder, resumable=True) == "skip"
     assert book.decide("grpo", fingerprint(stage_inputs(["--max_steps", "8"])), folder, resumable=True) == "restart"
-    assert fingerprint(stage_inputs(["a"], upstream=["x"])) != fingerprint(stage_inputs(["a"], upstream=["y"]))
+    assert fingerprint(stage_inputs(["a"], upstream={"sft": "x"})) != fingerprint(stage_inputs(["a"],
+                                                                                             upstream={"sft": "y"}))
 
 
 def test_a_stage_that_starts_over_says_why(tmp_path):
