@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cogip.demo_summary import EVAL_MODELS, final_checkpoint, read_eval
+from eval.report import ignores_image
 
 
 @dataclass
@@ -167,8 +168,8 @@ def _blindness(out: Path) -> list:
             b = blind["blank"][t]
             rows.append([label, t, _f(b["mean_abs_shift_of_range"]), _f(r["mean_abs_shift_of_range"]),
                          _f(r["changed_rate"], 2), _f(r["srcc_with_people"]),
-                         "**ignores the image**" if t in blind["flagged"] else
-                         "no readable answers" if t in blind.get("unreadable", []) else "looks"])
+                         {True: "**ignores the image**", False: "looks", None: "no readable answers"}[
+                             ignores_image(blind, t)]])
     if not rows:
         return []
     return [Heading("Blindness check"),

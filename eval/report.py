@@ -66,14 +66,19 @@ def csv_rows(results: dict) -> list[dict]:
                    "train_mean_mae": r["reference"]["train_mean_mae"],
                    "blank_shift": blind.get("blank", {}).get(trait, {}).get("mean_abs_shift_of_range"),
                    "shuffled_shift": blind.get("shuffled", {}).get(trait, {}).get("mean_abs_shift_of_range"),
-                   "ignores_image": (None if not blind or trait in blind.get("unreadable", [])
-                                     else trait in blind.get("flagged", [])),
+                   "ignores_image": ignores_image(blind, trait),
                    "train_reward": tr.get("reward"), "train_loss": tr.get("loss"),
                    "train_log_srcc": (tr.get("correlation") or {}).get("srcc", {}).get(trait)}
             for name, hr in (ck.get("held_out_rewards") or {}).items():
                 row[f"held_out_{name}"] = hr["per_trait"].get(trait)
             rows.append(row)
     return rows
+
+
+def ignores_image(blind: dict | None, trait: str) -> bool | None:
+    """A blindness check's verdict on one trait: True (ignores the image), False (looks), None (not judged: no check,
+    or no readable answer to judge by)."""
+    return (((blind or {}).get("shuffled") or {}).get(trait) or {}).get("ignores_image")
 
 
 def _safe_name(name: str) -> str:
@@ -223,9 +228,9 @@ def print_table(results: dict) -> None:
     for ck in results["checkpoints"]:
         blind = ck.get("blindness") or {}
         for trait, r in ck["metrics"]["traits"].items():
-            flags = [f for f, on in (("collapsed", r["spread"]["collapsed"]),
-                                     ("ignores image", trait in blind.get("flagged", [])),
-                                     ("no readable answer", trait in blind.get("unreadable", []))) if on]
+            verdict = ignores_image(blind, trait)
+            flags = [f for f, on in (("collapsed", r["spread"]["collapsed"]), ("ignores image", verdict),
+                                     ("no readable answer", blind and verdict is None)) if on]
             table.add_row(ck["name"], _fmt(ck.get("step")), trait, str(r["n"]), _fmt(r["parse_rate"], 2),
                           _ci(r, "srcc"), _fmt(r["plcc"]), _fmt(r["plcc_logistic"]), _fmt(r["krcc"]),
                           _fmt(r["mae"]), _fmt(r["label_accuracy"], 2), _fmt(r["spread"]["std_ratio"], 2),

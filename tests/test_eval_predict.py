@@ -18,6 +18,7 @@ from cogip.traits import get_trait
 from eval.blindness import blindness_result, movement, shuffled_images
 from eval.held_out_reward import held_out_rewards
 from eval.predict import Prediction, _bin_probs, _score_digits, predict
+from eval.report import ignores_image
 
 
 @pytest.fixture(scope="module")
@@ -152,6 +153,10 @@ def test_blindness_movement_and_flag():
     assert m["readable_rate"] == 0 and m["ignores_image"] is None
     assert blindness_result(unread, {"blank": unread, "shuffled": unread}) | {"blank": None, "shuffled": None} == {
         "blank": None, "shuffled": None, "flagged": [], "unreadable": ["Aesthetics"], "tolerance": 0.02}
+    # the one verdict every report reads: True ignores, False looks, None not judged
+    verdicts = [ignores_image(blindness_result(original, {"blank": o, "shuffled": o}), "Aesthetics")
+                for original, o in ((original, same), (original, moved), (unread, unread))]
+    assert verdicts == [True, False, None] and ignores_image(None, "Aesthetics") is None
     perm = shuffled_images(list(range(7)), seed=3)
     assert sorted(perm) == list(range(7)) and all(a != b for a, b in zip(perm, range(7), strict=True))
 
