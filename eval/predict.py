@@ -22,7 +22,6 @@ The GRPO callback calls :func:`predict` on the live model; the model's train/eva
 from __future__ import annotations
 
 import contextlib
-import itertools
 import math
 import re
 from collections.abc import Sequence
@@ -34,7 +33,7 @@ from tqdm.auto import tqdm
 
 from cogip.answer import ParsedAnswer, parse_answer
 from cogip.models import digit_token_ids
-from cogip.traits import Trait, get_trait
+from cogip.traits import Trait, get_trait, trait_names
 
 DECODINGS = ("greedy", "expected", "sample")
 # Locates (does not parse) the number parse_answer read, to find its digit tokens; same number shape as cogip.answer.
@@ -314,5 +313,10 @@ def predict(model, processor, dataset, decoding: str = "greedy", batch_size: int
 
 
 def by_trait(predictions: Sequence[Prediction]) -> dict[str, list[Prediction]]:
-    key = lambda p: p.trait
-    return {t: list(g) for t, g in itertools.groupby(sorted(predictions, key=key), key=key)}
+    """The predictions of each trait, in their order; the traits in the registry's order (as every table lists
+    them), any unregistered name after those."""
+    groups: dict[str, list[Prediction]] = {}
+    for p in predictions:
+        groups.setdefault(p.trait, []).append(p)
+    order = {name: i for i, name in enumerate(trait_names())}
+    return {t: groups[t] for t in sorted(groups, key=lambda t: (order.get(t, len(order)), t))}

@@ -17,7 +17,7 @@ from cogip.models import load_policy
 from cogip.traits import get_trait
 from eval.blindness import blindness_result, movement, shuffled_images
 from eval.held_out_reward import held_out_rewards
-from eval.predict import Prediction, _bin_probs, _score_digits, predict
+from eval.predict import Prediction, _bin_probs, _score_digits, by_trait, predict
 from eval.report import ignores_image
 
 
@@ -137,6 +137,15 @@ def test_mode_is_restored_and_wrapped_models_work(tiny_model_dir, test_items):
 
 def _p(trait: str, human: float, score: float | None, text: str = "") -> Prediction:
     return Prediction(id="x", trait=trait, human=human, text=text, parsed=parse_answer(text, trait), score=score)
+
+
+def test_predictions_by_trait_keep_their_order_and_list_traits_as_the_registry_does():
+    preds = [_p(t, h, None) for t, h in (("Memorability", 0.1), ("Aesthetics", 1), ("Emotional_Valence", 0),
+                                          ("Aesthetics", 2), ("Funniness", 3), ("Memorability", 0.2))]
+    groups = by_trait(preds)
+    assert list(groups) == ["Aesthetics", "Funniness", "Emotional_Valence", "Memorability"]
+    assert [p.human for p in groups["Aesthetics"]] == [1, 2]
+    assert [p.human for p in groups["Memorability"]] == [0.1, 0.2]
 
 
 def test_blindness_movement_and_flag():
