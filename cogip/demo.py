@@ -36,6 +36,8 @@ from pathlib import Path
 from cogip.demo_stages import (
     Background,
     BackgroundStageError,
+    OutputInUse,
+    OutputLock,
     StageBook,
     empty_folder,
     fingerprint,
@@ -497,20 +499,26 @@ def _run_stages(plan: Plan, console, book: StageBook, background: Background, st
 
 def run_demo(plan: Plan, console, fresh: bool = False) -> dict:
     """Run (or skip, or resume) every stage, then write summary.json and the reports. Returns the summary."""
+    start = time.time()
+    plan.out.mkdir(parents=True, exist_ok=True)
+    with OutputLock(plan.out) as lock:  # raises OutputInUse while another demo (or a child of one) works there
+        if fresh:
+            for name in OUTPUTS:
+                empty_folder(plan.out / name)
+        book = StageBook(plan.out)
+        background = Background(book, env=_child_env(plan), keep_fds=lock.fds)
+        try:
+            record = _run_stages(plan, console, book, background, start)
+        finally:
+            background.stop()  # a child still running when the demo stops early
+        return _finish(plan, console, record, start)
+
+
+def _finish(plan: Plan, console, record: dict[str, dict], start: float) -> dict:
+    """Summary and reports of the stages' outputs; the summary."""
     from cogip.demo_report import write_reports
     from cogip.demo_summary import build_summary
 
-    start = time.time()
-    if fresh:
-        for name in OUTPUTS:
-            empty_folder(plan.out / name)
-    plan.out.mkdir(parents=True, exist_ok=True)
-    book = StageBook(plan.out)
-    background = Background(book, env=_child_env(plan))
-    try:
-        record = _run_stages(plan, console, book, background, start)
-    finally:
-        background.stop()  # a child still running when the demo stops early
     total = len(STAGES) + 1
     console.rule(f"[bold cyan]{total}/{total} Summary and report[/] [dim]({_clock(time.time() - start)})[/]")
     summary = build_summary(plan.out, n_boot=plan.n_boot, seed=plan.seed, stages=record,
@@ -575,5 +583,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BackgroundStageError as e:
         print(f"cogalign demo: error: {e}\nRun `cogalign demo` again to rerun that stage.", file=sys.stderr)
+        return 1
+    except OutputInUse as e:
+        print(f"cogalign demo: error: {e}", file=sys.stderr)
         return 1
     return 0

@@ -17,11 +17,15 @@ A stage that runs also empties the stages built on it, so nothing downstream out
 :class:`Background` runs stages (their own command lines) one after another in a child process, alongside the
 stages the demo runs meanwhile: the tiny models' stages use one core each, so the evaluations of the SFT stage's
 models need not wait for GRPO.
+
+:class:`OutputLock` keeps a second demo out of a folder one is working in. The background children hold the lock too,
+so an evaluation left running by a demo that was killed outright still keeps the next run from emptying its folder.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import queue
 import shutil
 import subprocess
@@ -92,6 +96,48 @@ def empty_folder(path: str | Path) -> None:
         path.unlink()
 
 
+class OutputInUse(RuntimeError):
+    """The demo folder is in use by another demo, or by a stage that a stopped demo started."""
+
+
+class OutputLock:
+    """An exclusive lock on a demo folder (``flock`` on ``<folder>/.demo.lock``) while a demo works in it. Hand
+    :attr:`fd` to the child processes (``pass_fds``) and they hold it as long as they run, even if the demo that
+    started them is killed. Where ``fcntl`` is missing (Windows) nothing is locked and :attr:`fd` is None."""
+
+    FILE = ".demo.lock"
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self.fd: int | None = None
+
+    def __enter__(self) -> OutputLock:
+        try:
+            import fcntl
+        except ImportError:
+            return self
+        fd = os.open(self.folder / self.FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise OutputInUse(f"{self.folder} is in use: another `cogalign demo` is working there, or a stage that a "
+                              f"stopped demo started is still finishing (its log is in {self.folder / MARKER_DIR}). "
+                              "Wait for it or stop it, or give this run another --output_dir.") from None
+        self.fd = fd
+        return self
+
+    @property
+    def fds(self) -> tuple[int, ...]:
+        """What to give the children as ``pass_fds``."""
+        return () if self.fd is None else (self.fd,)
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # the lock stays held while a child that inherited it still runs
+            self.fd = None
+
+
 @dataclass
 class StageBook:
     """The markers of one demo folder."""
@@ -144,8 +190,8 @@ class Background:
     its turn runs it next time), the thread marks it ``done`` when its process exited cleanly; after a failure the
     stages queued behind it do not start."""
 
-    def __init__(self, book: StageBook, env: dict[str, str] | None = None):
-        self.book, self.env = book, env
+    def __init__(self, book: StageBook, env: dict[str, str] | None = None, keep_fds: tuple[int, ...] = ()):
+        self.book, self.env, self.keep_fds = book, env, keep_fds  # keep_fds: open in the children (the lock)
         self.records: dict[str, dict] = {}
         self.failed: tuple[str, str, Path] | None = None  # stage, what went wrong, its log
         self._submitted: list[str] = []
@@ -180,7 +226,7 @@ class Background:
             with open(log, "w", encoding="utf-8") as out:  # the child keeps its own handle
                 try:
                     self._proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=self.env,
-                                                  stdin=subprocess.DEVNULL)
+                                                  stdin=subprocess.DEVNULL, pass_fds=self.keep_fds)
                 except OSError as e:  # no such program, say
                     out.write(f"could not start {command[0]}: {e}\n")
                     self.failed = (name, "could not start", log)

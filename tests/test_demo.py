@@ -215,6 +215,32 @@ def test_a_stopped_demo_leaves_its_background_stages_to_run_again(tmp_path):
     assert not (tmp_path / "queued.log").exists()
 
 
+def test_a_demo_folder_in_use_is_refused_even_by_a_child_its_demo_left_running(tmp_path, capsys):
+    import sys
+    import time
+
+    from cogip.demo_stages import Background, OutputInUse, OutputLock, StageBook
+
+    started = tmp_path / "started"
+    with OutputLock(tmp_path) as lock:
+        with pytest.raises(OutputInUse, match="is in use"), OutputLock(tmp_path):
+            pass
+        runner = Background(StageBook(tmp_path), keep_fds=lock.fds)
+        runner.submit("eval", "fp", [sys.executable, "-c", f"import pathlib, time; pathlib.Path({str(started)!r})"
+                                     ".touch(); time.sleep(120)"], tmp_path / "eval.log")
+        for _ in range(200):
+            if started.exists():
+                break
+            time.sleep(0.05)
+    # The demo has let go (as a killed one would), its child still holds the folder: a new demo is turned away
+    # before it empties or writes anything.
+    assert cogalign(["demo", "--output_dir", str(tmp_path), "--fresh"]) == 1
+    assert "is in use" in capsys.readouterr().err and started.exists()
+    runner.stop()
+    with OutputLock(tmp_path):  # free once the child is gone
+        pass
+
+
 def test_background_children_run_this_checkout(tmp_path):
     import os
 
