@@ -4,10 +4,16 @@ that really restores the weights of a full fine-tuning checkpoint (see ``cogip.c
 
 from __future__ import annotations
 
+import warnings
+
 from trl import GRPOTrainer
 
 from cogip.checkpoints import FullWeightsResumeMixin
 from sft_warmstart.trainable import PartLearningRatesMixin
+
+# trl reads transformers' deprecated `model.is_gradient_checkpointing` on every generation: a warning our users cannot
+# act on, printed into the progress bar each time.
+warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 
 class CogGRPOTrainer(FullWeightsResumeMixin, PartLearningRatesMixin, GRPOTrainer):
