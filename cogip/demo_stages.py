@@ -102,8 +102,8 @@ class OutputInUse(RuntimeError):
 
 class OutputLock:
     """An exclusive lock on a demo folder (``flock`` on ``<folder>/.demo.lock``) while a demo works in it. Hand
-    :attr:`fd` to the child processes (``pass_fds``) and they hold it as long as they run, even if the demo that
-    started them is killed. Where ``fcntl`` is missing (Windows) nothing is locked and :attr:`fd` is None."""
+    :attr:`fds` to the child processes (``pass_fds``) and they hold it as long as they run, even if the demo that
+    started them is killed. Where ``fcntl`` is missing (Windows) nothing is locked and :attr:`fds` is empty."""
 
     FILE = ".demo.lock"
 
