@@ -12,6 +12,7 @@ Every stage asks this module for ranges, labels and prompts; nothing else hard-c
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -195,6 +196,12 @@ def has_trait(name: str) -> bool:
 def trait_names() -> list[str]:
     """Registered trait names, built-ins first, each once."""
     return list(dict.fromkeys(t.name for t in _REGISTRY.values()))
+
+
+def in_registry_order(names: Iterable[str]) -> list[str]:
+    """``names`` (each once) in the registry's order, as every table lists traits; unregistered names after those."""
+    order = {name: i for i, name in enumerate(trait_names())}
+    return sorted(dict.fromkeys(names), key=lambda n: (order.get(n, len(order)), n))
 
 
 def all_traits() -> list[Trait]:

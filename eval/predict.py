@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from cogip.answer import ParsedAnswer, parse_answer
 from cogip.models import digit_token_ids
-from cogip.traits import Trait, get_trait, trait_names
+from cogip.traits import Trait, get_trait, in_registry_order
 
 DECODINGS = ("greedy", "expected", "sample")
 # Locates (does not parse) the number parse_answer read, to find its digit tokens; same number shape as cogip.answer.
@@ -318,5 +318,4 @@ def by_trait(predictions: Sequence[Prediction]) -> dict[str, list[Prediction]]:
     groups: dict[str, list[Prediction]] = {}
     for p in predictions:
         groups.setdefault(p.trait, []).append(p)
-    order = {name: i for i, name in enumerate(trait_names())}
-    return {t: groups[t] for t in sorted(groups, key=lambda t: (order.get(t, len(order)), t))}
+    return {t: groups[t] for t in in_registry_order(groups)}

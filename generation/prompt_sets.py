@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from cogip.traits import get_trait
+from cogip.traits import get_trait, in_registry_order
 
 _SAFE_ID = re.compile(r"[^A-Za-z0-9_.-]+")
 
@@ -37,10 +37,10 @@ def _builtin_dir():
 def builtin_prompt_files() -> dict[str, str]:
     """Trait name -> built-in prompt file (shipped as package data)."""
     out = {}
-    for entry in sorted(_builtin_dir().iterdir(), key=lambda e: e.name):
+    for entry in _builtin_dir().iterdir():
         if entry.name.endswith(".json"):
             out[get_trait(json.loads(entry.read_text())["trait"]).name] = str(entry)
-    return out
+    return {t: out[t] for t in in_registry_order(out)}
 
 
 def parse_prompt_file(text: str, source: str) -> list[GenerationPrompt]:

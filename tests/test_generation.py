@@ -225,7 +225,7 @@ def test_summary_counts_wins_per_seed_pair():
 
 
 def test_prompt_sets_ship_for_every_trait_and_bad_files_are_named(tmp_path):
-    assert set(builtin_prompt_files()) == {"Aesthetics", "Funniness", "Emotional_Valence", "Memorability"}
+    assert list(builtin_prompt_files()) == ["Aesthetics", "Funniness", "Emotional_Valence", "Memorability"]
     user = tmp_path / "mine.json"
     user.write_text(json.dumps({"trait": "valence", "prompts": ["a sunny beach", {"id": "x", "text": "rain"}]}))
     got = collect_prompts(None, [str(user)], None)
