@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cogip.demo_summary import EVAL_MODELS, final_checkpoint, read_eval
+from cogip.traits import in_registry_order
 from eval.report import ignores_image
 
 
@@ -205,7 +206,9 @@ def _generation(out: Path) -> list:
         blocks += [Heading("Judge table", 3), Table(header, rows)]
     if (gen / "alpha_curve.png").exists():
         blocks.append(Figure(gen / "alpha_curve.png", "Mean judged score against α, per trait (95% intervals)."))
-    grids = sorted((gen / "grids").glob("*.png")) if (gen / "grids").is_dir() else []
+    grids = sorted((gen / "grids").glob("*.png")) if (gen / "grids").is_dir() else []  # <trait>__<prompt>.png
+    order = in_registry_order(g.stem.split("__")[0] for g in grids)
+    grids.sort(key=lambda g: order.index(g.stem.split("__")[0]))  # stable: by prompt within a trait
     if grids:
         blocks.append(Heading("Image grids", 3))
         blocks += [Figure(g, g.stem.replace("__", ": ")) for g in grids]
