@@ -24,6 +24,7 @@ so an evaluation left running by a demo that was killed outright still keeps the
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import queue
@@ -31,6 +32,7 @@ import shutil
 import subprocess
 import threading
 import time
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,14 +118,20 @@ class OutputLock:
             import fcntl
         except ImportError:
             return self
-        fd = os.open(self.folder / self.FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        path = self.folder / self.FILE
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except OSError as e:
             os.close(fd)
+            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):  # a file system without flock
+                warnings.warn(f"cannot lock {path} ({e}); nothing keeps a second demo out of {self.folder}",
+                              stacklevel=2)
+                return self
             raise OutputInUse(f"{self.folder} is in use: another `cogalign demo` is working there, or a stage that a "
-                              f"stopped demo started is still finishing (its log is in {self.folder / MARKER_DIR}). "
-                              "Wait for it or stop it, or give this run another --output_dir.") from None
+                              f"stopped demo started is still finishing (its log is in {self.folder / MARKER_DIR}; "
+                              f"`fuser -v {path}` lists the processes). Wait for it or stop it, or give this run "
+                              "another --output_dir.") from None
         self.fd = fd
         return self
 

@@ -230,7 +230,7 @@ def print_table(results: dict) -> None:
         for trait, r in ck["metrics"]["traits"].items():
             verdict = ignores_image(blind, trait)
             flags = [f for f, on in (("collapsed", r["spread"]["collapsed"]), ("ignores image", verdict),
-                                     ("no readable answer", blind and verdict is None)) if on]
+                                     ("no readable answer", trait in blind.get("unreadable", []))) if on]
             table.add_row(ck["name"], _fmt(ck.get("step")), trait, str(r["n"]), _fmt(r["parse_rate"], 2),
                           _ci(r, "srcc"), _fmt(r["plcc"]), _fmt(r["plcc_logistic"]), _fmt(r["krcc"]),
                           _fmt(r["mae"]), _fmt(r["label_accuracy"], 2), _fmt(r["spread"]["std_ratio"], 2),

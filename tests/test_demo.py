@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -161,8 +162,6 @@ def test_no_stage_builds_on_one_that_runs_in_the_background():
 
 
 def test_a_failed_background_stage_stops_the_queue_and_names_its_log(tmp_path):
-    import sys
-
     from cogip.demo_stages import Background, BackgroundStageError, StageBook
 
     book = StageBook(tmp_path)
@@ -188,7 +187,6 @@ def test_a_failed_background_stage_stops_the_queue_and_names_its_log(tmp_path):
 
 
 def test_a_stopped_demo_leaves_its_background_stages_to_run_again(tmp_path):
-    import sys
     import time
 
     from cogip.demo_stages import Background, BackgroundStageError, StageBook
@@ -215,12 +213,17 @@ def test_a_stopped_demo_leaves_its_background_stages_to_run_again(tmp_path):
     assert not (tmp_path / "queued.log").exists()
 
 
-def test_a_demo_folder_in_use_is_refused_even_by_a_child_its_demo_left_running(tmp_path, capsys):
-    import sys
+@pytest.mark.skipif(sys.platform == "win32", reason="no flock on Windows: the demo folder is not locked there")
+def test_a_demo_folder_in_use_is_refused_even_by_a_child_its_demo_left_running(tmp_path, capsys, monkeypatch):
     import time
 
+    import cogip.demo
     from cogip.demo_stages import Background, OutputInUse, OutputLock, StageBook
 
+    def no_stages(*args, **kwargs):
+        raise AssertionError("the demo ran its stages in a folder in use")
+
+    monkeypatch.setattr(cogip.demo, "_run_stages", no_stages)  # a lock that fails to hold fails here, at once
     started = tmp_path / "started"
     with OutputLock(tmp_path) as lock:
         with pytest.raises(OutputInUse, match="is in use"), OutputLock(tmp_path):
@@ -228,17 +231,36 @@ def test_a_demo_folder_in_use_is_refused_even_by_a_child_its_demo_left_running(t
         runner = Background(StageBook(tmp_path), keep_fds=lock.fds)
         runner.submit("eval", "fp", [sys.executable, "-c", f"import pathlib, time; pathlib.Path({str(started)!r})"
                                      ".touch(); time.sleep(120)"], tmp_path / "eval.log")
-        for _ in range(200):
+        for _ in range(400):
             if started.exists():
                 break
             time.sleep(0.05)
-    # The demo has let go (as a killed one would), its child still holds the folder: a new demo is turned away
-    # before it empties or writes anything.
-    assert cogalign(["demo", "--output_dir", str(tmp_path), "--fresh"]) == 1
-    assert "is in use" in capsys.readouterr().err and started.exists()
-    runner.stop()
+        assert started.exists()
+    try:
+        # The demo has let go (as a killed one would), its child still holds the folder: a new demo is turned away
+        # before it empties anything (--fresh would have emptied stages/, where the child's marker is).
+        assert cogalign(["demo", "--output_dir", str(tmp_path), "--fresh"]) == 1
+        assert "is in use" in capsys.readouterr().err
+        assert (tmp_path / "stages" / "eval.json").exists()
+    finally:
+        runner.stop()
     with OutputLock(tmp_path):  # free once the child is gone
         pass
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no flock on Windows")
+def test_a_file_system_without_flock_runs_the_demo_unlocked_and_says_so(tmp_path, monkeypatch):
+    import errno
+    import fcntl
+
+    from cogip.demo_stages import OutputLock
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with pytest.warns(UserWarning, match="cannot lock .*No locks available"), OutputLock(tmp_path) as lock:
+        assert lock.fds == ()  # not "in use": nothing holds it
 
 
 def test_background_children_run_this_checkout(tmp_path):

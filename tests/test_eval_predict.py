@@ -162,7 +162,8 @@ def test_blindness_movement_and_flag():
     assert m["readable_rate"] == 0 and m["ignores_image"] is None
     assert blindness_result(unread, {"blank": unread, "shuffled": unread}) | {"blank": None, "shuffled": None} == {
         "blank": None, "shuffled": None, "flagged": [], "unreadable": ["Aesthetics"], "tolerance": 0.02}
-    # the one verdict every report reads: True ignores, False looks, None not judged
+    # the verdict per trait that the CSV, the console flags and the demo report read: True ignores, False looks,
+    # None not judged
     verdicts = [ignores_image(blindness_result(original, {"blank": o, "shuffled": o}), "Aesthetics")
                 for original, o in ((original, same), (original, moved), (unread, unread))]
     assert verdicts == [True, False, None] and ignores_image(None, "Aesthetics") is None
