@@ -228,8 +228,8 @@ def print_table(results: dict) -> None:
     for ck in results["checkpoints"]:
         blind = ck.get("blindness") or {}
         for trait, r in ck["metrics"]["traits"].items():
-            verdict = ignores_image(blind, trait)
-            flags = [f for f, on in (("collapsed", r["spread"]["collapsed"]), ("ignores image", verdict),
+            flags = [f for f, on in (("collapsed", r["spread"]["collapsed"]),
+                                     ("ignores image", ignores_image(blind, trait)),
                                      ("no readable answer", trait in blind.get("unreadable", []))) if on]
             table.add_row(ck["name"], _fmt(ck.get("step")), trait, str(r["n"]), _fmt(r["parse_rate"], 2),
                           _ci(r, "srcc"), _fmt(r["plcc"]), _fmt(r["plcc_logistic"]), _fmt(r["krcc"]),

@@ -35,7 +35,7 @@ def _builtin_dir():
 
 
 def builtin_prompt_files() -> dict[str, str]:
-    """Trait name -> built-in prompt file (shipped as package data)."""
+    """Trait name -> built-in prompt file (shipped as package data), in the registry's trait order."""
     out = {}
     for entry in _builtin_dir().iterdir():
         if entry.name.endswith(".json"):
