@@ -18,6 +18,7 @@ from pathlib import Path
 from cogip.demo_summary import EVAL_MODELS, final_checkpoint, read_eval
 from cogip.traits import in_registry_order
 from eval.report import ignores_image
+from sft_warmstart.model_card import GRPO_CONFIG_FILE
 
 
 @dataclass
@@ -138,7 +139,7 @@ def _held_out_items(out: Path) -> str:
     import yaml
 
     try:
-        n = int(yaml.safe_load((out / "grpo" / "cogalign_grpo_config.yaml").read_text())["synthetic_eval_size"])
+        n = int(yaml.safe_load((out / "grpo" / GRPO_CONFIG_FILE).read_text())["synthetic_eval_size"])
     except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError):
         return ""
     return f" on {n} validation items (about {n // 4} per trait: far noisier than the test split's figures)"
