@@ -20,7 +20,7 @@ from PIL import Image
 from cogip.traits import get_trait
 from eval import metrics as M
 from eval.predict import Prediction, predict
-from eval.scoring import fill_score
+from eval.scoring import fill_score, readable
 
 CONDITIONS = ("blank", "shuffled")
 
@@ -51,13 +51,14 @@ def movement(original: Sequence[Prediction], altered: Sequence[Prediction], unpa
         y = np.array([fill_score(b, trait, unparsable) for _, b in pairs])
         human = np.array([a.human for a, _ in pairs])
         shift = float(np.mean(np.abs(x - y)) / trait.span)
-        readable = float(np.mean([a.score is not None and math.isfinite(a.score) for a, _ in pairs]))
+        readable_rate = float(np.mean([readable(a) for a, _ in pairs]))
         srcc_alt = M.srcc(y, human)
         out[name] = {"n": len(pairs), "mean_abs_shift_of_range": shift,
                      "changed_rate": float(np.mean(np.abs(x - y) > 1e-9)),
                      "srcc_with_people": None if math.isnan(srcc_alt) else srcc_alt,
                      "srcc_with_original": None if math.isnan(M.srcc(x, y)) else M.srcc(x, y),
-                     "readable_rate": readable, "ignores_image": None if readable == 0 else shift < tolerance}
+                     "readable_rate": readable_rate,
+                     "ignores_image": None if readable_rate == 0 else shift < tolerance}
     return out
 
 

@@ -23,9 +23,14 @@ UNPARSABLE_POLICIES = {
 }
 
 
+def readable(pred: Prediction) -> bool:
+    """Whether a prediction holds a score of its own (a finite number was parsed from its answer)."""
+    return pred.score is not None and math.isfinite(pred.score)
+
+
 def fill_score(pred: Prediction, trait: Trait, policy: str, train_mean: float | None = None) -> float:
     """The score a prediction counts with: its own (clipped to the range), or the policy's stand-in."""
-    if pred.score is not None and math.isfinite(pred.score):
+    if readable(pred):
         return min(max(pred.score, trait.low), trait.high)
     if policy == "midpoint":
         return (trait.low + trait.high) / 2
@@ -45,7 +50,7 @@ def _finite(x: float) -> float | None:
 def trait_result(preds: Sequence[Prediction], trait: Trait, unparsable: str = "midpoint",
                  train_mean: float | None = None, n_boot: int = 1000, seed: int = 0) -> dict:
     human = np.array([p.human for p in preds], float)
-    parsed = np.array([p.score is not None and math.isfinite(p.score) for p in preds])
+    parsed = np.array([readable(p) for p in preds])
     filled = np.array([fill_score(p, trait, unparsable, train_mean) for p in preds], float)
     res = {"n": len(preds), "n_unparsable": int((~parsed).sum()), "parse_rate": float(parsed.mean()),
            "well_formed_rate": float(np.mean([p.parsed.well_formed for p in preds])),
