@@ -164,8 +164,8 @@ def test_blindness_movement_and_flag():
         "blank": None, "shuffled": None, "flagged": [], "unreadable": ["Aesthetics"], "tolerance": 0.02}
     # the verdict per trait that the CSV, the console flags and the demo report read: True ignores, False looks,
     # None not judged
-    verdicts = [ignores_image(blindness_result(original, {"blank": o, "shuffled": o}), "Aesthetics")
-                for original, o in ((original, same), (original, moved), (unread, unread))]
+    verdicts = [ignores_image(blindness_result(before, {"blank": after, "shuffled": after}), "Aesthetics")
+                for before, after in ((original, same), (original, moved), (unread, unread))]
     assert verdicts == [True, False, None] and ignores_image(None, "Aesthetics") is None
     perm = shuffled_images(list(range(7)), seed=3)
     assert sorted(perm) == list(range(7)) and all(a != b for a, b in zip(perm, range(7), strict=True))
