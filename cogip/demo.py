@@ -386,9 +386,9 @@ def stage_argv(stage: Stage, plan: Plan) -> list[str]:
 
 
 def _without_speed_flags(argv: list[str]) -> list[str]:
-    """``argv`` less the flags that set how fast a stage runs (thread counts: they move its results in the last float
-    digits at most, as another CPU does, and make no other recipe): rerunning a stopped demo with ``--threads 1``
-    resumes it instead of starting over."""
+    """``argv`` less the flags that set how fast a stage runs (thread counts: they change the float rounding, as
+    another CPU does, not the recipe): rerunning a stopped demo with ``--threads 1`` resumes it instead of starting
+    over."""
     out = list(argv)
     while "--tiny_vision_pretrain_threads" in out:
         i = out.index("--tiny_vision_pretrain_threads")
