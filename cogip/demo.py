@@ -347,10 +347,12 @@ def background_command(stage: Stage, plan: Plan) -> list[str]:
 def _child_env(plan: Plan) -> dict[str, str]:
     """The children's environment: this checkout's code first (``python eval/run.py`` would put ``eval/`` there and
     take the rest from wherever the package is installed), the demo's threads per stage (the torch default would take
-    every core), and UTF-8 output to the log whatever the locale."""
+    every core), UTF-8 output to the log whatever the locale, and progress bars that update the log every 10 s rather
+    than on every batch (unless ``TQDM_MININTERVAL`` says otherwise)."""
     path = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)
     return {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": str(plan.settings.get("threads") or 1),
-            "PYTHONUNBUFFERED": "1", "PYTHONIOENCODING": "utf-8"}
+            "PYTHONUNBUFFERED": "1", "PYTHONIOENCODING": "utf-8",
+            "TQDM_MININTERVAL": os.environ.get("TQDM_MININTERVAL", "10")}
 
 
 def _generation_argv(plan: Plan) -> list[str]:
@@ -560,7 +562,10 @@ def _print_result(console, s: dict, page: Path, md: Path) -> None:
     mlo, mhi = s["mae_per_range_grpo_minus_sft_ci"]
     console.print(f"mean MAE / range: SFT {f(s['mae_per_range_sft'])} -> GRPO {f(s['mae_per_range_grpo'])}, "
                   f"change 95% CI [{f(mlo)}, {f(mhi)}]")
-    console.print(f"{s['minutes']:.1f} min. Report: [bold]{page}[/] (also {md.name}, summary.json)",
+    took = f"{s['minutes']:.1f} min"
+    if any(r["status"] == "skipped" for r in s["stages"].values()):
+        took += " this run (the skipped stages' own times are in summary.json, \"stages\")"
+    console.print(f"{took}. Report: [bold]{page}[/] (also {md.name}, summary.json)",
                   soft_wrap=True)  # one line, whatever the width: a path to copy
 
 

@@ -100,10 +100,12 @@ def test_second_run_skips_and_changed_settings_rerun_what_depends_on_them(demo, 
     before = _markers(demo)
     checkpoint = demo / "grpo" / "checkpoint-2" / "model.safetensors"
     trained = checkpoint.stat().st_mtime_ns
+    capsys.readouterr()
     assert cogalign(["demo", "--output_dir", str(demo), *TINY]) == 0
     s = json.loads((demo / "summary.json").read_text())
     assert {r["status"] for r in s["stages"].values()} == {"skipped"}
     assert _markers(demo) == before
+    assert "min this run (the skipped stages' own times are in summary.json" in capsys.readouterr().out
 
     # More test items: the benchmark and the evaluations run again, saying why; training and generation do not.
     capsys.readouterr()
@@ -270,6 +272,7 @@ def test_background_children_run_this_checkout(tmp_path):
 
     env = _child_env(plan_demo(make_parser().parse_args(["--output_dir", str(tmp_path), "--threads", "2"])))
     assert env["PYTHONPATH"].split(os.pathsep)[0] == str(REPO) and env["OMP_NUM_THREADS"] == "2"
+    assert env["TQDM_MININTERVAL"] == os.environ.get("TQDM_MININTERVAL", "10")  # a log line every 10 s, not per batch
 
 
 def test_bad_input_is_refused_before_anything_is_written(tmp_path, capsys):
