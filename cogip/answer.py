@@ -23,6 +23,8 @@ from cogip.traits import Trait, get_trait
 _NUMBER = r"[-+\u2212]?(?:\d+(?:\.\d*)?|\.\d+)"
 _TAGGED = re.compile(r"<answer>(.*?)(?:</answer>|$)", re.IGNORECASE | re.DOTALL)
 _ONE_BLOCK = re.compile(r"\s*<answer>([^<]*)</answer>\s*", re.IGNORECASE)
+# What comes before the scale's top in "7 out of 10" or "7.5/10": that number is not the score.
+_SCALE_TOP_BEFORE = re.compile(r"(?:/|\bout\s+of)\s*$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,8 @@ def parse_answer(text: object, trait: str | Trait, *, exact: bool = False) -> Pa
 
     The last ``<answer>`` block is used when there is one, else the whole text; inside it, the last
     ``<label> <number>`` pair wins (models that reason first state the answer last). With no pair, the last bare
-    number is kept as the score and the answer is not well-formed.
+    number is kept as the score and the answer is not well-formed; a number that tops a scale (the 10 of
+    ``7 out of 10`` or ``7.5/10``) is not taken for the score.
 
     ``exact`` is for ground-truth files: the text must be the pair alone, or the pair alone in one closed
     ``<answer>`` block; anything else is not well-formed.
@@ -100,6 +103,8 @@ def parse_answer(text: object, trait: str | Trait, *, exact: bool = False) -> Pa
         if parsed := _read_pair(t, m):
             return parsed
     for m in reversed(list(num_re.finditer(body))):
+        if _SCALE_TOP_BEFORE.search(body, max(0, m.start() - 16), m.start()):
+            continue
         score = _to_float(m.group(0))
         if score is not None:
             return ParsedAnswer(None, score, False, False, t.in_range(score))

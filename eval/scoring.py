@@ -94,16 +94,22 @@ def evaluate(predictions: Sequence[Prediction], dataset=None, *, unparsable: str
 
 
 def overall(traits: dict[str, dict]) -> dict:
-    """Unweighted means over traits (each trait counts once, as in the paper's tables) and pooled parse rate."""
-    def mean_of(key: str) -> float | None:
-        vals = [r[key] for r in traits.values() if r.get(key) is not None and math.isfinite(r[key])]
+    """Unweighted means over traits (each trait counts once, as in the paper's tables) and pooled parse rate.
+
+    A correlation a trait leaves undefined (its predictions all alike) counts as 0 in the mean, as in the paired
+    comparison and the demo's summary: left out, a model that collapsed on three traits would be ranked by its fourth
+    (and could be picked as the best checkpoint)."""
+    def mean_of(key: str, undefined: float | None = None) -> float | None:
+        vals = [r.get(key) for r in traits.values()]
+        vals = [v if v is not None and math.isfinite(v) else undefined for v in vals]
+        vals = [v for v in vals if v is not None]
         return _finite(float(np.mean(vals))) if vals else None
 
     n = sum(r["n"] for r in traits.values())
     return {"n": n, "n_unparsable": sum(r["n_unparsable"] for r in traits.values()),
             "parse_rate": (sum(r["parse_rate"] * r["n"] for r in traits.values()) / n) if n else None,
-            "mean_srcc": mean_of("srcc"), "mean_plcc": mean_of("plcc"), "mean_krcc": mean_of("krcc"),
-            "mean_plcc_logistic": mean_of("plcc_logistic"), "mean_label_accuracy": mean_of("label_accuracy"),
+            "mean_srcc": mean_of("srcc", 0.0), "mean_plcc": mean_of("plcc", 0.0), "mean_krcc": mean_of("krcc", 0.0),
+            "mean_plcc_logistic": mean_of("plcc_logistic", 0.0), "mean_label_accuracy": mean_of("label_accuracy"),
             "collapsed_traits": [t for t, r in traits.items() if r["spread"]["collapsed"]]}
 
 

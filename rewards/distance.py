@@ -55,12 +55,16 @@ def distance_gaussian(completions: Sequence, trait: Sequence[str], score: Sequen
     """
     parsed, rows = _distances(completions, trait, score, score_std)
     rewards = [
-        unparsable_penalty if d is None
-        else math.exp(-0.5 * (d / _sigma(t, s, sigma_frac, use_score_std, min_sigma_frac)) ** 2)
+        unparsable_penalty if d is None else _gaussian(d / _sigma(t, s, sigma_frac, use_score_std, min_sigma_frac))
         for t, d, s in rows
     ]
     log_reward_stats("distance_gaussian", rewards, parsed, log_metric)
     return rewards
+
+
+def _gaussian(z: float) -> float:
+    """``exp(-z**2 / 2)``; 0 far out, where squaring a huge stated number would overflow."""
+    return 0.0 if z > 40.0 else math.exp(-0.5 * z * z)
 
 
 def distance_laplace(completions: Sequence, trait: Sequence[str], score: Sequence[float], *, scale_frac: float = 0.1,

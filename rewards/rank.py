@@ -34,7 +34,10 @@ def rank_global(completions: Sequence, trait: Sequence[str], score: Sequence[flo
     parsed = parse_completions(completions, trait)
     ids = list(id) if id is not None else list(range(len(parsed)))
     # Keys must be unique across processes when ids are missing: tag them with the process rank.
-    local_rows = [(str(i), t.name if t else None, float(y), p.score) for i, (t, p), y in zip(ids, parsed, score)]
+    # Scores outside the trait's range count clipped to it, as in evaluation: one "999" would otherwise move its
+    # item's mean prediction past every other item.
+    local_rows = [(str(i), t.name if t else None, float(y), _clipped(t, p.score))
+                  for i, (t, p), y in zip(ids, parsed, score)]
     if id is None:
         import torch.distributed as dist
 
@@ -70,3 +73,9 @@ def rank_global(completions: Sequence, trait: Sequence[str], score: Sequence[flo
         rewards.append(total / n if n else 0.5)
     log_reward_stats("rank_global", rewards, parsed, log_metric)
     return rewards
+
+
+def _clipped(t, score: float | None) -> float | None:
+    if t is None or score is None or not math.isfinite(score):
+        return None
+    return min(max(score, t.low), t.high)

@@ -174,6 +174,15 @@ def test_unparsable_answers_are_counted_and_scored_by_the_policy():
         evaluate(preds, unparsable="drop")
 
 
+def test_a_trait_whose_answers_are_all_alike_counts_as_zero_in_the_mean():
+    good = [_pred(i, "Aesthetics", h, f"medium {h:.1f}") for i, h in enumerate([1.0, 3.0, 5.0, 7.0, 9.0])]
+    flat = [_pred(10 + i, "Emotional_Valence", h, "neutral 0.000") for i, h in enumerate([-2.0, -1.0, 0.0, 2.0])]
+    overall = evaluate(good + flat, n_boot=0)["overall"]
+    assert overall["collapsed_traits"] == ["Emotional_Valence"]
+    assert overall["mean_srcc"] == pytest.approx((1.0 + 0.0) / 2)  # not 1.0: the collapse is not left out
+    assert overall["mean_label_accuracy"] == pytest.approx((1 / 5 + 1 / 4) / 2)  # defined for both traits
+
+
 @pytest.mark.slow
 def test_bootstrap_coverage_in_a_large_simulation():
     """1,000 simulated data sets of 80 items, 1,000 resamples each (about 40 s): coverage within ~2.5 binomial

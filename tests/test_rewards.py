@@ -77,6 +77,17 @@ def test_rank_global_rewards_order_not_distance():
                       trait=["Aesthetics"] * 3 + ["Emotional_Valence"], score=[3.0, 3.0, 6.0, 1.0],
                       id=["a", "a", "b", "c"])
     assert out == [1.0, 0.0, 1.0, 0.5]
+    # a stated score far outside the range counts as the range's end, not as a mean-mover for its item
+    out = rank_global(["very high 8.000", *["very low 2.000"] * 3, "very low 999"], trait=["Aesthetics"] * 5,
+                      score=[8.0] + [2.0] * 4, id=["a"] + ["b"] * 4)
+    assert out == [1.0, 1.0, 1.0, 1.0, 0.0]
+
+
+def test_rewards_stay_finite_on_a_huge_stated_number():
+    huge = ["very high " + "9" * 200]
+    for fn in build_reward_funcs(list(REWARD_FUNCS)):
+        out = fn(huge, trait=["Memorability"], score=[0.5], score_std=[0.1], id=["x"])
+        assert len(out) == 1 and math.isfinite(out[0]), fn.__name__
 
 
 def _rank_worker(rank: int, port: int, queue) -> None:

@@ -71,6 +71,9 @@ def test_render_examples():
     ("positive 7", "valence", "positive", 7.0, True, True),
     ("high 2.000", "Funniness", "high", 2.0, True, False),
     ("about 0.7", "Memorability", None, 0.7, False, False),
+    ("I'd say 7 out of 10", "Aesthetics", None, 7.0, False, False),  # the scale's top is not the score
+    ("score: 7.5/10", "Funniness", None, 7.5, False, False),
+    ("10", "Aesthetics", None, 10.0, False, False),
     ("very", "Aesthetics", None, None, False, False),
     ("", "Aesthetics", None, None, False, False),
 ])
