@@ -8,7 +8,8 @@ Three decodings:
   of the trait, the answer is forced to start with ``L`` (after whatever the greedy answer wrote before its label,
   e.g. ``<answer>``): the label's probability ``P(L)`` is read off the same forward pass, and the number that
   follows is decoded greedily with every digit replaced by its expectation over the ten digit tokens, giving
-  ``E[score | L]``. The score is ``sum_L P(L) * E[score | L]`` and ``label_probs`` are the ``P(L)``. (Greedy
+  ``E[score | L]`` (in the band that holds the 10 of a 0-10 scale, a first digit "1" counts as the start of 10).
+  The score is ``sum_L P(L) * E[score | L]`` and ``label_probs`` are the ``P(L)``. (Greedy
   decoding of a model that hedges between bands answers the single likeliest band for every image, e.g. "very
   low" because "very" is the likeliest first word, and loses every ranking the model knows.) Answers without a
   label fall back to the digit expectation along the greedy answer.
@@ -165,8 +166,9 @@ def _bin_probs(trait: Trait, digit_probs: np.ndarray, places: list[float], sign:
 
 
 def _expected(trait: Trait, pieces: list[str], parsed: ParsedAnswer, step_logits: torch.Tensor,
-              digit_ids: list[int]) -> tuple[float | None, dict[str, float] | None, bool]:
-    """Expected score from ``step_logits`` (T, V), the raw logits that produced each generated token."""
+              digit_ids: list[int], band: str | None = None) -> tuple[float | None, dict[str, float] | None, bool]:
+    """Expected score from ``step_logits`` (T, V), the raw logits that produced each generated token; ``band`` is
+    the label the answer was forced to start with, if any (see :func:`_top_of_band`)."""
     located = _score_digits(pieces, parsed)
     if located is None:
         return parsed.score, None, False
@@ -176,9 +178,32 @@ def _expected(trait: Trait, pieces: list[str], parsed: ParsedAnswer, step_logits
     rows = step_logits[[t for t, _ in digits]][:, digit_ids].float()  # (P, 10): logits of the ten digits
     probs = torch.softmax(rows, dim=-1).cpu().numpy()
     places = [p for _, p in digits]
-    value = sign * float(sum(pl * (pr @ np.arange(10)) for pl, pr in zip(places, probs, strict=True)))
+    value = _top_of_band(trait, band, places, probs) if sign > 0 else None
+    if value is None:
+        value = sign * float(sum(pl * (pr @ np.arange(10)) for pl, pr in zip(places, probs, strict=True)))
     value = min(max(value, trait.low), trait.high)
     return value, _bin_probs(trait, probs, places, sign), True
+
+
+def _top_of_band(trait: Trait, band: str | None, places: list[float], probs: np.ndarray) -> float | None:
+    """The expectation of a number in the band that holds the scale's top, when that top is a power of ten.
+
+    On a 0-10 scale the first digit of ``9.500`` and of ``10.000`` is one token: a "1" there is the start of 10,
+    not 1, in a band ("very high", from 8) that holds 10 and no 1.x; and an "8" or "9" where the answer wrote
+    ``10.000`` starts a one-digit number (its fraction unknown: half a unit). The place values of the answer's
+    own digits would read those as 1 and as 80-90. None where this does not apply (any other band or scale)."""
+    top = trait.high
+    if band is None or trait.low < 0 or top < 10 or 10 ** round(math.log10(top)) != top:
+        return None
+    unit = top / 10  # the place of the first digit of a number one digit shorter than the top
+    if trait.label_for(top) != band or trait.label_for(unit) == band or places[0] not in (unit, top):
+        return None
+    lead = probs[0]
+    if places[0] == unit:  # e.g. 9.500: the other digits are its fraction
+        rest = float(sum(pl * (pr @ np.arange(10)) for pl, pr in zip(places[1:], probs[1:], strict=True)))
+    else:  # e.g. 10.000: a one-digit number's fraction was never written
+        rest = unit / 2
+    return float(sum(lead[d] * (d * unit + rest) for d in range(10) if d != 1) + lead[1] * top)
 
 
 def _label_lead(text: str, label: str) -> str:
@@ -224,7 +249,7 @@ def _label_marginal(model, processor, texts: list[str], images: list, preds: lis
         parsed = parse_answer("".join(pieces), trait)
         if cont and parsed.score is not None:
             step_logits = torch.stack([lg[r] for lg in gen.logits[:len(cont)]])
-            value, _, exact = _expected(trait, pieces, parsed, step_logits, digit_ids)
+            value, _, exact = _expected(trait, pieces, parsed, step_logits, digit_ids, band=lbl)
             value = None if value is None else min(max(value, trait.low), trait.high)
         per_item.setdefault(i, []).append((lbl, logp[r], value, exact))
     for i, rows in per_item.items():

@@ -17,7 +17,7 @@ from cogip.models import load_policy
 from cogip.traits import get_trait
 from eval.blindness import blindness_result, movement, shuffled_images
 from eval.held_out_reward import held_out_rewards
-from eval.predict import Prediction, _bin_probs, _score_digits, by_trait, predict
+from eval.predict import Prediction, _bin_probs, _expected, _score_digits, by_trait, predict
 from eval.report import ignores_image
 
 
@@ -99,6 +99,31 @@ def test_digits_of_a_rendered_answer_rebuild_its_score(trait_name, u):
     onehot = np.eye(10)[[int(pieces[i]) for i, _ in digits]]
     probs = _bin_probs(t, onehot, [pl for _, pl in digits], sign)
     assert probs[t.label_for(parsed.score)] == pytest.approx(1.0)
+
+
+def _expected_with_first_digit(trait: str, answer: str, first: dict[int, float], band: str | None) -> float:
+    """``_expected`` on ``answer`` (one character per token) whose digits are certain but the first, which takes the
+    distribution ``first``."""
+    pieces, digit_ids = list(answer), list(range(10))
+    logits = torch.full((len(pieces), 20), -1e4)
+    for i, ch in enumerate(pieces):
+        if ch.isdigit():
+            logits[i, int(ch)] = 0.0
+    lead = next(i for i, ch in enumerate(pieces) if ch.isdigit())
+    logits[lead, :10] = torch.log(torch.tensor([first.get(d, 0.0) for d in range(10)]) + 1e-12)
+    return _expected(get_trait(trait), pieces, parse_answer(answer, trait), logits, digit_ids, band=band)[0]
+
+
+def test_expected_digits_near_the_top_of_a_zero_to_ten_scale():
+    # In the band holding 10, a "1" where the answer wrote 9.500 starts 10.000 (it was read as 1: 6.3).
+    assert _expected_with_first_digit("Aesthetics", "very high 9.500", {9: 0.6, 1: 0.4}, "very high") == \
+        pytest.approx(0.6 * 9.5 + 0.4 * 10, abs=1e-4)
+    # Where it wrote 10.000, a "9" starts a one-digit number (it was read as 90, clipped to 10).
+    assert _expected_with_first_digit("Funniness", "very high 10.000", {1: 0.6, 9: 0.4}, "very high") == \
+        pytest.approx(0.6 * 10 + 0.4 * 9.5, abs=1e-4)
+    # Elsewhere place values hold: a "1" in "very low" is 1.x.
+    assert _expected_with_first_digit("Aesthetics", "very low 2.500", {2: 0.5, 1: 0.5}, "very low") == \
+        pytest.approx(2.0, abs=1e-4)
 
 
 def test_sample_decoding_averages_parsable_samples(fitted, test_items):
