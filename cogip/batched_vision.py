@@ -73,7 +73,8 @@ def _cached_kwargs(visual, cache: dict, grid_thw: torch.Tensor, limit: int = 64)
     if key not in cache:
         if len(cache) >= limit:  # images of many sizes (real data): keep the newest shapes only
             cache.pop(next(iter(cache)))
-        cache[key] = vision_kwargs(visual, grid_thw)
+        with torch.inference_mode(False):  # made while evaluating, they are used again in training steps' backward
+            cache[key] = vision_kwargs(visual, grid_thw)
     return cache[key]
 
 

@@ -73,6 +73,19 @@ def test_grpo_trains_logs_correlation_and_resumes(tmp_path, caplog, fitted_model
     assert (out / "train_results.json").read_text() == results and "train_runtime" in results
 
 
+def test_grpo_trains_the_vision_tower_after_held_out_scoring(tmp_path, fitted_model_dir):  # noqa: F811
+    # The held-out scoring at step 0 runs in inference mode and fills the tower's cache of positions and windows;
+    # the training steps after it use them in their backward.
+    out = tmp_path / "run"
+    assert cli_main(["--config", CONFIG, "--output_dir", str(out), "--model_name_or_path", str(fitted_model_dir),
+                     "--synthetic_train_size", "8", "--synthetic_eval_size", "4", "--per_device_train_batch_size", "4",
+                     "--num_generations", "2", "--max_completion_length", "8", "--max_steps", "2",
+                     "--freeze_vision_tower", "false", "--freeze_merger", "false", "--vision_lr", "1e-3",
+                     "--save_steps", "2"]) == 0
+    base, trained = _weights(fitted_model_dir), _weights(out)
+    assert any(not torch.equal(base[k], trained[k]) for k in base if ".visual.blocks." in k), "the tower did not train"
+
+
 def test_degenerate_group_warning():
     assert "0.71" in degenerate_group_warning(2, "group")
     assert degenerate_group_warning(2, "batch") is not None  # still noisy
