@@ -45,10 +45,13 @@ from sft_warmstart.trainable import prepare_model
 def main(script_args: GRPOScriptArguments, training_args: CogGRPOConfig, model_args: ModelConfig) -> dict:
     # The fields as given, kept before training adjusts any (what relaunches this run).
     config = relaunch_config((script_args, training_args, model_args))
-    # A model folder that is not there, then bad items: both stop the run here, before any model is loaded.
+    # A model folder that is not there or an adapter it cannot merge, then bad items: each stops the run here,
+    # before any model is loaded.
     if model_args.model_name_or_path != TINY_MODEL:
         check_model_exists(model_args.model_name_or_path, "--model_name_or_path", model_args.model_revision,
                            required=True)
+        if is_adapter_dir(model_args.model_name_or_path) and script_args.sft_adapter == "merge":
+            check_adapter_merge(model_args.model_name_or_path, model_args.use_peft)
     train, held_out = load_canonical_splits(script_args, with_eval=True)
     if held_out is not None and script_args.correlation_eval_size:
         held_out = balanced_subset(held_out, script_args.correlation_eval_size)
@@ -92,6 +95,30 @@ def main(script_args: GRPOScriptArguments, training_args: CogGRPOConfig, model_a
     return metrics
 
 
+class AdapterMergeError(ValueError):
+    """An SFT LoRA adapter this run cannot merge into its base on loading."""
+
+
+def check_adapter_merge(adapter: str, use_peft: bool) -> None:
+    """Refuse ``sft_adapter: merge`` where merging on load goes wrong: under ZeRO-3 every process holds only its
+    shard of the base when peft merges (it fails), and with ``use_peft`` the new LoRA would name the base model,
+    not the merged SFT model, as its base (evaluation and generation would load base + GRPO adapter and silently
+    lose the SFT stage). The SFT stage's merged folder (``merge_lora: true``) is the policy to start from then."""
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    why = ("LoRA on top of it would record the base model, not the SFT model, as its base" if use_peft
+           else "under ZeRO-3 the base is split across processes before the merge" if is_deepspeed_zero3_enabled()
+           else None)
+    if why is None:
+        return
+    merged = Path(adapter) / "merged"
+    start = (f"--model_name_or_path {merged}" if (merged / "config.json").exists()
+             else "the merged model the SFT stage writes with merge_lora: true (<its output_dir>/merged)")
+    raise AdapterMergeError(f"--model_name_or_path {adapter} is a LoRA adapter to merge on loading (sft_adapter: "
+                            f"merge), but {why}. Start from {start}, or train the adapter further with "
+                            f"--sft_adapter train.")
+
+
 def make_parser() -> TrlParser:
     return stage_parser((GRPOScriptArguments, CogGRPOConfig, ModelConfig),
                         "GRPO of a Qwen2.5-VL with rewards from the distance to people's scores.")
@@ -99,7 +126,7 @@ def make_parser() -> TrlParser:
 
 def cli_main(argv: list[str] | None = None) -> int:
     """Parse flags (and ``--config file.yaml``) and run; shared by ``__main__`` and ``cogalign grpo``."""
-    return run_stage(make_parser(), main, argv)
+    return run_stage(make_parser(), main, argv, refused=(AdapterMergeError,))
 
 
 if __name__ == "__main__":

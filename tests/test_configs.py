@@ -128,9 +128,12 @@ def test_the_7b_configs_chain_sft_into_grpo_into_generation():
     def cfg(name):
         return yaml.safe_load((CONFIGS / name).read_text())
 
-    sft_out = {cfg(f"qwen2_5_vl_7b/{n}")["output_dir"] for n in ("sft_lora.yaml", "sft_full.yaml")}
+    sft = [cfg(f"qwen2_5_vl_7b/{n}") for n in ("sft_lora.yaml", "sft_full.yaml")]
+    # GRPO under ZeRO-3 starts from a model folder: the LoRA stage's merged model, or the full stage's output
+    sft_out = {s["output_dir"] + ("/merged" if s.get("merge_lora") else "") for s in sft}
     grpo = [cfg(f"qwen2_5_vl_7b/{n}") for n in ("grpo.yaml", "grpo_full.yaml")]
     assert all(g["model_name_or_path"] in sft_out for g in grpo)
+    assert len({c["image_root"] for c in [*sft, *grpo]}) == 1  # the images in one place for every stage
     assert cfg("qwen_image/generation.yaml")["aligned_model"] in {g["output_dir"] for g in grpo}
 
 

@@ -15,7 +15,7 @@ from test_eval_support import fitted_model_dir  # noqa: F401  (fixture)
 from cogip.checkpoints import last_complete_checkpoint
 from cogip.cli import plain
 from rl.callbacks import degenerate_group_warning
-from rl.train_grpo import cli_main, make_parser
+from rl.train_grpo import AdapterMergeError, check_adapter_merge, cli_main, make_parser
 
 CONFIG = str(Path(__file__).parents[1] / "configs" / "tiny" / "grpo.yaml")
 
@@ -84,6 +84,38 @@ def test_grpo_trains_the_vision_tower_after_held_out_scoring(tmp_path, fitted_mo
                      "--save_steps", "2"]) == 0
     base, trained = _weights(fitted_model_dir), _weights(out)
     assert any(not torch.equal(base[k], trained[k]) for k in base if ".visual.blocks." in k), "the tower did not train"
+
+
+def test_an_sft_adapter_is_not_merged_where_merging_goes_wrong(tmp_path, capsys, fitted_model_dir):  # noqa: F811
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForImageTextToText
+    from transformers.integrations.deepspeed import HfDeepSpeedConfig, unset_hf_deepspeed_config
+
+    adapter = tmp_path / "sft-lora"
+    model = AutoModelForImageTextToText.from_pretrained(fitted_model_dir)
+    get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"])).save_pretrained(adapter)
+    out = tmp_path / "run"
+    args = ["--config", CONFIG, "--output_dir", str(out), "--model_name_or_path", str(adapter),
+            "--synthetic_train_size", "8", "--synthetic_eval_size", "0"]
+    # LoRA on a merged adapter: the new adapter would name the base, not the SFT model, as its base.
+    assert cli_main([*args, "--use_peft", "true"]) == 2
+    err = capsys.readouterr().err
+    assert "record the base model, not the SFT model" in err and "--sft_adapter train" in err
+    (adapter / "merged").mkdir()
+    (adapter / "merged" / "config.json").write_text("{}")
+    assert cli_main([*args, "--use_peft", "true"]) == 2
+    assert f"Start from --model_name_or_path {adapter / 'merged'}" in capsys.readouterr().err
+    assert not out.exists()
+    # Full fine-tuning under ZeRO-3 (what a --deepspeed ZeRO-3 config sets up): peft would merge into one process's
+    # shard of the base.
+    check_adapter_merge(str(adapter), use_peft=False)
+    zero3 = HfDeepSpeedConfig({"zero_optimization": {"stage": 3}})
+    try:
+        with pytest.raises(AdapterMergeError, match="under ZeRO-3 the base is split across processes"):
+            check_adapter_merge(str(adapter), use_peft=False)
+    finally:
+        del zero3
+        unset_hf_deepspeed_config()
 
 
 def test_degenerate_group_warning():
