@@ -78,8 +78,11 @@ def lora_config_for(model_args, args):
     # A regex string: peft then matches full module names, so the ViT's gate/up/down_proj are left alone.
     regex = rf"^(?!.*\b{VISION_MODULE}\b).*\.({'|'.join(targets)})$"
     modules_to_save = list(model_args.lora_modules_to_save or [])
-    if not (args.freeze_vision_tower and args.freeze_merger):
+    if not args.freeze_vision_tower:
         modules_to_save.append(VISION_MODULE)
+    elif not args.freeze_merger:
+        # The merger alone: a frozen ViT inside a saved module is left out of ZeRO-3's save, which peft then misses.
+        modules_to_save.append(MERGER_MODULE)
     return LoraConfig(
         r=model_args.lora_r, lora_alpha=model_args.lora_alpha, lora_dropout=model_args.lora_dropout,
         target_modules=regex, modules_to_save=modules_to_save or None, task_type=model_args.lora_task_type,

@@ -177,3 +177,24 @@ def test_two_process_launch_on_cpu(tmp_path, launcher, zero, fitted_model_dir): 
     assert any("rewards/rank_global/mean" in row for row in state["log_history"])
     rows = [json.loads(x) for x in (out / "correlation_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [0, 2]
+
+
+@pytest.mark.slow
+def test_lora_with_the_merger_training_saves_under_zero3(tmp_path, fitted_model_dir):  # noqa: F811
+    """The 7B recipe's parts (LoRA on the LLM, the merger trained in full, the ViT frozen) under ZeRO-3 on two CPU
+    processes: its checkpoints save (with the whole vision module kept in full, the frozen ViT inside it was left
+    out of ZeRO-3's save and peft failed on the first checkpoint) and load back with the trained merger."""
+    from cogip.models import load_policy
+
+    out = tmp_path / "run"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+    command = _launch("deepspeed", "zero3", out, 29650, fitted_model_dir) + [
+        "--use_peft", "true", "--freeze_vision_tower", "true", "--freeze_merger", "false", "--merger_lr", "1e-3"]
+    proc = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert last_complete_checkpoint(out) == str(out / "checkpoint-2")
+    assert json.loads((out / "adapter_config.json").read_text())["modules_to_save"] == ["merger"]
+    base, trained = _weights(fitted_model_dir), load_policy(out, merge_adapter=True)[0].state_dict()
+    merger = [k for k in base if ".merger." in k]
+    assert merger and any(not torch.equal(base[k], trained[k]) for k in merger), "the merger did not train"
+    assert all(torch.equal(base[k], trained[k]) for k in base if ".visual.blocks." in k)
