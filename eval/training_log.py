@@ -31,9 +31,9 @@ def read_log_history(run_dir: str | Path) -> list[dict]:
     return best
 
 
-def read_correlation_log(run_dir: str | Path, split: str | None = "validation") -> list[dict]:
-    """Entries of ``correlation_log.jsonl`` (of ``split`` when they name one); a torn last line from a killed
-    run is skipped."""
+def read_correlation_log(run_dir: str | Path, split: str | None = None) -> list[dict]:
+    """Entries of ``correlation_log.jsonl`` (of ``split`` when given and they name one; a run scores one split);
+    a torn last line from a killed run is skipped."""
     path = Path(run_dir) / "correlation_log.jsonl"
     if not path.exists():
         return []

@@ -25,11 +25,13 @@ BEST_CHECKPOINT = "best_checkpoint.json"
 
 class CorrelationCallback(TrainerCallback):
     """At the start, every ``eval_steps`` (at the first training log at or after it) and at the end, score
-    ``dataset`` with the live policy and log the correlations with the mean training reward since the last one."""
+    ``dataset`` (the split named ``split``) with the live policy and log the correlations with the mean training
+    reward since the last one."""
 
     def __init__(self, dataset, processor, eval_steps: int, batch_size: int = 16, max_new_tokens: int = 24,
-                 decoding: str = "greedy", reward_rise: float = 0.02, srcc_fall: float = 0.02):
-        self.dataset, self.processor, self.decoding = dataset, processor, decoding
+                 decoding: str = "greedy", reward_rise: float = 0.02, srcc_fall: float = 0.02,
+                 split: str = "validation"):
+        self.dataset, self.processor, self.decoding, self.split = dataset, processor, decoding, split
         self.eval_steps, self.batch_size, self.max_new_tokens = eval_steps, batch_size, max_new_tokens
         self.reward_rise, self.srcc_fall = reward_rise, srcc_fall
         self.trainer = None  # set by train_grpo after the trainer exists (needed to log and to gather ZeRO-3 weights)
@@ -85,7 +87,7 @@ class CorrelationCallback(TrainerCallback):
     def _record(self, args, state, metrics: dict, reward: float | None) -> None:
         out = Path(args.output_dir)
         out.mkdir(parents=True, exist_ok=True)
-        row = {"step": state.global_step, "split": "validation", "train_reward": reward, **metrics}
+        row = {"step": state.global_step, "split": self.split, "train_reward": reward, **metrics}
         with open(out / CORRELATION_LOG, "a") as f:
             f.write(json.dumps(row) + "\n")
         srcc = metrics.get("mean_srcc")

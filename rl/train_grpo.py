@@ -22,6 +22,7 @@ training starts (or dropped, with `--drop_invalid_items`).
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
@@ -33,7 +34,7 @@ from cogip.data import balanced_subset, to_grpo_format
 from cogip.data_sources import load_canonical_splits
 from cogip.models import check_model_exists, init_deepspeed_comm, is_adapter_dir, load_policy
 from rewards import build_reward_funcs
-from rl.callbacks import CorrelationCallback, GuardCallback
+from rl.callbacks import BEST_CHECKPOINT, CorrelationCallback, GuardCallback
 from rl.config import CogGRPOConfig, GRPOScriptArguments
 from rl.trainer import CogGRPOTrainer
 from sft_warmstart.artifacts import resolve_model_path
@@ -78,7 +79,13 @@ def main(script_args: GRPOScriptArguments, training_args: CogGRPOConfig, model_a
         correlation = CorrelationCallback(held_out, processor, eval_steps=every,
                                           batch_size=script_args.correlation_batch_size,
                                           max_new_tokens=training_args.max_completion_length,
-                                          decoding=script_args.correlation_decoding)
+                                          decoding=script_args.correlation_decoding,
+                                          split=script_args.dataset_test_split)
+        if script_args.dataset_test_split == "test":
+            logging.getLogger(__name__).warning(
+                "held-out scoring on the test split: %s is then picked on the items eval/run.py reports, which "
+                "flatters that checkpoint; report the last checkpoint, or score another split while training",
+                BEST_CHECKPOINT)
         callbacks.append(correlation)
     trainer = CogGRPOTrainer(model=model, reward_funcs=reward_funcs, args=training_args,
                              train_dataset=to_grpo_format(train), processing_class=processor, callbacks=callbacks)

@@ -49,7 +49,7 @@ def test_grpo_trains_logs_correlation_and_resumes(tmp_path, caplog, fitted_model
     # SRCC is left out while a trait's predictions are constant (undefined); MAE and parse rate always exist
     assert "heldout/parse_rate" in logged and any(k.startswith("heldout/") and k.endswith("/mae") for k in logged)
     rows = [json.loads(line) for line in (out / "correlation_log.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows] == [0, 2]
+    assert [r["step"] for r in rows] == [0, 2] and {r["split"] for r in rows} == {"validation"}
     assert rows[1]["train_reward"] is not None and "Aesthetics/mae" in rows[1] and "parse_rate" in rows[1]
     # the saved config launches the same run: every field parses back to what this run had
     relaunch = make_parser().parse_args_and_config(["--config", str(out / "cogalign_grpo_config.yaml")],
@@ -116,6 +116,21 @@ def test_an_sft_adapter_is_not_merged_where_merging_goes_wrong(tmp_path, capsys,
     finally:
         del zero3
         unset_hf_deepspeed_config()
+
+
+def test_grpo_on_a_release_scores_its_test_split(tmp_path, caplog, fitted_model_dir):  # noqa: F811
+    from release_fixture import TRAITS, write_release
+
+    release, images = write_release(tmp_path, {t: 2 for t in TRAITS}, {t: 1 for t in TRAITS})
+    out = tmp_path / "run"
+    with caplog.at_level(logging.WARNING):
+        assert cli_main(["--config", CONFIG, "--output_dir", str(out), "--model_name_or_path", str(fitted_model_dir),
+                         "--dataset", "release", "--dataset_path", str(release), "--image_root", str(images),
+                         "--dataset_train_split", "grpo", "--per_device_train_batch_size", "4",
+                         "--num_generations", "2", "--max_completion_length", "8", "--max_steps", "1"]) == 0
+    rows = [json.loads(line) for line in (out / "correlation_log.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["split"]) for r in rows] == [(0, "test"), (1, "test")]
+    assert "held-out scoring on the test split: best_checkpoint.json" in caplog.text
 
 
 def test_degenerate_group_warning():
