@@ -216,8 +216,6 @@ def _validate_data(argv: list[str]) -> int:
         return 2
     print(report)
     print("OK" if report.ok else f"FAILED: {len(report.problems)} problem(s)")
-    if args.image_root is None and any(p.message.startswith("missing image") for p in report.problems):
-        print("(no --image-root given: image paths were looked up from the current folder)")
     return 0 if report.ok else 1
 
 

@@ -62,15 +62,22 @@ class ValidationReport:
     counts: dict[str, Counter] = field(default_factory=dict)  # file -> trait -> number of good items
     problems: list[Problem] = field(default_factory=list)
     seen: dict[str, int] = field(default_factory=dict)  # file -> number of items read from it, good or bad
+    notes: list[str] = field(default_factory=list)  # what may explain the problems, said once after them
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
+    def note(self, text: str) -> None:
+        if text not in self.notes:
+            self.notes.append(text)
+
     def merge(self, other: ValidationReport) -> None:
         self.counts.update(other.counts)
         self.problems.extend(other.problems)
         self.seen.update(other.seen)
+        for text in other.notes:
+            self.note(text)
 
     def __str__(self) -> str:
         lines = []
@@ -79,6 +86,7 @@ class ValidationReport:
         if self.problems:
             lines.append(f"{len(self.problems)} problem(s):")
             lines.extend(f"  {p}" for p in self.problems)
+        lines.extend(f"({n})" for n in self.notes)
         return "\n".join(lines)
 
 
@@ -210,10 +218,10 @@ def read_messages(path: str | Path) -> tuple[list[dict], ValidationReport]:
     if messages is None or answers is None:
         return records, report
     report.seen[str(path)] = len(messages)
-    for i in range(len(answers), len(messages)):
-        report.problems.append(Problem(str(path), i, f"no answer for this message in {scores_path.name}"))
-    for i in range(len(messages), len(answers)):
-        report.problems.append(Problem(str(scores_path), i, f"no message for this answer in {path.name}"))
+    if len(messages) != len(answers):  # paired by position: past a missing entry every pair would be shifted
+        report.problems.append(Problem(str(path), None, f"{len(messages)} messages but {len(answers)} answers in "
+                                       f"{scores_path.name}: the pairs cannot be matched, so none is read"))
+        return records, report
     for i, (conv, answer) in enumerate(zip(messages, answers)):
         if not isinstance(answer, str):
             report.problems.append(Problem(str(scores_path), i, f"expected an answer string, got {answer!r}"))
@@ -321,6 +329,8 @@ def check_images(records: list[dict], image_root: str | Path | None, file: str,
                 im.load()  # decodes the whole file: verify() passes a truncated JPEG
         except FileNotFoundError:
             report.problems.append(Problem(file, index, f"missing image {p}"))
+            if image_root is None:
+                report.note("no image root given (--image_root): image paths were looked up from the current folder")
             continue
         except (OSError, UnidentifiedImageError, SyntaxError) as e:
             report.problems.append(Problem(file, index, f"unreadable image {p}: {e}"))

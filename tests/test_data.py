@@ -85,7 +85,7 @@ def test_validate_reports_every_problem(tmp_path, capsys):
     conv = "cognition_training.json"
     for expected in [(conv, 1, "Aesthetics"), (conv, 2, "unknown"), (conv, 3, "malformed"), (conv, 4, "malformed"),
                      (conv, 5, "label"), (conv, 7, "missing"), (conv, 8, "unreadable"),
-                     ("Memorability_scores.txt", 3, "expected"), ("Aesthetics_messages.json", 1, "no")]:
+                     ("Memorability_scores.txt", 3, "expected"), ("Aesthetics_messages.json", None, "6")]:
         assert expected in found, (expected, sorted(found, key=str))
     assert cli(["validate-data", str(rel), "--image-root", str(images)]) == 1
     out = capsys.readouterr().out
@@ -145,6 +145,17 @@ def test_validate_catches_subtle_problems(tmp_path, caplog):
     assert memorability["score"] == [0.4, 0.34999, 1e-5] and memorability["answer"][1] == "low 0.350"
 
 
+def test_messages_and_answers_of_unequal_count_are_refused_whole(tmp_path):
+    rel, images = write_release(tmp_path, SMALL, SMALL)
+    scores_path = rel / "test_msg_file" / "Funniness" / "Funniness_scores.json"
+    answers = json.loads(scores_path.read_text())
+    scores_path.write_text(json.dumps(answers[:1] + answers[2:]))  # one answer gone from the middle
+    _, report = validate(rel, images)
+    assert f"Funniness_messages.json: {len(answers)} messages but {len(answers) - 1} answers" in str(report)
+    kept = load_release(rel, images, drop_invalid=True)["test"]
+    assert "Funniness" not in set(kept["trait"])  # not the pairs before the gap, then shifted ones after it
+
+
 def test_validate_data_console_script(tmp_path):
     rel, images = write_release(tmp_path, SMALL, SMALL, images=False)
     r = subprocess.run([sys.executable, "-m", "cogip.cli", "validate-data", str(rel), "--image-root", str(images)],
@@ -155,10 +166,11 @@ def test_validate_data_console_script(tmp_path):
         r = subprocess.run([sys.executable, "-m", "cogip.cli", "validate-data", str(rel / "training_grpo.json"),
                             flag, str(images)], capture_output=True, text=True)
         assert r.returncode == 1 and r.stdout.count("missing image") == 24
-        assert "no --image-root given" not in r.stdout
+        assert "no image root given" not in r.stdout
     r = subprocess.run([sys.executable, "-m", "cogip.cli", "validate-data", str(rel / "training_grpo.json")],
                        capture_output=True, text=True)
-    assert "(no --image-root given: image paths were looked up from the current folder)" in r.stdout
+    hint = "(no image root given (--image_root): image paths were looked up from the current folder)"
+    assert r.stdout.count(hint) == 1
 
 
 def test_load_hf_and_converters(tmp_path, synthetic_splits):

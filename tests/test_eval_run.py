@@ -197,7 +197,7 @@ def test_compare_two_checkpoints_from_the_command_line(tiny_model_dir, fitted_mo
     assert "Paired comparison" in (out / "report.md").read_text()
 
 
-def test_upstream_release_with_an_image_root(tiny_model_dir, tmp_path):  # noqa: F811
+def test_upstream_release_with_an_image_root(tiny_model_dir, tmp_path, capsys):  # noqa: F811
     """A release in the upstream file layout (tests/release_fixture.py) with its images under an image root; test
     split of the release, train means from its training file. Only the test split's images are there and the GRPO
     file is broken: neither is read for the test split."""
@@ -219,6 +219,12 @@ def test_upstream_release_with_an_image_root(tiny_model_dir, tmp_path):  # noqa:
     assert set(traits) == {"Aesthetics", "Funniness", "Emotional_Valence", "Memorability"}
     assert all(r["n"] == 2 and r["reference"]["train_mean_mae"] is not None for r in traits.values())
     assert "split test" in doc["data"]
+    # Without --image_root the images are looked for from the current folder, and the refusal says so.
+    capsys.readouterr()
+    assert cli_main(["--checkpoint", str(tiny_model_dir), "--data", str(sample), "--output_dir", str(out / "no-root"),
+                     "--n_boot", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "missing image" in err and err.count("(no image root given (--image_root)") == 1
 
 
 @pytest.fixture(scope="module", autouse=True)
