@@ -80,6 +80,10 @@ class Trait:
     def in_range(self, score: float) -> bool:
         return math.isfinite(score) and self.low <= score <= self.high
 
+    def clip(self, score: float) -> float:
+        """The score moved into the trait's range (a stated score outside it counts as the nearer end)."""
+        return min(max(score, self.low), self.high)
+
     def round(self, score: float) -> float:
         """The score as answers write it (``decimals`` places, no negative zero)."""
         return round(float(score), self.decimals) + 0.0

@@ -181,7 +181,7 @@ def _expected(trait: Trait, pieces: list[str], parsed: ParsedAnswer, step_logits
     value = _top_of_band(trait, band, places, probs) if sign > 0 else None
     if value is None:
         value = sign * float(sum(pl * (pr @ np.arange(10)) for pl, pr in zip(places, probs, strict=True)))
-    value = min(max(value, trait.low), trait.high)
+    value = trait.clip(value)
     return value, _bin_probs(trait, probs, places, sign), True
 
 
@@ -250,7 +250,7 @@ def _label_marginal(model, processor, texts: list[str], images: list, preds: lis
         if cont and parsed.score is not None:
             step_logits = torch.stack([lg[r] for lg in gen.logits[:len(cont)]])
             value, _, exact = _expected(trait, pieces, parsed, step_logits, digit_ids, band=lbl)
-            value = None if value is None else min(max(value, trait.low), trait.high)
+            value = None if value is None else trait.clip(value)
         per_item.setdefault(i, []).append((lbl, logp[r], value, exact))
     for i, rows in per_item.items():
         top = max(lp for _, lp, _, _ in rows)

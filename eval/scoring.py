@@ -31,7 +31,7 @@ def readable(pred: Prediction) -> bool:
 def fill_score(pred: Prediction, trait: Trait, policy: str, train_mean: float | None = None) -> float:
     """The score a prediction counts with: its own (clipped to the range), or the policy's stand-in."""
     if readable(pred):
-        return min(max(pred.score, trait.low), trait.high)
+        return trait.clip(pred.score)
     if policy == "midpoint":
         return (trait.low + trait.high) / 2
     if policy == "worst":

@@ -88,7 +88,7 @@ def summarize(records: list[GeneratedImage], judged: list[dict], unparsable: str
         def filled(key, raw=raw, trait=trait, mid=mid):
             s = raw[key]
             return mid if s is None and unparsable == "midpoint" else (
-                None if s is None else min(max(s, trait.low), trait.high))
+                None if s is None else trait.clip(s))
 
         alphas = sorted({k[2] for k in raw})
         per_alpha = {}

@@ -33,11 +33,11 @@ def rank_global(completions: Sequence, trait: Sequence[str], score: Sequence[flo
         raise ValueError(f"rank_global mode must be 'concordance' or 'thurstone', not {mode!r}")
     parsed = parse_completions(completions, trait)
     ids = list(id) if id is not None else list(range(len(parsed)))
-    # Keys must be unique across processes when ids are missing: tag them with the process rank.
     # Scores outside the trait's range count clipped to it, as in evaluation: one "999" would otherwise move its
     # item's mean prediction past every other item.
-    local_rows = [(str(i), t.name if t else None, float(y), _clipped(t, p.score))
+    local_rows = [(str(i), t.name if t else None, float(y), t.clip(p.score) if t and p.score is not None else None)
                   for i, (t, p), y in zip(ids, parsed, score)]
+    # Keys must be unique across processes when ids are missing: tag them with the process rank.
     if id is None:
         import torch.distributed as dist
 
@@ -73,9 +73,3 @@ def rank_global(completions: Sequence, trait: Sequence[str], score: Sequence[flo
         rewards.append(total / n if n else 0.5)
     log_reward_stats("rank_global", rewards, parsed, log_metric)
     return rewards
-
-
-def _clipped(t, score: float | None) -> float | None:
-    if t is None or score is None or not math.isfinite(score):
-        return None
-    return min(max(score, t.low), t.high)
