@@ -196,7 +196,8 @@ def _top_of_band(trait: Trait, band: str | None, places: list[float], probs: np.
     if band is None or trait.low < 0 or top < 10 or 10 ** round(math.log10(top)) != top:
         return None
     unit = top / 10  # the place of the first digit of a number one digit shorter than the top
-    if trait.label_for(top) != band or trait.label_for(unit) == band or places[0] not in (unit, top):
+    lower = trait.bins[trait.labels.index(band)].lower if band in trait.labels else None
+    if trait.label_for(top) != band or lower is None or lower < 2 * unit or places[0] not in (unit, top):
         return None
     lead = probs[0]
     if places[0] == unit:  # e.g. 9.500: the other digits are its fraction

@@ -93,8 +93,8 @@ class CorrelationCallback(TrainerCallback):
         srcc = metrics.get("mean_srcc")
         if srcc is not None and (self.best is None or srcc > self.best["mean_srcc"]):
             ckpt = out / f"checkpoint-{state.global_step}"
-            self.best = {"step": state.global_step, "mean_srcc": srcc,
-                         "checkpoint": str(ckpt) if state.global_step % max(args.save_steps or 1, 1) == 0 else None}
+            saved = state.global_step > 0 and state.global_step % max(args.save_steps or 1, 1) == 0  # no checkpoint-0
+            self.best = {"step": state.global_step, "mean_srcc": srcc, "checkpoint": str(ckpt) if saved else None}
             write_json_atomic(out / BEST_CHECKPOINT, self.best)
         if reward is not None and srcc is not None and self.last is not None:
             prev_reward, prev_srcc = self.last

@@ -31,7 +31,8 @@ class GRPOScriptArguments(DataArguments):
     sft_adapter: str = field(
         default="merge",
         metadata={"help": "When model_name_or_path is a LoRA adapter (e.g. the SFT output): 'merge' it into the base "
-                          "and train as configured, or 'train' the same adapter further.",
+                          "and train as configured (refused under ZeRO-3 and with use_peft: start from the SFT "
+                          "stage's merged model then), or 'train' the same adapter further.",
                   "choices": ["merge", "train"]})
     correlation_eval_size: int | None = field(
         default=None, metadata={"help": "Held-out items scored every eval_steps (unset: the whole split)."})

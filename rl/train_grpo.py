@@ -81,7 +81,7 @@ def main(script_args: GRPOScriptArguments, training_args: CogGRPOConfig, model_a
                                           max_new_tokens=training_args.max_completion_length,
                                           decoding=script_args.correlation_decoding,
                                           split=script_args.dataset_test_split)
-        if script_args.dataset_test_split == "test":
+        if script_args.dataset_test_split == "test" and training_args.process_index == 0:
             logging.getLogger(__name__).warning(
                 "held-out scoring on the test split: %s is then picked on the items eval/run.py reports, which "
                 "flatters that checkpoint; report the last checkpoint, or score another split while training",
@@ -121,9 +121,9 @@ def check_adapter_merge(adapter: str, use_peft: bool) -> None:
     merged = Path(adapter) / "merged"
     start = (f"--model_name_or_path {merged}" if (merged / "config.json").exists()
              else "the merged model the SFT stage writes with merge_lora: true (<its output_dir>/merged)")
+    further = ", or train the adapter further with --sft_adapter train" if use_peft else ""
     raise AdapterMergeError(f"--model_name_or_path {adapter} is a LoRA adapter to merge on loading (sft_adapter: "
-                            f"merge), but {why}. Start from {start}, or train the adapter further with "
-                            f"--sft_adapter train.")
+                            f"merge), but {why}. Start from {start}{further}.")
 
 
 def make_parser() -> TrlParser:

@@ -14,7 +14,7 @@ from test_eval_support import fitted_model_dir, one_thread  # noqa: F401  (fixtu
 
 from cogip.answer import parse_answer, render_answer
 from cogip.models import load_policy
-from cogip.traits import get_trait
+from cogip.traits import LabelBin, Trait, get_trait
 from eval.blindness import blindness_result, movement, shuffled_images
 from eval.held_out_reward import held_out_rewards
 from eval.predict import Prediction, _bin_probs, _expected, _score_digits, by_trait, predict
@@ -101,7 +101,7 @@ def test_digits_of_a_rendered_answer_rebuild_its_score(trait_name, u):
     assert probs[t.label_for(parsed.score)] == pytest.approx(1.0)
 
 
-def _expected_with_first_digit(trait: str, answer: str, first: dict[int, float], band: str | None) -> float:
+def _expected_with_first_digit(trait, answer: str, first: dict[int, float], band: str | None) -> float:
     """``_expected`` on ``answer`` (one character per token) whose digits are certain but the first, which takes the
     distribution ``first``."""
     pieces, digit_ids = list(answer), list(range(10))
@@ -121,9 +121,11 @@ def test_expected_digits_near_the_top_of_a_zero_to_ten_scale():
     # Where it wrote 10.000, a "9" starts a one-digit number (it was read as 90, clipped to 10).
     assert _expected_with_first_digit("Funniness", "very high 10.000", {1: 0.6, 9: 0.4}, "very high") == \
         pytest.approx(0.6 * 10 + 0.4 * 9.5, abs=1e-4)
-    # Elsewhere place values hold: a "1" in "very low" is 1.x.
+    # Elsewhere place values hold: a "1" in "very low" is 1.x, and in a top band that holds 1.x too.
     assert _expected_with_first_digit("Aesthetics", "very low 2.500", {2: 0.5, 1: 0.5}, "very low") == \
         pytest.approx(2.0, abs=1e-4)
+    wide = Trait("Wide", 0, 10, (LabelBin("low"), LabelBin("high", 1.5)), "a top band from 1.5")
+    assert _expected_with_first_digit(wide, "high 1.700", {1: 1.0}, "high") == pytest.approx(1.7, abs=1e-4)
 
 
 def test_sample_decoding_averages_parsable_samples(fitted, test_items):

@@ -133,6 +133,20 @@ def test_grpo_on_a_release_scores_its_test_split(tmp_path, caplog, fitted_model_
     assert "held-out scoring on the test split: best_checkpoint.json" in caplog.text
 
 
+def test_the_best_step_names_a_checkpoint_only_where_one_was_saved(tmp_path):
+    from types import SimpleNamespace
+
+    from rl.callbacks import BEST_CHECKPOINT, CorrelationCallback
+
+    callback = CorrelationCallback(None, None, eval_steps=1)
+    args = SimpleNamespace(output_dir=str(tmp_path), save_steps=2)
+    best = []
+    for step, srcc in [(0, 0.0), (1, 0.2), (2, 0.4)]:  # nothing readable at first: mean SRCC 0, not undefined
+        callback._record(args, SimpleNamespace(global_step=step), {"mean_srcc": srcc}, None)
+        best.append(json.loads((tmp_path / BEST_CHECKPOINT).read_text())["checkpoint"])
+    assert best == [None, None, str(tmp_path / "checkpoint-2")]  # no checkpoint-0 or -1 was ever saved
+
+
 def test_degenerate_group_warning():
     assert "0.71" in degenerate_group_warning(2, "group")
     assert degenerate_group_warning(2, "batch") is not None  # still noisy
