@@ -40,19 +40,20 @@ from rl.trainer import CogGRPOTrainer
 from sft_warmstart.artifacts import resolve_model_path
 from sft_warmstart.config import TINY_MODEL
 from sft_warmstart.model_card import GRPO_CONFIG_FILE, write_config
-from sft_warmstart.trainable import prepare_model
+from sft_warmstart.trainable import TrainablePartsError, lora_config_for, prepare_model
 
 
 def main(script_args: GRPOScriptArguments, training_args: CogGRPOConfig, model_args: ModelConfig) -> dict:
     # The fields as given, kept before training adjusts any (what relaunches this run).
     config = relaunch_config((script_args, training_args, model_args))
-    # A model folder that is not there or an adapter it cannot merge, then bad items: each stops the run here,
-    # before any model is loaded.
+    # A model folder that is not there or an adapter it cannot merge, parts to train that do not go together, then
+    # bad items: each stops the run here, before any model is loaded.
     if model_args.model_name_or_path != TINY_MODEL:
         check_model_exists(model_args.model_name_or_path, "--model_name_or_path", model_args.model_revision,
                            required=True)
         if is_adapter_dir(model_args.model_name_or_path) and script_args.sft_adapter == "merge":
             check_adapter_merge(model_args.model_name_or_path, model_args.use_peft)
+    lora_config_for(model_args, training_args)
     train, held_out = load_canonical_splits(script_args, with_eval=True)
     if held_out is not None and script_args.correlation_eval_size:
         held_out = balanced_subset(held_out, script_args.correlation_eval_size)
@@ -133,7 +134,7 @@ def make_parser() -> TrlParser:
 
 def cli_main(argv: list[str] | None = None) -> int:
     """Parse flags (and ``--config file.yaml``) and run; shared by ``__main__`` and ``cogalign grpo``."""
-    return run_stage(make_parser(), main, argv, refused=(AdapterMergeError,))
+    return run_stage(make_parser(), main, argv, refused=(AdapterMergeError, TrainablePartsError))
 
 
 if __name__ == "__main__":

@@ -33,17 +33,19 @@ from sft_warmstart.artifacts import resolve_model_path, save_merged
 from sft_warmstart.config import TINY_MODEL, SFTScriptArguments, SoftLabelSFTConfig
 from sft_warmstart.data_sources import load_sft_splits
 from sft_warmstart.model_card import CONFIG_FILE, write_config, write_model_card
-from sft_warmstart.trainable import prepare_model
+from sft_warmstart.trainable import TrainablePartsError, lora_config_for, prepare_model
 from sft_warmstart.trainer import SoftLabelSFTTrainer
 
 
 def main(script_args: SFTScriptArguments, training_args: SoftLabelSFTConfig, model_args: ModelConfig) -> dict:
     # The fields as given, kept before training adjusts any (what relaunches this run).
     config = relaunch_config((script_args, training_args, model_args))
-    # A model folder that is not there, then bad items: both stop the run here, before any model is loaded.
+    # A model folder that is not there, parts to train that do not go together, then bad items: each stops the run
+    # here, before any model is loaded.
     if model_args.model_name_or_path != TINY_MODEL:
         check_model_exists(model_args.model_name_or_path, "--model_name_or_path", model_args.model_revision,
                            required=True)
+    lora_config_for(model_args, training_args)
     train_dataset, eval_dataset = load_sft_splits(script_args, with_eval=training_args.eval_strategy != "no")
     if training_args.process_index == 0:  # now, so that a run killed before its end can be launched again too
         write_config(Path(training_args.output_dir) / CONFIG_FILE, config, "sft")
@@ -87,7 +89,7 @@ def make_parser() -> TrlParser:
 
 def cli_main(argv: list[str] | None = None) -> int:
     """Parse flags (and ``--config file.yaml``) and run; shared by ``__main__`` and ``cogalign sft``."""
-    return run_stage(make_parser(), main, argv)
+    return run_stage(make_parser(), main, argv, refused=(TrainablePartsError,))
 
 
 if __name__ == "__main__":

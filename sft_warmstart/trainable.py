@@ -41,6 +41,10 @@ class TrainablePartsArguments:
                           "ZeRO-3). 0 (default): off."})
 
 
+class TrainablePartsError(ValueError):
+    """Freeze flags and LoRA that do not go together: the entry scripts stop before loading any model."""
+
+
 class PartLearningRatesMixin:
     """For a ``transformers.Trainer`` subclass: build the optimizer from :func:`parameter_groups`."""
 
@@ -69,7 +73,7 @@ def lora_config_for(model_args, args):
     from peft import LoraConfig
 
     if args.freeze_llm:
-        raise ValueError("freeze_llm with use_peft leaves nothing for LoRA to train; drop one of them")
+        raise TrainablePartsError("freeze_llm with use_peft leaves nothing for LoRA to train; drop one of them")
     targets = model_args.lora_target_modules or list(DEFAULT_LORA_TARGETS)
     if isinstance(targets, str):
         targets = [targets]
@@ -79,6 +83,13 @@ def lora_config_for(model_args, args):
     regex = rf"^(?!.*\b{VISION_MODULE}\b).*\.({'|'.join(targets)})$"
     modules_to_save = list(model_args.lora_modules_to_save or [])
     if not args.freeze_vision_tower:
+        from transformers.integrations import is_deepspeed_zero3_enabled
+
+        if args.freeze_merger and is_deepspeed_zero3_enabled():
+            raise TrainablePartsError("use_peft with the ViT trained and the merger frozen cannot save under ZeRO-3: "
+                                      "the ViT is kept in full with the merger inside it, and ZeRO-3 leaves frozen "
+                                      "weights out of a LoRA checkpoint; train the merger too (freeze_merger: false) "
+                                      "or freeze the ViT")
         modules_to_save.append(VISION_MODULE)
     elif not args.freeze_merger:
         # The merger alone: a frozen ViT inside a saved module is left out of ZeRO-3's save, which peft then misses.

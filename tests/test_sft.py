@@ -236,6 +236,31 @@ def test_bad_data_is_refused_before_training(tmp_path):
     assert (out / "adapter_model.safetensors").exists()
 
 
+def test_parts_that_cannot_train_together_are_refused_before_any_model_loads(tmp_path, capsys):
+    from transformers.integrations.deepspeed import HfDeepSpeedConfig, unset_hf_deepspeed_config
+
+    from sft_warmstart.train_sft import cli_main
+    from sft_warmstart.trainable import TrainablePartsError, lora_config_for
+
+    out = tmp_path / "run"
+    assert cli_main(["--config", str(TINY_CONFIG), "--output_dir", str(out), *TINY_LORA, "--freeze_llm", "true"]) == 2
+    assert "freeze_llm with use_peft leaves nothing for LoRA to train" in capsys.readouterr().err
+    assert not (out / "tiny-base").exists()
+    # LoRA with the ViT trained and the merger frozen: a checkpoint cannot save under ZeRO-3 (the frozen merger sits
+    # inside the ViT kept in full, and ZeRO-3 leaves frozen weights out), so the run is refused there only.
+    parts = _args(tmp_path, freeze_vision_tower=False, freeze_merger=True)
+    assert lora_config_for(_model_args(use_peft=True), parts).modules_to_save == ["visual"]
+    zero3 = HfDeepSpeedConfig({"zero_optimization": {"stage": 3}})
+    try:
+        with pytest.raises(TrainablePartsError, match="train the merger too"):
+            lora_config_for(_model_args(use_peft=True), parts)
+    finally:
+        del zero3
+        unset_hf_deepspeed_config()
+    assert lora_config_for(_model_args(use_peft=True), _args(tmp_path, freeze_vision_tower=True)).modules_to_save == [
+        "merger"]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("zero", ["zero2", "zero3"])
 def test_deepspeed_zero_on_cpu(tmp_path, zero):
