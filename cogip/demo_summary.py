@@ -83,8 +83,11 @@ def build_summary(out: str | Path, *, n_boot: int, seed: int, stages: dict, minu
     final_preds = (final_predictions(out / "eval" / "grpo", evals["grpo"]),
                    final_predictions(out / "eval" / "sft", evals["sft"]))
     unparsable = evals["grpo"]["settings"].get("unparsable", "midpoint")
-    cmp = mean_over_traits_comparison(*final_preds, unparsable=unparsable, n_boot=n_boot, seed=seed)
-    cmp_mae = mean_over_traits_comparison(*final_preds, "mae", unparsable, n_boot, seed, per_range=True)
+    train_means = {t: r["reference"]["train_mean"] for t, r in finals["grpo"]["metrics"]["traits"].items()}
+    cmp = mean_over_traits_comparison(*final_preds, unparsable=unparsable, n_boot=n_boot, seed=seed,
+                                      train_means=train_means)
+    cmp_mae = mean_over_traits_comparison(*final_preds, "mae", unparsable, n_boot, seed, per_range=True,
+                                          train_means=train_means)
     ceiling_mean = sum(ceiling.values()) / len(ceiling)
     target = TARGET_SHARE * ceiling_mean
     srcc = {m: srcc_per_trait(ck, traits) for m, ck in finals.items()}

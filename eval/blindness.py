@@ -20,7 +20,7 @@ from PIL import Image
 from cogip.traits import get_trait
 from eval import metrics as M
 from eval.predict import Prediction, predict
-from eval.scoring import fill_score, readable
+from eval.scoring import filled_scores, readable
 
 CONDITIONS = ("blank", "shuffled")
 
@@ -41,14 +41,15 @@ def shuffled_images(images: Sequence, seed: int = 0) -> list:
 
 
 def movement(original: Sequence[Prediction], altered: Sequence[Prediction], unparsable: str = "midpoint",
-             tolerance: float = 0.02) -> dict[str, dict]:
-    """Per trait: how far ``altered`` predictions moved from ``original`` ones (same items, same order)."""
+             tolerance: float = 0.02, train_means: dict[str, float] | None = None) -> dict[str, dict]:
+    """Per trait: how far ``altered`` predictions moved from ``original`` ones (same items, same order);
+    unreadable answers count as the ``unparsable`` policy says (``train_means`` for its ``train_mean``)."""
     out: dict[str, dict] = {}
     for name in dict.fromkeys(p.trait for p in original):
         trait = get_trait(name)
         pairs = [(a, b) for a, b in zip(original, altered, strict=True) if a.trait == name]
-        x = np.array([fill_score(a, trait, unparsable) for a, _ in pairs])
-        y = np.array([fill_score(b, trait, unparsable) for _, b in pairs])
+        x = np.array(filled_scores([a for a, _ in pairs], trait, unparsable, train_means))
+        y = np.array(filled_scores([b for _, b in pairs], trait, unparsable, train_means))
         human = np.array([a.human for a, _ in pairs])
         shift = float(np.mean(np.abs(x - y)) / trait.span)
         readable_rate = float(np.mean([readable(a) for a, _ in pairs]))
@@ -74,13 +75,15 @@ def altered_predictions(model, processor, dataset, decoding: str = "greedy", bat
 
 
 def blindness_result(original: Sequence[Prediction], altered: dict[str, Sequence[Prediction]],
-                     unparsable: str = "midpoint", tolerance: float = 0.02) -> dict:
+                     unparsable: str = "midpoint", tolerance: float = 0.02,
+                     train_means: dict[str, float] | None = None) -> dict:
     """How far each condition of :func:`altered_predictions` moved ``original`` (the same items, in order).
 
     Returns ``{"blank": {trait: {...}}, "shuffled": {trait: {...}}, "flagged": [traits that ignore the image],
     "unreadable": [traits without one readable original answer: not judged]}``.
     """
-    result: dict = {cond: movement(original, altered[cond], unparsable, tolerance) for cond in CONDITIONS}
+    result: dict = {cond: movement(original, altered[cond], unparsable, tolerance, train_means)
+                    for cond in CONDITIONS}
     result["flagged"] = [t for t, r in result["shuffled"].items() if r["ignores_image"]]
     result["unreadable"] = [t for t, r in result["shuffled"].items() if r["ignores_image"] is None]
     result["tolerance"] = tolerance
@@ -90,10 +93,10 @@ def blindness_result(original: Sequence[Prediction], altered: dict[str, Sequence
 def blindness_check(model, processor, dataset, original: Sequence[Prediction], decoding: str = "greedy",
                     batch_size: int = 16, max_new_tokens: int = 24, num_samples: int = 8, temperature: float = 1.0,
                     unparsable: str = "midpoint", tolerance: float = 0.02, seed: int = 0,
-                    progress: bool = True) -> dict:
+                    progress: bool = True, train_means: dict[str, float] | None = None) -> dict:
     """Predict ``dataset`` again with blank and with shuffled images and compare with ``original`` (which must have
     been predicted with the same ``decoding``): :func:`altered_predictions`, then :func:`blindness_result`."""
     altered = altered_predictions(model, processor, dataset, decoding=decoding, batch_size=batch_size,
                                   max_new_tokens=max_new_tokens, num_samples=num_samples, temperature=temperature,
                                   seed=seed, progress=progress)
-    return blindness_result(original, altered, unparsable, tolerance)
+    return blindness_result(original, altered, unparsable, tolerance, train_means)

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from cogip.checkpoints import ZERO3_HINT, has_model_weights, list_complete_checkpoints
 from cogip.data import get_split
+from cogip.files import InputNotFoundError
 from cogip.models import load_policy
 from cogip.vision_cache import install_vision_caches
 from eval import metrics as M
@@ -28,7 +29,7 @@ from eval.eval_args import EvalArgs
 from eval.held_out_reward import held_out_rewards, resolve_reward
 from eval.predict import Prediction, predict
 from eval.resume import blindness_key, load_predictions, prediction_basis, prediction_key, save_predictions
-from eval.scoring import evaluate, fill_score, train_means_of
+from eval.scoring import evaluate, filled_scores, train_means_of
 from eval.training_log import read_correlation_log, read_log_history, training_at_step
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,9 @@ def load_eval_data(args: EvalArgs) -> tuple[object, dict[str, float] | None, str
         else:
             ds = loaded
         desc = f"{path}" + (f", split {args.split}" if isinstance(loaded, DatasetDict) else "")
+    if args.unparsable == "train_mean" and train is None:
+        raise InputNotFoundError(f"--unparsable train_mean counts an unreadable answer as its trait's mean training "
+                                 f"score, but {desc} has no training split to take it from")
     ds = _first_per_trait(ds, args.max_items_per_trait)
     return ds, (train_means_of(train) if train is not None else None), desc
 
@@ -117,7 +121,8 @@ def score(preds: list[Prediction], dataset, args: EvalArgs, train_means: dict[st
                                   n_boot=args.n_boot, seed=args.seed)}
     if altered is not None:
         n = len(altered["shuffled"])
-        result["blindness"] = blindness_result(preds[:n], altered, args.unparsable, args.blindness_tolerance)
+        result["blindness"] = blindness_result(preds[:n], altered, args.unparsable, args.blindness_tolerance,
+                                               train_means)
     if reward_fns:
         result["held_out_rewards"] = held_out_rewards(preds, reward_fns, dataset)
     return result
@@ -239,16 +244,18 @@ def evaluate_single(args: EvalArgs) -> dict:
 
 def paired_comparison(preds_a: list[Prediction], preds_b: list[Prediction], unparsable: str = "midpoint",
                       n_boot: int = 2000, seed: int = 0,
-                      metrics: tuple[str, ...] = ("srcc", "plcc", "krcc", "mae")) -> dict:
+                      metrics: tuple[str, ...] = ("srcc", "plcc", "krcc", "mae"),
+                      train_means: dict[str, float] | None = None) -> dict:
     """Per trait and metric: A minus B on the same items with a paired bootstrap interval and p-value."""
     return {name: {m: M.paired_bootstrap(m, sa, sb, human, n_boot=n_boot, seed=seed) for m in metrics}
-            for name, (sa, sb, human) in paired_scores(preds_a, preds_b, unparsable).items()}
+            for name, (sa, sb, human) in paired_scores(preds_a, preds_b, unparsable, train_means).items()}
 
 
-def paired_scores(preds_a: list[Prediction], preds_b: list[Prediction],
-                  unparsable: str = "midpoint") -> dict[str, tuple[list[float], list[float], list[float]]]:
+def paired_scores(preds_a: list[Prediction], preds_b: list[Prediction], unparsable: str = "midpoint",
+                  train_means: dict[str, float] | None = None) -> dict[str, tuple[list[float], ...]]:
     """Per trait: (scores of A, scores of B, human scores) on the same items, unparsable answers filled by the
-    ``unparsable`` policy. Refuses two lists that do not hold the same items in the same order."""
+    ``unparsable`` policy (``train_means`` for its ``train_mean``). Refuses two lists that do not hold the same
+    items in the same order."""
     from cogip.traits import get_trait
 
     if len(preds_a) != len(preds_b) or any(a.id != b.id for a, b in zip(preds_a, preds_b)):
@@ -257,21 +264,21 @@ def paired_scores(preds_a: list[Prediction], preds_b: list[Prediction],
     for name in dict.fromkeys(p.trait for p in preds_a):
         trait = get_trait(name)
         pairs = [(a, b) for a, b in zip(preds_a, preds_b) if a.trait == name]
-        out[name] = ([fill_score(a, trait, unparsable) for a, _ in pairs],
-                     [fill_score(b, trait, unparsable) for _, b in pairs], [a.human for a, _ in pairs])
+        out[name] = (filled_scores([a for a, _ in pairs], trait, unparsable, train_means),
+                     filled_scores([b for _, b in pairs], trait, unparsable, train_means), [a.human for a, _ in pairs])
     return out
 
 
 def mean_over_traits_comparison(preds_a: list[Prediction], preds_b: list[Prediction], metric: str = "srcc",
                                 unparsable: str = "midpoint", n_boot: int = 2000, seed: int = 0,
-                                per_range: bool = False) -> dict:
+                                per_range: bool = False, train_means: dict[str, float] | None = None) -> dict:
     """A minus B in the mean over traits of ``metric`` on the same items, with a paired bootstrap interval that
     resamples items within each trait (an undefined value, e.g. SRCC of constant answers, counts as 0).
     ``per_range`` divides every score by its trait's range first, so that errors (MAE) of traits on different
     scales can be averaged."""
     from cogip.traits import get_trait
 
-    groups = paired_scores(preds_a, preds_b, unparsable)
+    groups = paired_scores(preds_a, preds_b, unparsable, train_means)
     if per_range:
         groups = {name: tuple(np.asarray(x, float) / get_trait(name).span for x in g) for name, g in groups.items()}
     return M.paired_bootstrap_mean_over_groups(metric, groups, n_boot=n_boot, seed=seed)
@@ -290,9 +297,11 @@ def evaluate_compare(args: EvalArgs) -> dict:
         del model
     a, b = (preds[r["name"]] for r in results)
     n_boot = max(args.n_boot, 200)
-    mean = {"srcc": mean_over_traits_comparison(a, b, "srcc", args.unparsable, n_boot, args.seed),
+    mean = {"srcc": mean_over_traits_comparison(a, b, "srcc", args.unparsable, n_boot, args.seed,
+                                                train_means=train_means),
             "mae_per_range": mean_over_traits_comparison(a, b, "mae", args.unparsable, n_boot, args.seed,
-                                                         per_range=True)}
+                                                         per_range=True, train_means=train_means)}
     return {"data": desc, "n_items": len(dataset), "checkpoints": results, "predictions": preds,
             "comparison": {"a": args.compare[0], "b": args.compare[1], "mean_over_traits": mean,
-                           "traits": paired_comparison(a, b, args.unparsable, n_boot, args.seed)}}
+                           "traits": paired_comparison(a, b, args.unparsable, n_boot, args.seed,
+                                                       train_means=train_means)}}

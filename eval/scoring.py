@@ -43,6 +43,13 @@ def fill_score(pred: Prediction, trait: Trait, policy: str, train_mean: float | 
     raise ValueError(f"unparsable must be one of {sorted(UNPARSABLE_POLICIES)}, not {policy!r}")
 
 
+def filled_scores(preds: Sequence[Prediction], trait: Trait, policy: str,
+                  train_means: dict[str, float] | None = None) -> list[float]:
+    """:func:`fill_score` of each prediction of ``trait``, with the trait's training mean where ``policy`` needs it."""
+    mean = (train_means or {}).get(trait.name)
+    return [fill_score(p, trait, policy, mean) for p in preds]
+
+
 def _finite(x: float) -> float | None:
     return float(x) if x is not None and math.isfinite(x) else None
 

@@ -174,6 +174,18 @@ def test_unparsable_answers_are_counted_and_scored_by_the_policy():
         evaluate(preds, unparsable="drop")
 
 
+def test_the_train_mean_policy_reaches_the_blindness_check_and_the_comparisons():
+    from eval.blindness import movement
+    from eval.checkpoint_eval import paired_scores
+
+    preds = [_pred(i, "Aesthetics", h, t) for i, (h, t) in enumerate([(2.0, "low 4.0"), (8.0, "?"), (5.0, "high 7")])]
+    means = {"Aesthetics": 6.5}
+    assert movement(preds, preds, "train_mean", train_means=means)["Aesthetics"]["mean_abs_shift_of_range"] == 0
+    assert paired_scores(preds, preds, "train_mean", means)["Aesthetics"][0] == [4.0, 6.5, 7.0]
+    with pytest.raises(ValueError, match="needs the train mean of Aesthetics"):
+        paired_scores(preds, preds, "train_mean")
+
+
 def test_a_trait_whose_answers_are_all_alike_counts_as_zero_in_the_mean():
     good = [_pred(i, "Aesthetics", h, f"medium {h:.1f}") for i, h in enumerate([1.0, 3.0, 5.0, 7.0, 9.0])]
     flat = [_pred(10 + i, "Emotional_Valence", h, "neutral 0.000") for i, h in enumerate([-2.0, -1.0, 0.0, 2.0])]

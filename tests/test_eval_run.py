@@ -329,6 +329,9 @@ def test_bad_input_is_refused_before_any_model_loads(tmp_path, capsys):
     assert "no valid item left once the invalid ones are dropped" in capsys.readouterr().err
     assert cli_main([*release, "--reward_funcs", "distance_gausian"]) == 2  # before any model or data loads
     assert "unknown reward 'distance_gausian'" in capsys.readouterr().err
+    assert cli_main([*release, "--split", "train", "--unparsable", "train_mean"]) == 2  # no other split's means
+    assert "--unparsable train_mean counts an unreadable answer as its trait's mean training score, but" in \
+        capsys.readouterr().err
     answers.write_text(json.dumps(["high 7.000", "low 11.000"]))
     assert cli_main(release) == 2
     err = capsys.readouterr().err
