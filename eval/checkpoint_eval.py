@@ -30,7 +30,7 @@ from eval.held_out_reward import held_out_rewards, resolve_reward
 from eval.predict import Prediction, predict
 from eval.resume import blindness_key, load_predictions, prediction_basis, prediction_key, save_predictions
 from eval.scoring import evaluate, filled_scores, train_means_of
-from eval.training_log import read_correlation_log, read_log_history, training_at_step
+from eval.training_log import read_correlation_log, read_log_history, read_save_steps, training_at_step
 
 log = logging.getLogger(__name__)
 _STEP = re.compile(r"checkpoint-(\d+)$")
@@ -163,9 +163,16 @@ def run_checkpoints(args: EvalArgs) -> list[tuple[str, str, int | None]]:
                     ZERO3_HINT)
     if args.include_final and has_model_weights(run):
         final_step = _final_step(run, found)
-        if final_step is None or final_step not in {f[2] for f in found}:
+        if final_step is None and found and _newest_weights(run) < _newest_weights(Path(found[-1][1])):
+            log.warning("leaving out the model at the top of %s: it is older than %s and the same as no checkpoint "
+                        "(a run resumed and stopped before its final save?)", run, found[-1][0])
+        elif final_step is None or final_step not in {f[2] for f in found}:
             found.append(("final", str(run), final_step))
     return found
+
+
+def _newest_weights(folder: Path) -> float:
+    return max((p.stat().st_mtime for p in folder.glob("*.safetensors")), default=0.0)
 
 
 def _weight_files(folder: Path) -> list[str]:
@@ -175,18 +182,17 @@ def _weight_files(folder: Path) -> list[str]:
 def _final_step(run: Path, found: list[tuple[str, str, int | None]]) -> int | None:
     """The step of the model saved at the top of ``run``: the global step of its trainer_state.json, else that of
     the newest checkpoint holding byte-identical weights (the Trainer's last checkpoint and its final save_model
-    write the same files, and the top folder gets no trainer_state.json), else None."""
+    write the same files, and the top folder gets no trainer_state.json; a run resumed and stopped early leaves an
+    older one), else None."""
     try:
         return json.loads((run / "trainer_state.json").read_text()).get("global_step")
     except (OSError, ValueError, AttributeError):
         pass
-    if not found:
-        return None
-    _, newest, step = found[-1]
     names = _weight_files(run)
-    if names and names == _weight_files(Path(newest)) and all(
-            filecmp.cmp(run / n, Path(newest) / n, shallow=False) for n in names):
-        return step
+    for _, path, step in reversed(found):
+        if names and names == _weight_files(Path(path)) and all(
+                filecmp.cmp(run / n, Path(path) / n, shallow=False) for n in names):
+            return step
     return None
 
 
@@ -223,7 +229,7 @@ def evaluate_run(args: EvalArgs) -> dict:
             save_predictions(out, name, key, preds, blindness_key(args, key, n_blind) if blind else None, altered)
         res = score(preds, dataset, args, train_means, reward_fns, altered)
         res |= {"name": name, "path": path, "step": step,
-                "training": training_at_step(history, corr, step, previous)}
+                "training": training_at_step(history, corr, step, previous, read_save_steps(args.run_dir))}
         results.append(res)
         all_preds[name] = preds
         previous = step if step is not None else previous

@@ -17,23 +17,41 @@ from cogip.checkpoints import list_complete_checkpoints
 _REWARD_KEY = re.compile(r"^rewards/(.+)/mean$")
 
 
-def read_log_history(run_dir: str | Path) -> list[dict]:
-    """The longest ``log_history`` among the run folder's and its checkpoints' ``trainer_state.json``."""
-    run_dir = Path(run_dir)
-    best: list[dict] = []
+def _trainer_states(run_dir: Path) -> list[dict]:
+    """The ``trainer_state.json`` of the run folder and of its checkpoints, newest first (unreadable ones left out)."""
+    states = []
     for folder in [run_dir, *reversed(list_complete_checkpoints(run_dir))]:
         try:
-            hist = json.loads((folder / "trainer_state.json").read_text()).get("log_history", [])
-        except (OSError, ValueError, AttributeError):
+            state = json.loads((folder / "trainer_state.json").read_text())
+        except (OSError, ValueError):
             continue
+        if isinstance(state, dict):
+            states.append(state)
+    return states
+
+
+def read_log_history(run_dir: str | Path) -> list[dict]:
+    """The longest ``log_history`` among the run folder's and its checkpoints' ``trainer_state.json``."""
+    best: list[dict] = []
+    for state in _trainer_states(Path(run_dir)):
+        hist = state.get("log_history", [])
         if isinstance(hist, list) and len(hist) > len(best):
             best = [e for e in hist if isinstance(e, dict) and isinstance(e.get("step"), int)]
     return best
 
 
+def read_save_steps(run_dir: str | Path) -> int | None:
+    """The run's ``save_steps`` as its Trainer recorded it, or None."""
+    for state in _trainer_states(Path(run_dir)):
+        if isinstance(state.get("save_steps"), int) and state["save_steps"] > 0:
+            return state["save_steps"]
+    return None
+
+
 def read_correlation_log(run_dir: str | Path, split: str | None = None) -> list[dict]:
-    """Entries of ``correlation_log.jsonl`` (of ``split`` when given and they name one; a run scores one split);
-    a torn last line from a killed run is skipped."""
+    """Entries of ``correlation_log.jsonl`` (of ``split`` when given and they name one; a run scores one split),
+    by step. A torn last line from a killed run is skipped, and so are the lines a resumed run logged again: where
+    the steps go back, the lines at or past that step came from training that the resume threw away."""
     path = Path(run_dir) / "correlation_log.jsonl"
     if not path.exists():
         return []
@@ -46,8 +64,8 @@ def read_correlation_log(run_dir: str | Path, split: str | None = None) -> list[
         if not isinstance(e, dict) or not isinstance(e.get("step"), int):
             continue
         if split is None or e.get("split", split) == split:
-            out.append(e)
-    return sorted(out, key=lambda e: e["step"])
+            out = [kept for kept in out if kept["step"] < e["step"]] + [e]
+    return out
 
 
 def _mean(values: list[float]) -> float | None:
@@ -56,13 +74,14 @@ def _mean(values: list[float]) -> float | None:
 
 
 def training_at_step(history: list[dict], correlation_log: list[dict], step: int | None,
-                     previous_step: int | None = None) -> dict:
+                     previous_step: int | None = None, save_steps: int | None = None) -> dict:
     """Training figures for the checkpoint saved at ``step``: means of the logged reward(s) and loss over the
-    entries since the previous checkpoint (one logged batch is too noisy to compare), and the last correlation
+    entries since the previous checkpoint (one logged batch is too noisy to compare; for the first one evaluated,
+    the ``save_steps`` before it, as the checkpoints before it may have been deleted), and the last correlation
     log entry at or before ``step``."""
     if step is None:
         return {}
-    lo = -1 if previous_step is None else previous_step
+    lo = previous_step if previous_step is not None else (step - save_steps if save_steps else -1)
     window = [e for e in history if lo < e["step"] <= step and "eval_loss" not in e]
     names = sorted({m.group(1) for e in window for k in e if (m := _REWARD_KEY.match(k))})
     out = {

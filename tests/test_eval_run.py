@@ -51,6 +51,13 @@ def test_training_log_join(run_dir, tmp_path):
     # Absent logs and a torn last line (a run killed while writing) are handled.
     (tmp_path / "correlation_log.jsonl").write_text('{"step": 2, "mean_srcc": 0.1}\n{"step": 4, "mean')
     assert [e["step"] for e in read_correlation_log(tmp_path)] == [2]
+    # Killed after scoring step 3, resumed from 2: its second step 3 replaces the first.
+    (tmp_path / "correlation_log.jsonl").write_text("".join(json.dumps({"step": s, "mean_srcc": v}) + "\n" for s, v in
+                                                          [(0, 0.1), (2, 0.2), (3, 0.9), (3, 0.3), (4, 0.4)]))
+    assert [(e["step"], e["mean_srcc"]) for e in read_correlation_log(tmp_path)] == [(0, 0.1), (2, 0.2), (3, 0.3),
+                                                                                     (4, 0.4)]
+    # The first checkpoint evaluated averages the save_steps before it (earlier checkpoints may be deleted).
+    assert training_at_step(history, corr, 6, save_steps=3)["log_steps"] == [4, 6]
     assert read_log_history(tmp_path / "nothing") == []
     assert training_at_step([], [], 5) == {"log_steps": None, "reward": None, "rewards": {}, "loss": None}
 
@@ -233,7 +240,8 @@ def _single_thread(one_thread):  # noqa: F811
 
 
 def test_a_final_save_identical_to_the_last_checkpoint_is_evaluated_once(tmp_path, tiny_model_dir,
-                                                                          fitted_model_dir):  # noqa: F811
+                                                                          fitted_model_dir, caplog):  # noqa: F811
+    import os
     import shutil
 
     from eval.checkpoint_eval import run_checkpoints
@@ -245,8 +253,15 @@ def test_a_final_save_identical_to_the_last_checkpoint_is_evaluated_once(tmp_pat
         shutil.copy(f, run / f.name)
     listed = lambda: [(name, step) for name, _, step in run_checkpoints(EvalArgs(run_dir=str(run)))]
     assert listed() == [("checkpoint-3", 3), ("checkpoint-6", 6)]
-    shutil.copy(Path(tiny_model_dir) / "model.safetensors", run / "model.safetensors")  # other weights: a model
-    assert listed() == [("checkpoint-3", 3), ("checkpoint-6", 6), ("final", None)]  # of its own, evaluated too
+    # The weights of an older checkpoint (a run resumed, then stopped before its final save): that checkpoint's.
+    shutil.copy(Path(tiny_model_dir) / "model.safetensors", run / "model.safetensors")
+    assert listed() == [("checkpoint-3", 3), ("checkpoint-6", 6)]
+    (run / "model.safetensors").write_bytes(b"other weights")  # newer than every checkpoint: a model of its own
+    assert listed() == [("checkpoint-3", 3), ("checkpoint-6", 6), ("final", None)]
+    os.utime(run / "model.safetensors", (0, 0))  # older than the last checkpoint and like none: left out, saying why
+    with caplog.at_level("WARNING", logger="eval.checkpoint_eval"):
+        assert listed() == [("checkpoint-3", 3), ("checkpoint-6", 6)]
+    assert "older than checkpoint-6 and the same as no checkpoint" in caplog.text
 
 
 def test_a_checkpoint_without_weights_is_skipped_with_a_reason(tmp_path, tiny_model_dir, caplog):
