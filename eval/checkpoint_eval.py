@@ -308,6 +308,6 @@ def evaluate_compare(args: EvalArgs) -> dict:
             "mae_per_range": mean_over_traits_comparison(a, b, "mae", args.unparsable, n_boot, args.seed,
                                                          per_range=True, train_means=train_means)}
     return {"data": desc, "n_items": len(dataset), "checkpoints": results, "predictions": preds,
-            "comparison": {"a": args.compare[0], "b": args.compare[1], "mean_over_traits": mean,
+            "comparison": {"a": args.compare[0], "b": args.compare[1], "n_boot": n_boot, "mean_over_traits": mean,
                            "traits": paired_comparison(a, b, args.unparsable, n_boot, args.seed,
                                                        train_means=train_means)}}

@@ -200,19 +200,26 @@ def _training_lines(ck: dict) -> list[str]:
     return lines + [""] if lines else []
 
 
+def _better(r: dict) -> str:
+    """Which model the interval says is better: none ("n.s.") while it holds 0."""
+    lo, hi = r["ci"]
+    if r["a_better"] is None or lo is None or hi is None or lo <= 0 <= hi:
+        return "n.s."
+    return "A" if r["a_better"] else "B"
+
+
 def _comparison_lines(cmp: dict) -> list[str]:
+    n_boot = f" ({cmp['n_boot']} resamples)" if cmp.get("n_boot") else ""
     lines = ["## Paired comparison", "", f"A = `{cmp['a']}`, B = `{cmp['b']}`, same items; difference A − B with a "
-             "paired bootstrap 95% interval and two-sided p-value.", "",
+             f"paired bootstrap 95% interval{n_boot} and two-sided p-value; *better* names a model only when the "
+             "interval leaves out 0. In the mean over traits an undefined value (a trait whose answers are all "
+             "alike) counts as 0.", "",
              "| trait | metric | A | B | A − B [95% CI] | p | better |", "|---|---|---|---|---|---|---|"]
-    for trait, per in cmp["traits"].items():
-        for m, r in per.items():
-            better = {True: "A", False: "B", None: "tie"}[r["a_better"]]
-            lines.append(f"| {trait} | {m} | {_fmt(r['a'])} | {_fmt(r['b'])} | {_fmt(r['diff'])} "
-                         f"[{_fmt(r['ci'][0])}, {_fmt(r['ci'][1])}] | {_fmt(r['p_value'])} | {better} |")
-    for m, r in cmp.get("mean_over_traits", {}).items():
-        better = {True: "A", False: "B", None: "tie"}[r["a_better"]]
-        lines.append(f"| **mean over traits** | {m} | {_fmt(r['a'])} | {_fmt(r['b'])} | {_fmt(r['diff'])} "
-                     f"[{_fmt(r['ci'][0])}, {_fmt(r['ci'][1])}] | {_fmt(r['p_value'])} | {better} |")
+    rows = [(trait, m, r) for trait, per in cmp["traits"].items() for m, r in per.items()]
+    rows += [("**mean over traits**", m, r) for m, r in cmp.get("mean_over_traits", {}).items()]
+    for trait, m, r in rows:
+        lines.append(f"| {trait} | {m} | {_fmt(r['a'])} | {_fmt(r['b'])} | {_fmt(r['diff'])} "
+                     f"[{_fmt(r['ci'][0])}, {_fmt(r['ci'][1])}] | {_fmt(r['p_value'])} | {_better(r)} |")
     return lines + [""]
 
 

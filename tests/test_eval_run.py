@@ -204,6 +204,20 @@ def test_compare_two_checkpoints_from_the_command_line(tiny_model_dir, fitted_mo
     assert "Paired comparison" in (out / "report.md").read_text()
 
 
+def test_the_comparison_names_a_better_model_only_where_its_interval_leaves_out_zero():
+    from eval.report import _comparison_lines
+
+    def row(ci, a_better):
+        return {"a": 0.5, "b": 0.4, "diff": 0.1, "ci": ci, "p_value": 0.3, "a_better": a_better}
+
+    cmp = {"a": "x", "b": "y", "n_boot": 200, "mean_over_traits": {"srcc": row([0.01, 0.2], True)},
+           "traits": {"Aesthetics": {"srcc": row([-0.1, 0.3], True), "mae": row([0.05, 0.2], False)}}}
+    lines = _comparison_lines(cmp)
+    assert [line.rsplit("|", 2)[-2].strip() for line in lines if line.startswith("| ") and "metric" not in line] \
+        == ["n.s.", "B", "A"]
+    assert "interval (200 resamples)" in lines[2]
+
+
 def test_upstream_release_with_an_image_root(tiny_model_dir, tmp_path, capsys):  # noqa: F811
     """A release in the upstream file layout (tests/release_fixture.py) with its images under an image root; test
     split of the release, train means from its training file. Only the test split's images are there and the GRPO
