@@ -13,7 +13,7 @@ import json
 import logging
 from pathlib import Path
 
-from transformers import TrainerCallback
+from transformers import Trainer, TrainerCallback
 
 from cogip.files import write_json_atomic
 
@@ -79,7 +79,9 @@ class CorrelationCallback(TrainerCallback):
         metrics = flat_metrics(result)
         reward = sum(self.rewards_since_eval) / len(self.rewards_since_eval) if self.rewards_since_eval else None
         self.rewards_since_eval = []
-        trainer.log({f"heldout/{k}": v for k, v in metrics.items()})
+        # transformers' own log: trl's would add the step's training metrics again (this runs inside its log, before
+        # it clears them), logging every reward twice at each held-out step.
+        Trainer.log(trainer, {f"heldout/{k}": v for k, v in metrics.items()})
         if trainer.accelerator.is_main_process:
             self._record(args, state, metrics, reward)
         return metrics

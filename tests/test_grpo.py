@@ -44,6 +44,8 @@ def test_grpo_trains_logs_correlation_and_resumes(tmp_path, caplog, fitted_model
 
     state = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())
     logged = {k for row in state["log_history"] for k in row}
+    rewarded = [row["step"] for row in state["log_history"] if "reward" in row]
+    assert rewarded == sorted(set(rewarded)), "a step's training reward was logged twice"
     assert {"rewards/distance_gaussian/mean", "rewards/rank_global/mean", "reward"} <= logged
     assert "rewards/distance_gaussian/parse_fail_rate" in logged
     # SRCC is left out while a trait's predictions are constant (undefined); MAE and parse rate always exist
