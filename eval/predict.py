@@ -117,7 +117,8 @@ def _score_digits(pieces: list[str], parsed: ParsedAnswer) -> tuple[list[tuple[i
     """For the number parse_answer read, the (token index, place value) of each of its digits and its sign.
 
     ``pieces`` are the decoded generated tokens (their concatenation is the completion text). None when the number
-    cannot be located or a digit shares its token with other characters."""
+    cannot be located, a digit shares its token with other characters, or the number starts with a zero that is not
+    its units digit (``0000``: each other digit token would weigh 10 to 1000 times too much)."""
     if parsed.score is None:
         return None
     text = "".join(pieces)
@@ -132,6 +133,8 @@ def _score_digits(pieces: list[str], parsed: ParsedAnswer) -> tuple[list[tuple[i
         body = m.group().lstrip("+-\u2212")
         start = m.end() - len(body)
         int_part = body.split(".")[0]
+        if len(int_part) > 1 and int_part.startswith("0"):
+            return None
         digits = []
         for k, ch in enumerate(body):
             if not ch.isdigit():

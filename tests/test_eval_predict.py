@@ -121,6 +121,8 @@ def test_expected_digits_near_the_top_of_a_zero_to_ten_scale():
     # Where it wrote 10.000, a "9" starts a one-digit number (it was read as 90, clipped to 10).
     assert _expected_with_first_digit("Funniness", "very high 10.000", {1: 0.6, 9: 0.4}, "very high") == \
         pytest.approx(0.6 * 10 + 0.4 * 9.5, abs=1e-4)
+    # A number with leading zeros is read as written, not through its digits' place values (0000 scored 10).
+    assert _expected_with_first_digit("Aesthetics", "0000", {0: 0.9, 9: 0.1}, None) == 0.0
     # Elsewhere place values hold: a "1" in "very low" is 1.x, and in a top band that holds 1.x too.
     assert _expected_with_first_digit("Aesthetics", "very low 2.500", {2: 0.5, 1: 0.5}, "very low") == \
         pytest.approx(2.0, abs=1e-4)
