@@ -81,14 +81,17 @@ _TRAINING_STATE = re.compile(r"^(optimizer\.pt|scheduler\.pt|scaler\.pt|rng_stat
                              r"training_args\.bin|latest|zero_to_fp32\.py)$")
 
 
-def _reached_max_steps(checkpoint: str | Path, max_steps: int) -> bool:
-    """True when the run has a ``max_steps`` (> 0) and ``checkpoint`` reached it. A run counted in epochs is left to
-    the Trainer, which may have more to do (more epochs or more data given again) and takes no extra step at an
-    epoch's end."""
-    if not max_steps or max_steps <= 0:
+def finished_at(checkpoint: str | Path | None, args) -> bool:
+    """Whether ``checkpoint`` ends the run ``args`` describe: it reached ``max_steps`` (when > 0), or else its
+    ``num_train_epochs`` (a run given more epochs goes on; one given more data for the same epochs does not: start
+    that in a new output_dir)."""
+    if checkpoint is None:
         return False
     try:
-        return json.loads((Path(checkpoint) / TRAINER_STATE).read_text())["global_step"] >= max_steps
+        state = json.loads((Path(checkpoint) / TRAINER_STATE).read_text())
+        if args.max_steps and args.max_steps > 0:
+            return state["global_step"] >= args.max_steps
+        return state["epoch"] >= args.num_train_epochs - 1e-9
     except (OSError, ValueError, KeyError, TypeError):
         return False
 
@@ -96,11 +99,12 @@ def _reached_max_steps(checkpoint: str | Path, max_steps: int) -> bool:
 def train_and_save(trainer, resume: str | None) -> dict:
     """``trainer.train(resume_from_checkpoint=resume)`` then ``save_model`` to the output folder, and the training
     metrics, also saved as ``train_results.json`` (the Trainer's ``save_metrics``). A ``resume`` checkpoint that
-    already reached the run's ``max_steps`` is the final model: the Trainer, resumed there mid-epoch, would take one
-    step more and save over it, so nothing trains, the checkpoint's model files are copied to the output folder
-    (where they are not there already) and the metrics are those the finished run saved."""
+    already ends the run (:func:`finished_at`) is the final model: the Trainer, resumed there, would take one step
+    more (mid-epoch) or train none and save new metrics over the run's, so nothing trains, the checkpoint's model
+    files are copied to the output folder (where they are not there already) and the metrics are those the finished
+    run saved."""
     out = Path(trainer.args.output_dir)
-    if not (resume and _reached_max_steps(resume, trainer.args.max_steps)):
+    if not finished_at(resume, trainer.args):
         if resume:
             trainer.accelerator.print(f"Resuming from {resume}")
         metrics = trainer.train(resume_from_checkpoint=resume).metrics

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from trl import ModelConfig, TrlParser
 
-from cogip.checkpoints import resume_point, train_and_save
+from cogip.checkpoints import finished_at, resume_point, train_and_save
 from cogip.cli import relaunch_config, run_stage, stage_parser
 from cogip.models import check_model_exists, init_deepspeed_comm, load_policy
 from sft_warmstart.artifacts import resolve_model_path, save_merged
@@ -66,13 +66,16 @@ def main(script_args: SFTScriptArguments, training_args: SoftLabelSFTConfig, mod
 
     # Train, from the last complete checkpoint when the output folder has one.
     # Saved: adapter or full weights + processor; then the model card and, optionally, the merged model.
-    metrics = train_and_save(trainer, resume_point(training_args, script_args.resume))
+    resume = resume_point(training_args, script_args.resume)
+    finished = finished_at(resume, training_args)  # a finished run launched again: nothing changes
+    metrics = train_and_save(trainer, resume)
+    merged = Path(training_args.output_dir) / "merged"
     if trainer.accelerator.is_main_process:
         write_model_card(training_args.output_dir, script_args, training_args, model_args, config, metrics,
                          model_path)
-        if script_args.merge_lora and model_args.use_peft:
-            merged = save_merged(training_args.output_dir, Path(training_args.output_dir) / "merged",
-                                 dtype=model_args.dtype)
+        # Written again only when the adapter changed: what was evaluated or generated from it stays valid.
+        if script_args.merge_lora and model_args.use_peft and not (finished and (merged / "README.md").exists()):
+            merged = save_merged(training_args.output_dir, merged, dtype=model_args.dtype)
             write_model_card(merged, script_args, training_args, model_args, config, metrics, model_path,
                              merged=True)
             trainer.accelerator.print(f"Merged model saved to {merged}.")

@@ -64,13 +64,19 @@ def test_only_complete_checkpoints_are_resumed_from(tmp_path):
     assert [p.name for p in list_complete_checkpoints(tmp_path)] == ["checkpoint-2", "checkpoint-10"]
     assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-10")
 
-    from cogip.checkpoints import _reached_max_steps
+    from types import SimpleNamespace
+
+    from cogip.checkpoints import finished_at
+
+    def run(max_steps=-1, epochs=3.0):
+        return SimpleNamespace(max_steps=max_steps, num_train_epochs=epochs)
 
     last = tmp_path / "checkpoint-10"
-    assert _reached_max_steps(last, 10) and _reached_max_steps(last, 8) and not _reached_max_steps(last, 12)
-    # counted in epochs (max_steps -1): the Trainer decides, it may have more epochs or more data to train
-    (last / "trainer_state.json").write_text(json.dumps({"global_step": 10, "max_steps": 10}))
-    assert not _reached_max_steps(last, -1) and not _reached_max_steps(tmp_path / "checkpoint-14", 1)
+    assert finished_at(last, run(10)) and finished_at(last, run(8)) and not finished_at(last, run(12))
+    assert not finished_at(None, run(1)) and not finished_at(tmp_path / "checkpoint-14", run(1))
+    # counted in epochs (max_steps -1): finished at its last epoch, not when given more epochs
+    (last / "trainer_state.json").write_text(json.dumps({"global_step": 10, "max_steps": 10, "epoch": 2.0}))
+    assert finished_at(last, run(epochs=2)) and not finished_at(last, run(epochs=3))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -214,6 +220,13 @@ def test_tiny_config_trains_resumes_and_merges(tmp_path, capfd):
         a, b, c = (m.eval()(input_ids=ids).logits for m in (merged, peft_model, base))
     assert torch.allclose(a, b, atol=1e-4) and not torch.allclose(a, c, atol=1e-3)
     assert (out / "merged" / "README.md").exists()
+
+    # 4) Launched again once finished: nothing trains, and neither its metrics nor the merged model are rewritten
+    # (evaluations and generations keyed on them stay valid).
+    written = {p.name: p.stat().st_mtime_ns for p in [*(out / "merged").iterdir(), out / "train_results.json"]}
+    assert cogalign(["sft", "--config", str(TINY_CONFIG), *common, "--max_steps", "26", "--merge_lora", "true"]) == 0
+    assert "reached the run's last step: nothing left to train" in capfd.readouterr().out
+    assert {p.name: p.stat().st_mtime_ns for p in [*(out / "merged").iterdir(), out / "train_results.json"]} == written
 
 
 def test_bad_data_is_refused_before_training(tmp_path):
