@@ -11,15 +11,16 @@ TINY_BASE_DIR = "tiny-base"
 
 def resolve_model_path(name: str | None, output_dir: str | Path, vision_pretrain_steps: int = 0,
                        position_targets: bool = True, pretrain_threads: int | None = None) -> str:
-    """``name`` as given, except ``tiny``: a tiny random Qwen2.5-VL built once into ``<output_dir>/tiny-base``
-    (no download; what the CPU demo and the tests train), its vision first pretrained for
+    """``name`` as given (a local folder made absolute: a LoRA adapter trained on it records it as its base, to be
+    found from any working folder), except ``tiny``: a tiny random Qwen2.5-VL built once into
+    ``<output_dir>/tiny-base`` (no download; what the CPU demo and the tests train), its vision first pretrained for
     ``vision_pretrain_steps`` steps when that is > 0 (:mod:`cogip.tiny_pretrain`, with or without its
     ``position_targets``, on ``pretrain_threads`` torch threads; redone if it did not finish).
     The main process builds it, the others wait."""
     if not name:
         raise ValueError("model_name_or_path is required (a hub id, a folder, or 'tiny')")
     if name != TINY_MODEL:
-        return name
+        return str(Path(name).resolve()) if Path(name).is_dir() else name
     from accelerate import PartialState
 
     from cogip.models import build_tiny_qwen2_5_vl

@@ -229,6 +229,15 @@ def test_tiny_config_trains_resumes_and_merges(tmp_path, capfd):
     assert {p.name: p.stat().st_mtime_ns for p in [*(out / "merged").iterdir(), out / "train_results.json"]} == written
 
 
+def test_a_local_model_folder_is_taken_absolute_and_a_hub_id_as_given(tmp_path, monkeypatch):
+    from sft_warmstart.artifacts import resolve_model_path
+
+    (tmp_path / "runs" / "sft" / "merged").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)  # a LoRA trained on runs/sft/merged names it as its base: from anywhere, absolute
+    assert resolve_model_path("runs/sft/merged", "out") == str(tmp_path / "runs" / "sft" / "merged")
+    assert resolve_model_path("Qwen/Qwen2.5-VL-7B-Instruct", "out") == "Qwen/Qwen2.5-VL-7B-Instruct"
+
+
 def test_bad_data_is_refused_before_training(tmp_path):
     from datasets import Dataset
     from PIL import Image
