@@ -68,8 +68,7 @@ def main(script_args: GRPOScriptArguments, training_args: CogGRPOConfig, model_a
     model, processor = load_policy(model_path, dtype=model_args.dtype or "auto",
                                    attn_implementation=model_args.attn_implementation,
                                    merge_adapter=not keep_adapter, is_trainable=keep_adapter)
-    if not keep_adapter:
-        model = prepare_model(model, model_args, training_args)
+    model = prepare_model(model, model_args, training_args)
 
     # Trainer with held-out correlation and the guards.
     correlation = None

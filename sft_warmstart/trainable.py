@@ -102,19 +102,20 @@ def lora_config_for(model_args, args):
 
 
 def prepare_model(model, model_args, args):
-    """Apply LoRA (when asked) and the freeze flags. Returns the model to train (maybe a ``PeftModel``)."""
-    peft_config = lora_config_for(model_args, args)
-    if peft_config is not None:
-        from peft import get_peft_model
+    """Apply LoRA (when asked) and the freeze flags. Returns the model to train (maybe a ``PeftModel``). A
+    ``PeftModel`` given (an adapter trained further) keeps its LoRA; the flags still freeze its ViT and merger."""
+    from peft import PeftModel, get_peft_model
 
+    peft_config = None if isinstance(model, PeftModel) else lora_config_for(model_args, args)
+    if peft_config is not None:
         model = get_peft_model(model, peft_config)
-    frozen = {"vision": args.freeze_vision_tower, "merger": args.freeze_merger,
-              "llm": args.freeze_llm or peft_config is not None}
+    lora = isinstance(model, PeftModel)
+    frozen = {"vision": args.freeze_vision_tower, "merger": args.freeze_merger, "llm": args.freeze_llm or lora}
     for name, param in model.named_parameters():
         part = part_of(name)
-        if peft_config is not None and part == "llm":
+        if lora and part == "llm":
             continue  # peft already decided: LoRA weights train, base weights do not
-        if peft_config is not None and "modules_to_save" not in name and part != "llm":
+        if lora and "modules_to_save" not in name and part != "llm":
             continue  # the frozen original copy that modules_to_save keeps beside the trained one
         param.requires_grad_(not frozen[part])
     counts = trainable_counts(model)

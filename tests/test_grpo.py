@@ -135,6 +135,27 @@ def test_grpo_on_a_release_scores_its_test_split(tmp_path, caplog, fitted_model_
     assert "held-out scoring on the test split: best_checkpoint.json" in caplog.text
 
 
+def test_an_sft_adapter_trained_further_keeps_the_freeze_flags(tmp_path, fitted_model_dir):  # noqa: F811
+    from peft import LoraConfig, get_peft_model
+    from safetensors.torch import load_file
+    from transformers import AutoModelForImageTextToText
+
+    adapter, out = tmp_path / "sft-lora", tmp_path / "run"
+    model = AutoModelForImageTextToText.from_pretrained(fitted_model_dir)
+    get_peft_model(model, LoraConfig(r=2, target_modules=r"^(?!.*\bvisual\b).*\.(q_proj|v_proj)$",
+                                     modules_to_save=["visual"])).save_pretrained(adapter)
+    assert cli_main(["--config", CONFIG, "--output_dir", str(out), "--model_name_or_path", str(adapter),
+                     "--sft_adapter", "train", "--freeze_vision_tower", "true", "--freeze_merger", "false",
+                     "--merger_lr", "1e-2", "--synthetic_train_size", "8", "--synthetic_eval_size", "0",
+                     "--per_device_train_batch_size", "4", "--num_generations", "2", "--max_completion_length", "8",
+                     "--max_steps", "2", "--save_steps", "2"]) == 0
+    before, after = load_file(adapter / "adapter_model.safetensors"), load_file(out / "adapter_model.safetensors")
+    blocks = [k for k in before if ".blocks." in k]
+    merger = [k for k in before if ".merger." in k]
+    assert blocks and all(torch.equal(before[k], after[k]) for k in blocks)  # the ViT stayed frozen
+    assert any(not torch.equal(before[k], after[k]) for k in merger)  # the merger trained
+
+
 def test_the_best_step_names_a_checkpoint_only_where_one_was_saved(tmp_path):
     from types import SimpleNamespace
 
