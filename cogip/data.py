@@ -329,7 +329,7 @@ def check_images(records: list[dict], image_root: str | Path | None, file: str,
                 im.load()  # decodes the whole file: verify() passes a truncated JPEG
         except FileNotFoundError:
             report.problems.append(Problem(file, index, f"missing image {p}"))
-            if image_root is None and not p.is_absolute():
+            if not image_root and not p.is_absolute():
                 report.note("no image root given (--image_root): image paths were looked up from the current folder")
             continue
         except (OSError, UnidentifiedImageError, SyntaxError) as e:

@@ -138,12 +138,16 @@ def evaluate_model(model, processor, dataset, args: EvalArgs, train_means: dict[
     return score(preds, dataset, args, train_means, reward_fns, altered), preds
 
 
+class ModelLoadError(RuntimeError):
+    """A model folder that does not load (half-written, a file missing): the evaluation ends with its name."""
+
+
 def _load(path: str, args: EvalArgs):
     try:
         model, processor = load_policy(path, dtype=args.dtype)
     except (OSError, ValueError, SafetensorError) as e:  # a half-written folder, a missing file: name the model
         where = "" if Path(path).exists() else " (no such folder here, so it was looked up as a hub id)"
-        raise RuntimeError(f"cannot load a model from {path}{where}: {type(e).__name__}: {e}") from e
+        raise ModelLoadError(f"cannot load a model from {path}{where}: {type(e).__name__}: {e}") from e
     model.requires_grad_(False)  # evaluation never trains: a frozen tower may reuse each image's tokens
     install_vision_caches(model, args.vision_cache_gb)
     return model.to(_device(args)), processor
@@ -156,7 +160,7 @@ def run_checkpoints(args: EvalArgs) -> list[tuple[str, str, int | None]]:
     found = [(p.name, str(p), int(_STEP.search(p.name).group(1))) for p in complete if has_model_weights(p)]
     skipped = sorted(p.name for p in run.glob("checkpoint-*") if p.is_dir() and p not in complete)
     if skipped:
-        log.warning("skipping incomplete checkpoint(s) (no trainer_state.json): %s", ", ".join(skipped))
+        log.warning("skipping incomplete checkpoint(s) (no readable trainer_state.json): %s", ", ".join(skipped))
     unweighted = [p.name for p in complete if not has_model_weights(p)]
     if unweighted:
         log.warning("skipping checkpoint(s) with no model or adapter weights: %s (%s)", ", ".join(unweighted),

@@ -85,6 +85,9 @@ class EvalArgs:
 
         if self.data == "synthetic" and self.split not in SPLITS:
             raise ValueError(f"--split of the synthetic data must be one of {', '.join(SPLITS)}, not {self.split!r}")
+        if self.data == "synthetic" and self.image_root:
+            raise ValueError("--image_root is where the images of --data are; without --data the synthetic "
+                             "benchmark (which makes its own) would be evaluated")
 
     def results_dir(self) -> Path:
         """Where the results go: ``--output_dir``, else ``<run_dir>/eval``, else ``./eval_results``."""

@@ -76,7 +76,9 @@ def cli_main(argv: list[str] | None = None) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     # any file that is not there (a run folder, an upstream file) besides the input errors every stage refuses
-    return run_stage(make_parser(), main, argv, refused=(FileNotFoundError,), verb="evaluate",
+    from eval.checkpoint_eval import ModelLoadError
+
+    return run_stage(make_parser(), main, argv, refused=(FileNotFoundError, ModelLoadError), verb="evaluate",
                      drop_flag="--drop_invalid")
 
 

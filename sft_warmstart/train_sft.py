@@ -21,6 +21,7 @@ complete checkpoint. Bad data is refused before training starts (or dropped, wit
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
@@ -46,6 +47,9 @@ def main(script_args: SFTScriptArguments, training_args: SoftLabelSFTConfig, mod
         check_model_exists(model_args.model_name_or_path, "--model_name_or_path", model_args.model_revision,
                            required=True)
     lora_config_for(model_args, training_args)
+    if script_args.merge_lora and not model_args.use_peft:
+        logging.getLogger(__name__).warning("merge_lora applies to LoRA runs: a full fine-tuning's output folder is "
+                                            "the model, and no merged/ is written")
     train_dataset, eval_dataset = load_sft_splits(script_args, with_eval=training_args.eval_strategy != "no")
     if training_args.process_index == 0:  # now, so that a run killed before its end can be launched again too
         write_config(Path(training_args.output_dir) / CONFIG_FILE, config, "sft")

@@ -361,6 +361,10 @@ def test_bad_input_is_refused_before_any_model_loads(tmp_path, capsys):
     assert cli_main([*release, "--split", "train", "--unparsable", "train_mean"]) == 2  # no other split's means
     assert "--unparsable train_mean counts an unreadable answer as its trait's mean training score, but" in \
         capsys.readouterr().err
+    assert cli_main(["--checkpoint", no_model, "--image_root", str(images)]) == 2  # no --data: nothing to look in
+    assert "--image_root is where the images of --data are" in capsys.readouterr().err
+    assert cli_main([*release, "--n_boot", "0", "--blindness", "false"]) == 2  # weights that do not load: one line
+    assert f"cannot load a model from {no_model}" in capsys.readouterr().err
     answers.write_text(json.dumps(["high 7.000", "low 11.000"]))
     assert cli_main(release) == 2
     err = capsys.readouterr().err
