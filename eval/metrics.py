@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from scipy import optimize, stats
@@ -119,13 +119,32 @@ def _resamples(n: int, n_boot: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, n, size=(n_boot, n))  # (n_boot, n) item indices
 
 
-def bootstrap_mean_ci(x: np.ndarray, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean of ``x`` (NaN with fewer than two values)."""
+def bootstrap_mean_ci(x: np.ndarray, n_boot: int = 1000, level: float = 0.95, seed: int = 0,
+                      groups: Sequence | None = None) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of ``x`` (NaN with fewer than two values, or no resamples).
+
+    With ``groups`` (one label per value) whole groups are resampled: values of one group (the seeds of one prompt)
+    move together, and resampling them one by one would give an interval as if they were independent, too narrow.
+
+    >>> x = np.repeat(np.arange(6.0), 4)  # six groups of four equal values
+    >>> alone, grouped = bootstrap_mean_ci(x, 2000), bootstrap_mean_ci(x, 2000, groups=np.repeat(np.arange(6), 4))
+    >>> bool(grouped[1] - grouped[0] > 1.5 * (alone[1] - alone[0]))
+    True
+    """
     x = np.asarray(x, float)
-    if len(x) < 2:
+    if len(x) < 2 or n_boot < 1:
         return (math.nan, math.nan)
     a = (1 - level) / 2
-    lo, hi = np.quantile(x[_resamples(len(x), n_boot, seed)].mean(axis=1), [a, 1 - a])
+    if groups is None:
+        means = x[_resamples(len(x), n_boot, seed)].mean(axis=1)
+    else:
+        _, label = np.unique(np.asarray(groups), return_inverse=True)
+        sums, counts = np.bincount(label, weights=x), np.bincount(label).astype(float)
+        if len(sums) < 2:
+            return (math.nan, math.nan)
+        idx = _resamples(len(sums), n_boot, seed)  # (n_boot, groups) group indices
+        means = sums[idx].sum(axis=1) / counts[idx].sum(axis=1)
+    lo, hi = np.quantile(means, [a, 1 - a])
     return float(lo), float(hi)
 
 

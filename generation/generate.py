@@ -6,7 +6,7 @@ default) and the run reports judged score per alpha and the aligned-vs-base win 
 
     python generation/generate.py --config configs/tiny/generation.yaml          # CPU, tiny models, < 1 minute
     python generation/generate.py --config configs/qwen_image/generation.yaml \
-        --aligned_model outputs/grpo-7b/checkpoint-500                              # one GPU (>= 80 GB, or offload)
+        --aligned_model runs/qwen2_5_vl_7b/grpo/checkpoint-500                      # one GPU (>= 80 GB, or offload)
     cogalign generate --config configs/tiny/generation.yaml                        # the same, installed
 
 Writes to --output_dir: images/<trait>/<prompt>/seed<S>_alpha<A>.png, grids/<trait>__<prompt>.png,

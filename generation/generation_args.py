@@ -82,7 +82,7 @@ class GenerationArgs:
             if getattr(self, name) < 16 or getattr(self, name) % 16:
                 raise ValueError(f"{name} must be a positive multiple of 16 (the VAE and the 2x2 patches), not "
                                  f"{getattr(self, name)}")
-        check_at_least(self, {"n_boot": 0, "images_per_prompt": 1, "images_per_batch": 1})
+        check_at_least(self, {"n_boot": 0, "images_per_prompt": 1, "images_per_batch": 1, "prompts_per_trait": 1})
         if not self.aligned_model and self.pipeline != "tiny":
             raise ValueError("aligned_model is required (an SFT adapter folder or a GRPO checkpoint); only pipeline "
                              "'tiny' builds a stand-in")

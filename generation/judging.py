@@ -33,8 +33,8 @@ def judge_side(processor, override: int | None = None) -> int | None:
         return override
     ip = getattr(processor, "image_processor", None)
     lo, hi = getattr(ip, "min_pixels", None), getattr(ip, "max_pixels", None)
-    size = getattr(ip, "size", None)
-    if isinstance(size, dict) and lo is None:
+    size = getattr(ip, "size", None)  # a dict, or transformers 5's SizeDict (attributes, and .get)
+    if size is not None and hasattr(size, "get") and lo is None:
         lo, hi = size.get("shortest_edge"), size.get("longest_edge")
     if lo and hi and lo == hi:
         return int(round(math.sqrt(lo)))
@@ -90,28 +90,32 @@ def summarize(records: list[GeneratedImage], judged: list[dict], unparsable: str
             return mid if s is None and unparsable == "midpoint" else (
                 None if s is None else trait.clip(s))
 
+        # Intervals resample prompts, each with all its seeds: a prompt's seeds are judged alike, not independently.
         alphas = sorted({k[2] for k in raw})
         per_alpha = {}
         for a in alphas:
             keys = [k for k in raw if k[2] == a]
-            vals = np.array([v for v in (filled(k) for k in keys) if v is not None], float)
+            kept = [(k[0], v) for k, v in ((k, filled(k)) for k in keys) if v is not None]
+            vals = np.array([v for _, v in kept], float)
             per_alpha[f"{a:g}"] = {
                 "alpha": a, "n": len(keys), "parse_rate": sum(raw[k] is not None for k in keys) / len(keys),
                 "mean": float(vals.mean()) if len(vals) else math.nan,
-                "ci": list(bootstrap_mean_ci(vals, n_boot, seed=seed))}
+                "ci": list(bootstrap_mean_ci(vals, n_boot, seed=seed, groups=[p for p, _ in kept]))}
         wins = {}
         for a in alphas:
             if a == 0.0:
                 continue
-            pairs = [(filled((p, s, 0.0)), filled((p, s, a))) for (p, s, al) in raw if al == a and (p, s, 0.0) in raw]
-            pairs = [(b, x) for b, x in pairs if b is not None and x is not None]
-            diff = np.array([x - b for b, x in pairs], float)
+            pairs = [(p, filled((p, s, 0.0)), filled((p, s, a))) for (p, s, al) in raw
+                     if al == a and (p, s, 0.0) in raw]
+            pairs = [(p, b, x) for p, b, x in pairs if b is not None and x is not None]
+            prompts = [p for p, _, _ in pairs]
+            diff = np.array([x - b for _, b, x in pairs], float)
             win = np.where(diff > 0, 1.0, np.where(diff < 0, 0.0, 0.5))
             wins[f"{a:g}"] = {
                 "alpha": a, "pairs": len(pairs), "win_rate": float(win.mean()) if len(win) else math.nan,
-                "win_rate_ci": list(bootstrap_mean_ci(win, n_boot, seed=seed)),
+                "win_rate_ci": list(bootstrap_mean_ci(win, n_boot, seed=seed, groups=prompts)),
                 "mean_diff": float(diff.mean()) if len(diff) else math.nan,
-                "mean_diff_ci": list(bootstrap_mean_ci(diff, n_boot, seed=seed))}
+                "mean_diff_ci": list(bootstrap_mean_ci(diff, n_boot, seed=seed, groups=prompts))}
         traits[trait_name] = {"range": [trait.low, trait.high], "by_alpha": per_alpha, "vs_base": wins}
     return _nan_to_none({"unparsable_policy": unparsable, "n_boot": n_boot, "traits": traits})
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from eval.metrics import bootstrap_mean_ci
 from generation.encoder_swap import build_swapped_pipeline, load_qwen_image_pipeline
 from generation.judging import summarize
 from generation.prompt_sets import builtin_prompt_files, collect_prompts, parse_prompt_file
@@ -210,6 +211,14 @@ def test_a_run_started_again_generates_only_the_images_it_lacks(tiny_gen_dir, tm
     assert not [p for p in (out / "images").rglob(".*")]  # every file was moved into place whole
 
 
+def test_the_judge_image_size_is_the_one_the_processor_pins(tiny_gen_dir):
+    from cogip.models import load_processor
+    from generation.judging import judge_side
+
+    processor = load_processor(tiny_gen_dir / "tiny-base")  # min = max pixels 3136 (transformers 5: a SizeDict)
+    assert judge_side(processor) == 56 and judge_side(processor, override=112) == 112
+
+
 def test_summary_counts_wins_per_seed_pair():
     recs, judged = [], []
     for seed, (base, aligned) in enumerate([(4.0, 6.0), (5.0, 7.0), (6.0, 5.0), (5.0, None)]):
@@ -222,6 +231,23 @@ def test_summary_counts_wins_per_seed_pair():
     assert t["by_alpha"]["1"]["parse_rate"] == 0.75
     dropped = summarize(recs, judged, "drop", n_boot=200)["traits"]["Aesthetics"]["vs_base"]["1"]
     assert dropped["pairs"] == 3 and dropped["win_rate"] == pytest.approx(2 / 3)
+    # One prompt, four seeds: no interval (its seeds do not vary independently of the prompt); none at n_boot 0.
+    assert t["vs_base"]["1"]["mean_diff_ci"] == [None, None] and t["by_alpha"]["0"]["ci"] == [None, None]
+    assert summarize(recs, judged, "midpoint", n_boot=0)["traits"]["Aesthetics"]["by_alpha"]["0"]["ci"] == [None, None]
+
+
+def test_summary_intervals_resample_prompts_not_seeds():
+    recs, judged = [], []
+    for prompt, gain in enumerate([2.0, -1.0, 3.0, 0.0, 1.0]):  # each prompt's seeds gain alike
+        for seed in range(4):
+            for alpha, score in ((0.0, 5.0), (1.0, 5.0 + gain)):
+                f = f"images/Aesthetics/p{prompt}/seed{seed}_alpha{alpha:.2f}.png"
+                recs.append(GeneratedImage("Aesthetics", f"p{prompt}", "text", seed, alpha, f))
+                judged.append({"file": f, "score": score, "text": ""})
+    lo, hi = summarize(recs, judged, "midpoint", n_boot=2000)["traits"]["Aesthetics"]["vs_base"]["1"]["mean_diff_ci"]
+    diffs = np.repeat([2.0, -1.0, 3.0, 0.0, 1.0], 4)
+    seeds_alone = bootstrap_mean_ci(diffs, 2000)
+    assert lo <= 1.0 <= hi and hi - lo > 1.5 * (seeds_alone[1] - seeds_alone[0])
 
 
 def test_prompt_sets_ship_for_every_trait_and_bad_files_are_named(tmp_path):
