@@ -390,7 +390,12 @@ def _refuse_or_warn(report: ValidationReport, drop_invalid: bool) -> None:
 
 
 def load_upstream(path: str | Path, image_root: str | Path | None = None, drop_invalid: bool = False):
-    """One upstream file (or a folder of them) as a canonical Dataset. Refuses bad data unless ``drop_invalid``."""
+    """One upstream file (or a ``test_msg_file`` / ``cognition_scores`` folder) as a canonical Dataset. Refuses bad
+    data unless ``drop_invalid``, and a release folder: its files are splits to keep apart (merged, the test items
+    would be trained on and every training image read three times)."""
+    if any((Path(path) / name).exists() for name in RELEASE_FILES.values()):
+        raise WrongFileError(f"{path} is a release folder, whose files are separate splits: read it with --dataset "
+                             f"release (and --dataset_train_split train or grpo), or give one of its files")
     by_file, report = validate(path, image_root)
     _refuse_or_warn(report, drop_invalid)
     return items_to_dataset([r for recs in by_file.values() for r in recs])
@@ -474,6 +479,9 @@ def load_hf(name_or_path: str, split: str | None = None, *, image_column: str = 
     src = str(name_or_path if isinstance(name_or_path, str) else "dataset")
     if isinstance(ds, datasets.DatasetDict):
         ds = get_split(ds, split or "train", src)
+    elif split not in (None, "train") and not isinstance(name_or_path, datasets.Dataset) and Path(src).is_dir():
+        # one saved Dataset has no splits: it is the training data, and never also the held-out data
+        raise MissingSplitError(f"{src} is one dataset without splits (used as 'train'); it has no split {split!r}")
     needed = (image_column, score_column) + (() if trait else (trait_column,))
     missing = [c for c in needed if c not in ds.column_names]
     if missing:

@@ -11,7 +11,8 @@ import dataclasses
 import logging
 from dataclasses import dataclass, field
 
-from cogip.data import load_hf, load_release, load_upstream, release_splits
+from cogip.data import MissingSplitError, load_hf, load_release, load_upstream, release_splits
+from cogip.traits import get_trait
 
 
 def check_choices(args) -> None:
@@ -55,7 +56,8 @@ class DataArguments:
     synthetic_train_start: int = field(
         default=0, metadata={"help": "synthetic: first training item to use (skip the ones an earlier stage saw)."})
     synthetic_traits: list[str] | None = field(
-        default=None, metadata={"help": "synthetic: traits to draw (unset: all four)."})
+        default=None, metadata={"help": "synthetic: traits to keep (unset: all four; names or aliases). The sizes "
+                                        "count items of all four traits, so one trait keeps a quarter of them."})
     prompt_style: str = field(
         default="full",
         metadata={"help": "Prompt wording for synthetic/hf data: 'full' (bands spelled out) or 'short' (tiny models)",
@@ -77,7 +79,7 @@ def load_canonical_splits(args: DataArguments, with_eval: bool):
     if args.dataset == "synthetic":
         from cogip.synthetic import TRAITS, make_benchmark
 
-        traits = tuple(args.synthetic_traits or TRAITS)
+        traits = tuple(get_trait(t).name for t in args.synthetic_traits) if args.synthetic_traits else TRAITS
         splits = make_benchmark(n_train=args.synthetic_train_size,
                                 n_validation=args.synthetic_eval_size if with_eval else 0, n_test=0,
                                 seed=args.synthetic_seed, prompt_style=args.prompt_style,
@@ -102,7 +104,12 @@ def load_canonical_splits(args: DataArguments, with_eval: bool):
         kw = {"trait": args.hf_trait, "score_std_column": args.hf_score_std_column, "prompt_style": args.prompt_style,
               "drop_invalid": args.drop_invalid_items}
         train = load_hf(args.dataset_path, args.dataset_train_split, **kw)
-        held_out = load_hf(args.dataset_path, args.dataset_test_split, **kw) if with_eval else None
+        held_out = None
+        if with_eval:
+            try:
+                held_out = load_hf(args.dataset_path, args.dataset_test_split, **kw)
+            except MissingSplitError as e:
+                logging.getLogger(__name__).warning("%s: no held-out scoring; set --dataset_test_split", e)
     else:
         raise ValueError(f"unknown dataset source {args.dataset!r}")
     if len(train) == 0:

@@ -178,6 +178,12 @@ def register_trait(trait: Trait, *, overwrite: bool = False) -> Trait:
     for k in keys:
         if k in _REGISTRY and not overwrite and _REGISTRY[k] != trait:
             raise ValueError(f"trait {k!r} is already registered")
+    # A replaced trait loses every key it had (an old alias must not find it), keeping its place in the order.
+    replaced = {_REGISTRY[k].name for k in keys if k in _REGISTRY}
+    kept = {k: (trait if t.name in replaced else t) for k, t in _REGISTRY.items()
+            if t.name not in replaced or k in keys}
+    _REGISTRY.clear()
+    _REGISTRY.update(kept)
     for k in keys:
         _REGISTRY[k] = trait
     return trait

@@ -156,6 +156,30 @@ def test_messages_and_answers_of_unequal_count_are_refused_whole(tmp_path):
     assert "Funniness" not in set(kept["trait"])  # not the pairs before the gap, then shifted ones after it
 
 
+def test_a_release_folder_is_not_read_as_one_upstream_file_and_one_saved_dataset_is_no_held_out_split(
+        tmp_path, caplog):
+    import datasets
+
+    from cogip.data import MissingSplitError, WrongFileError
+    from cogip.data_sources import DataArguments, load_canonical_splits
+
+    rel, images = write_release(tmp_path, SMALL, SMALL)
+    with pytest.raises(WrongFileError, match="is a release folder"):  # merged, its test items would be trained on
+        load_upstream(rel, images)
+    img = Image.new("RGB", (8, 8))
+    datasets.Dataset.from_list([{"image": img, "trait": "Aesthetics", "score": s} for s in (2.0, 7.0)]).save_to_disk(
+        tmp_path / "one")
+    assert len(load_hf(str(tmp_path / "one"), "train")) == 2
+    with pytest.raises(MissingSplitError, match="one dataset without splits"):
+        load_hf(str(tmp_path / "one"), "validation")
+    with caplog.at_level("WARNING"):  # trained on, and not also scored as held-out data
+        train, held_out = load_canonical_splits(DataArguments(dataset="hf", dataset_path=str(tmp_path / "one")), True)
+    assert len(train) == 2 and held_out is None and "no held-out scoring" in caplog.text
+    # Synthetic traits by any name the registry knows; the sizes count all four traits.
+    train, _ = load_canonical_splits(DataArguments(synthetic_train_size=16, synthetic_traits=["valence"]), False)
+    assert set(train["trait"]) == {"Emotional_Valence"} and len(train) == 4
+
+
 def test_validate_data_console_script(tmp_path):
     rel, images = write_release(tmp_path, SMALL, SMALL, images=False)
     r = subprocess.run([sys.executable, "-m", "cogip.cli", "validate-data", str(rel), "--image-root", str(images)],

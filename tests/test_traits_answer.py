@@ -55,6 +55,22 @@ traits:
         load_traits_yaml(tmp_path / "bad.yaml")
 
 
+def test_a_trait_registered_over_another_takes_its_place_and_drops_its_old_aliases():
+    import dataclasses
+
+    from cogip.traits import register_trait
+
+    old = get_trait("Emotional_Valence")
+    try:
+        register_trait(dataclasses.replace(old, low=-5, high=5, aliases=("mood",)), overwrite=True)
+        assert get_trait("mood").low == get_trait("Emotional_Valence").low == -5 and trait_names()[2] == old.name
+        with pytest.raises(KeyError):
+            get_trait("valence")  # an alias of the replaced trait only
+    finally:
+        register_trait(old, overwrite=True)
+    assert get_trait("valence") is old and "mood" not in str(trait_names())
+
+
 def test_render_examples():
     assert render_answer("Aesthetics", 8.13) == "very high 8.130"
     assert render_answer("Emotional_Valence", -2) == "negative -2.000"
