@@ -499,8 +499,9 @@ def load_hf(name_or_path: str, split: str | None = None, *, image_column: str = 
         if not isinstance(score, (int, float)) or not t.in_range(float(score)):
             report.problems.append(Problem(src, i, f"{t.name} score {score!r} outside [{t.low:g}, {t.high:g}]"))
             continue
-        if row.get(image_column) is None:
-            report.problems.append(Problem(src, i, "missing image"))
+        image = row.get(image_column)
+        if image is None or (isinstance(image, str) and not Path(image).is_file()):  # a path column: there now
+            report.problems.append(Problem(src, i, "missing image" + (f" {image}" if image else "")))
             continue
         std = row.get(score_std_column) if score_std_column else None
         records.append({

@@ -175,6 +175,11 @@ def test_a_release_folder_is_not_read_as_one_upstream_file_and_one_saved_dataset
     with caplog.at_level("WARNING"):  # trained on, and not also scored as held-out data
         train, held_out = load_canonical_splits(DataArguments(dataset="hf", dataset_path=str(tmp_path / "one")), True)
     assert len(train) == 2 and held_out is None and "no held-out scoring" in caplog.text
+    img.save(tmp_path / "a.png")  # a column of image paths: each one checked before training, with its row
+    datasets.Dataset.from_list([{"image": str(tmp_path / f), "trait": "Aesthetics", "score": 5.0}
+                                for f in ("a.png", "gone.png")]).save_to_disk(tmp_path / "paths")
+    with pytest.raises(DataValidationError, match=r"paths\[1\]: missing image .*gone.png"):
+        load_hf(str(tmp_path / "paths"))
     # Synthetic traits by any name the registry knows; the sizes count all four traits.
     train, _ = load_canonical_splits(DataArguments(synthetic_train_size=16, synthetic_traits=["valence"]), False)
     assert set(train["trait"]) == {"Emotional_Valence"} and len(train) == 4
