@@ -204,9 +204,12 @@ def _generation(out: Path) -> list:
     judgement = gen / "judgement.json"
     if judgement.exists():
         header, rows = summary_rows(json.loads(judgement.read_text()))
-        blocks += [Heading("Judge table", 3), Table(header, rows)]
+        blocks += [Heading("Judge table", 3), Table(header, rows),
+                   Para("Intervals resample prompts, each with all its seeds (a prompt's seeds are judged alike): "
+                        "with one prompt per trait there is none.")]
     if (gen / "alpha_curve.png").exists():
-        blocks.append(Figure(gen / "alpha_curve.png", "Mean judged score against α, per trait (95% intervals)."))
+        blocks.append(Figure(gen / "alpha_curve.png", "Mean judged score against α, per trait (95% intervals, where "
+                                                      "there are two prompts or more)."))
     grids = sorted((gen / "grids").glob("*.png")) if (gen / "grids").is_dir() else []  # <trait>__<prompt>.png
     order = in_registry_order(g.stem.split("__")[0] for g in grids)
     grids.sort(key=lambda g: order.index(g.stem.split("__")[0]))  # stable: by prompt within a trait
