@@ -90,17 +90,20 @@ def builtin_prompt_sets(traits: list[str] | None = None, limit: int | None = Non
 
 def collect_prompts(traits: list[str] | None, prompt_files: list[str] | None,
                     limit: int | None) -> list[GenerationPrompt]:
-    """User files when given (filtered to ``traits`` if both are set), else the built-in sets."""
+    """User files when given (filtered to ``traits`` if both are set), else the built-in sets; ``limit`` prompts
+    per trait at most, in file order."""
     if not prompt_files:
         return builtin_prompt_sets(traits, limit)
     wanted = {get_trait(t).name for t in traits} if traits else None
-    out = []
+    out, per_trait = [], {}
     for f in prompt_files:
-        prompts = load_prompt_file(f)
-        if wanted is None or prompts[0].trait in wanted:
-            out.extend(prompts[:limit])
-    if not out:
-        raise ValueError(f"none of {prompt_files} holds prompts for the traits {sorted(wanted or [])}")
+        for p in load_prompt_file(f):
+            if (wanted is None or p.trait in wanted) and (limit is None or per_trait.get(p.trait, 0) < limit):
+                per_trait[p.trait] = per_trait.get(p.trait, 0) + 1
+                out.append(p)
+    lacking = sorted((wanted or set()) - set(per_trait))
+    if lacking:
+        raise ValueError(f"none of {prompt_files} holds prompts for the trait(s) {lacking}")
     keys = [(p.trait, p.id) for p in out]
     dup = {k for k in keys if keys.count(k) > 1}
     if dup:

@@ -256,5 +256,10 @@ def test_prompt_sets_ship_for_every_trait_and_bad_files_are_named(tmp_path):
     user.write_text(json.dumps({"trait": "valence", "prompts": ["a sunny beach", {"id": "x", "text": "rain"}]}))
     got = collect_prompts(None, [str(user)], None)
     assert [(p.trait, p.id) for p in got] == [("Emotional_Valence", "p0"), ("Emotional_Valence", "x")]
+    more = tmp_path / "more.json"  # a second file for the same trait: the limit counts prompts per trait, not file
+    more.write_text(json.dumps({"trait": "valence", "prompts": [{"id": "y", "text": "snow"}]}))
+    assert [p.id for p in collect_prompts(None, [str(user), str(more)], 2)] == ["p0", "x"]
+    with pytest.raises(ValueError, match=r"holds prompts for the trait\(s\) \['Aesthetics'\]"):
+        collect_prompts(["valence", "Aesthetics"], [str(user)], None)  # a trait asked for, without prompts
     with pytest.raises(ValueError, match="bad.json.*unknown trait"):
         parse_prompt_file(json.dumps({"trait": "nope", "prompts": ["a"]}), "bad.json")
