@@ -401,6 +401,20 @@ def load_upstream(path: str | Path, image_root: str | Path | None = None, drop_i
     return items_to_dataset([r for recs in by_file.values() for r in recs])
 
 
+def release_prompts(root: str | Path) -> dict[str, str]:
+    """Per trait, the question a release's test split asks most often (its images not needed): how a model trained
+    on the release was asked to judge."""
+    folder = Path(root) / RELEASE_FILES["test"]
+    counts: dict[str, Counter] = {}
+    for messages in sorted(folder.glob("*/*_messages.json")):
+        records, _ = read_messages(messages)
+        for r in records:
+            counts.setdefault(r["trait"], Counter())[prompt_text(r["prompt"])] += 1
+    if not counts:
+        raise InputNotFoundError(f"{folder} holds no <Trait>/<Trait>_messages.json to take the questions from")
+    return {trait: c.most_common(1)[0][0] for trait, c in counts.items()}
+
+
 def balanced_subset(dataset, n: int):
     """``n`` items of ``dataset`` taken in turn from each of its traits (in the order items come), so that a split
     ordered by trait (a release's test split) still gives every trait its share; kept in the split's order."""

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from cogip.data import release_prompts
 from cogip.files import write_json_atomic, write_text_atomic
 from generation.comparison_grid import write_grids
 from generation.encoder_swap import EncoderMismatchError, build_swapped_pipeline, torch_dtype
@@ -48,6 +49,7 @@ def main(args: GenerationArgs) -> dict:
 
     # 1. What to run: prompts, seeds, alphas and checkpoints (the tiny ones are built here).
     prompts = collect_prompts(args.traits, args.prompt_files, args.prompts_per_trait)
+    questions = release_prompts(args.judge_prompts) if args.judge and args.judge_prompts else None
     seeds, alphas = seeds_of(args), alphas_of(args)
     models = resolve_models(args)
 
@@ -78,11 +80,12 @@ def main(args: GenerationArgs) -> dict:
         judge, processor = load_policy(models["judge"], dtype=torch_dtype(args.dtype), merge_adapter=True)
         judge.to(args.device)
         judged = judge_images(judge, processor, images, out, args.judge_decoding, args.judge_prompt_style,
-                              args.judge_image_size, args.judge_batch_size, args.progress)
+                              args.judge_image_size, args.judge_batch_size, args.progress, questions)
         del judge
         scores = {j["file"]: j["score"] for j in judged}
         summary = summarize(images, judged, args.unparsable, args.n_boot, args.seed)
         summary |= {"judge": models["judge"], "decoding": args.judge_decoding, "notes": models["notes"],
+                    "questions": args.judge_prompts or f"cogalign's own ({args.judge_prompt_style})",
                     "images": judged}
         write_json_atomic(out / "judgement.json", summary)
         write_text_atomic(out / "judgement.md", to_markdown(summary, "\n".join(models["notes"])))

@@ -52,6 +52,10 @@ class GenerationArgs:
                                                               "choices": ["greedy", "expected"]})
     judge_prompt_style: str = field(default="full", metadata={"help": "full | short (short for tiny models)",
                                                               "choices": ["full", "short"]})
+    judge_prompts: str | None = field(default=None, metadata={
+        "help": "a CogIP-Bench release folder: ask the judge each trait's question as the release's test split "
+                "words it, as a model trained on the release was asked (unset: cogalign's own wording, "
+                "judge_prompt_style)"})
     judge_image_size: int | None = field(default=None, metadata={
         "help": "resize images to this square size for the judge (unset: what its processor fixes, else as is)"})
     judge_batch_size: int = field(default=8, metadata={"help": "images per judge batch"})

@@ -43,9 +43,10 @@ def judge_side(processor, override: int | None = None) -> int | None:
 
 def judge_images(model, processor, records: list[GeneratedImage], out_dir: str | Path, decoding: str = "expected",
                  prompt_style: str = "full", image_size: int | None = None, batch_size: int = 8,
-                 progress: bool = True) -> list[dict]:
-    """Score every generated image on its trait. Returns one dict per record: file, score (None if unparsable),
-    text (the judge's raw answer)."""
+                 progress: bool = True, questions: dict[str, str] | None = None) -> list[dict]:
+    """Score every generated image on its trait, asked with ``questions[trait]`` where given (e.g.
+    :func:`cogip.data.release_prompts`), else the trait's own wording in ``prompt_style``. Returns one dict per
+    record: file, score (None if unparsable), text (the judge's raw answer)."""
     from eval.predict import predict
 
     side = judge_side(processor, image_size)
@@ -55,7 +56,8 @@ def judge_images(model, processor, records: list[GeneratedImage], out_dir: str |
         if side:
             img = img.resize((side, side), Image.Resampling.BICUBIC)
         items.append({"id": r.file, "image": img, "trait": r.trait, "score": math.nan, "score_std": None,
-                      "answer": "", "prompt": make_prompt(get_trait(r.trait).prompt_text(prompt_style))})
+                      "answer": "", "prompt": make_prompt((questions or {}).get(r.trait)
+                                                          or get_trait(r.trait).prompt_text(prompt_style))})
     preds = predict(model, processor, items_to_dataset(items), decoding=decoding, batch_size=batch_size,
                     progress="judge" if progress else False)
     return [{"file": p.id, "score": p.score if p.score is not None and math.isfinite(p.score) else None,

@@ -180,6 +180,11 @@ def test_a_release_folder_is_not_read_as_one_upstream_file_and_one_saved_dataset
                                 for f in ("a.png", "gone.png")]).save_to_disk(tmp_path / "paths")
     with pytest.raises(DataValidationError, match=r"paths\[1\]: missing image .*gone.png"):
         load_hf(str(tmp_path / "paths"))
+    # The question each trait's test items ask (what the judge of a release-trained model is asked).
+    from cogip.data import release_prompts
+
+    assert release_prompts(rel)["Funniness"] == "Judge the Funniness of this picture, give a band and a score with " \
+                                                "three decimals."
     # Synthetic traits by any name the registry knows; the sizes count all four traits.
     train, _ = load_canonical_splits(DataArguments(synthetic_train_size=16, synthetic_traits=["valence"]), False)
     assert set(train["trait"]) == {"Emotional_Valence"} and len(train) == 4

@@ -149,6 +149,8 @@ def test_a_missing_model_folder_or_a_bad_value_is_refused_before_anything_is_bui
     assert "first two decimals" in capsys.readouterr().err
     assert cli_main([*tiny, "--images_per_batch", "0"]) == 2
     assert "images_per_batch must be at least 1" in capsys.readouterr().err
+    assert cli_main([*tiny, "--judge_prompts", str(tmp_path)]) == 2  # before any image, not after them all
+    assert "holds no <Trait>/<Trait>_messages.json to take the questions from" in capsys.readouterr().err
     for flags, message in ((["--height", "30"], "height must be a positive multiple of 16"),
                            (["--traits", "Aesthetic"], "unknown trait 'Aesthetic'"),
                            (["--n_boot", "-5"], "n_boot must be at least 0")):
@@ -161,10 +163,13 @@ def test_a_missing_model_folder_or_a_bad_value_is_refused_before_anything_is_bui
 
 
 def test_tiny_config_end_to_end(tiny_gen_dir, tmp_path, capsys):
+    from release_fixture import TRAITS, write_release
+
     from generation.generate import cli_main
 
     out, config = _linked_run(tiny_gen_dir, tmp_path), TINY_CONFIG
-    assert cli_main(["--config", str(config), "--output_dir", str(out)]) == 0
+    release, _ = write_release(tmp_path / "release", {t: 1 for t in TRAITS}, {t: 2 for t in TRAITS}, images=False)
+    assert cli_main(["--config", str(config), "--output_dir", str(out), "--judge_prompts", str(release)]) == 0
     gen = json.loads((out / "generation.json").read_text())
     assert len(gen["images"]) == 4 * 1 * 2 * 3  # traits x prompts x seeds x alphas (0, 0.5, 1)
     assert gen["alphas"] == [0.0, 0.5, 1.0] and gen["seeds"] == [0, 1]
@@ -174,7 +179,7 @@ def test_tiny_config_end_to_end(tiny_gen_dir, tmp_path, capsys):
     assert len(list((out / "grids").glob("*.png"))) == 4
     judgement = json.loads((out / "judgement.json").read_text())
     assert set(judgement["traits"]) == {"Aesthetics", "Funniness", "Emotional_Valence", "Memorability"}
-    assert len(judgement["images"]) == len(gen["images"])
+    assert len(judgement["images"]) == len(gen["images"]) and judgement["questions"] == str(release)
     assert "win rate vs base" in (out / "judgement.md").read_text()
     assert "Judged by" in capsys.readouterr().out  # the rich table
 
