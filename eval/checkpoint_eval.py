@@ -204,6 +204,7 @@ def evaluate_run(args: EvalArgs) -> dict:
     """Every complete checkpoint of ``args.run_dir``, each joined with the training log at its step."""
     dataset, train_means, desc = load_eval_data(args)
     history, corr = read_log_history(args.run_dir), read_correlation_log(args.run_dir)
+    save_steps = read_save_steps(args.run_dir)
     reward_fns = _reward_fns(args)
     models = run_checkpoints(args)
     if not models:
@@ -233,7 +234,7 @@ def evaluate_run(args: EvalArgs) -> dict:
             save_predictions(out, name, key, preds, blindness_key(args, key, n_blind) if blind else None, altered)
         res = score(preds, dataset, args, train_means, reward_fns, altered)
         res |= {"name": name, "path": path, "step": step,
-                "training": training_at_step(history, corr, step, previous, read_save_steps(args.run_dir))}
+                "training": training_at_step(history, corr, step, previous, save_steps)}
         results.append(res)
         all_preds[name] = preds
         previous = step if step is not None else previous
