@@ -22,6 +22,7 @@ from PIL import Image
 from cogip.data import items_to_dataset, make_prompt
 from cogip.traits import get_trait
 from eval.metrics import bootstrap_mean_ci
+from eval.scoring import readable
 from generation.seed_paired import GeneratedImage
 
 UNPARSABLE = ("midpoint", "drop")
@@ -60,7 +61,7 @@ def judge_images(model, processor, records: list[GeneratedImage], out_dir: str |
                                                           or get_trait(r.trait).prompt_text(prompt_style))})
     preds = predict(model, processor, items_to_dataset(items), decoding=decoding, batch_size=batch_size,
                     progress="judge" if progress else False)
-    return [{"file": p.id, "score": p.score if p.score is not None and math.isfinite(p.score) else None,
+    return [{"file": p.id, "score": p.score if readable(p) else None,
              "text": p.text} for p in preds]
 
 
