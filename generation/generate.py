@@ -82,10 +82,11 @@ def main(args: GenerationArgs) -> dict:
         judged = judge_images(judge, processor, images, out, args.judge_decoding, args.judge_prompt_style,
                               args.judge_image_size, args.judge_batch_size, args.progress, questions)
         del judge
+        asked = {r.trait: j.pop("question") for r, j in zip(images, judged)}  # one question per trait
         scores = {j["file"]: j["score"] for j in judged}
         summary = summarize(images, judged, args.unparsable, args.n_boot, args.seed)
         summary |= {"judge": models["judge"], "decoding": args.judge_decoding, "notes": models["notes"],
-                    "questions": args.judge_prompts or f"cogalign's own ({args.judge_prompt_style})",
+                    "questions": args.judge_prompts or f"cogalign's own ({args.judge_prompt_style})", "asked": asked,
                     "images": judged}
         write_json_atomic(out / "judgement.json", summary)
         write_text_atomic(out / "judgement.md", to_markdown(summary, "\n".join(models["notes"])))

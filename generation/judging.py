@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cogip.data import items_to_dataset, make_prompt
+from cogip.data import items_to_dataset, make_prompt, prompt_text
 from cogip.traits import get_trait
 from eval.metrics import bootstrap_mean_ci
 from eval.scoring import readable
@@ -47,7 +47,8 @@ def judge_images(model, processor, records: list[GeneratedImage], out_dir: str |
                  progress: bool = True, questions: dict[str, str] | None = None) -> list[dict]:
     """Score every generated image on its trait, asked with ``questions[trait]`` where given (e.g.
     :func:`cogip.data.release_prompts`), else the trait's own wording in ``prompt_style``. Returns one dict per
-    record: file, score (None if unparsable), text (the judge's raw answer)."""
+    record: file, score (None if unparsable), text (the judge's raw answer),
+    question (the instruction it was given)."""
     from eval.predict import predict
 
     side = judge_side(processor, image_size)
@@ -59,10 +60,11 @@ def judge_images(model, processor, records: list[GeneratedImage], out_dir: str |
         items.append({"id": r.file, "image": img, "trait": r.trait, "score": math.nan, "score_std": None,
                       "answer": "", "prompt": make_prompt((questions or {}).get(r.trait)
                                                           or get_trait(r.trait).prompt_text(prompt_style))})
+    asked = {item["id"]: prompt_text(item["prompt"]) for item in items}
     preds = predict(model, processor, items_to_dataset(items), decoding=decoding, batch_size=batch_size,
                     progress="judge" if progress else False)
-    return [{"file": p.id, "score": p.score if readable(p) else None,
-             "text": p.text} for p in preds]
+    return [{"file": p.id, "score": p.score if readable(p) else None, "text": p.text, "question": asked[p.id]}
+            for p in preds]
 
 
 def _nan_to_none(x):

@@ -165,6 +165,7 @@ def test_a_missing_model_folder_or_a_bad_value_is_refused_before_anything_is_bui
 def test_tiny_config_end_to_end(tiny_gen_dir, tmp_path, capsys):
     from release_fixture import TRAITS, write_release
 
+    from cogip.data import release_prompts
     from generation.generate import cli_main
 
     out, config = _linked_run(tiny_gen_dir, tmp_path), TINY_CONFIG
@@ -180,6 +181,8 @@ def test_tiny_config_end_to_end(tiny_gen_dir, tmp_path, capsys):
     judgement = json.loads((out / "judgement.json").read_text())
     assert set(judgement["traits"]) == {"Aesthetics", "Funniness", "Emotional_Valence", "Memorability"}
     assert len(judgement["images"]) == len(gen["images"]) and judgement["questions"] == str(release)
+    assert judgement["asked"] == release_prompts(release)  # what the judge was given, image by image
+    assert all(set(j) == {"file", "score", "text"} for j in judgement["images"])
     assert "win rate vs base" in (out / "judgement.md").read_text()
     assert "Judged by" in capsys.readouterr().out  # the rich table
 
