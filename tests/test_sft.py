@@ -17,6 +17,7 @@ from cogip.checkpoints import last_complete_checkpoint, list_complete_checkpoint
 from cogip.models import digit_token_ids, load_policy
 from sft_warmstart.collator import SOFT_LABEL_KEYS, SoftLabelCollator
 from sft_warmstart.config import SoftLabelSFTConfig
+from sft_warmstart.soft_label_loss import SoftLabelConfig
 from sft_warmstart.trainable import parameter_groups, part_of, prepare_model, trainable_counts
 from sft_warmstart.trainer import SoftLabelSFTTrainer
 
@@ -149,11 +150,15 @@ def test_lora_on_llm_with_vision_and_merger_at_their_own_rates(tiny_model_dir, t
 
 def test_full_finetuning_gaussian_trains_only_unfrozen_parts(tiny_model_dir, synthetic_splits, tmp_path):
     model, processor = load_policy(tiny_model_dir)
-    args = _args(tmp_path, freeze_merger=True, vision_lr=1e-3, soft_label_loss="gaussian", max_steps=2)
+    loss = dict(soft_label_loss="gaussian", soft_label_eta=0.3, soft_label_lambda=3.0, soft_label_width=0.25,
+                soft_label_sigma_fraction=0.1, soft_label_chunk_elements=1 << 20)  # none of them the default
+    args = _args(tmp_path, freeze_merger=True, vision_lr=1e-3, max_steps=2, **loss)
     model = prepare_model(model, _model_args(), args)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     trainer = SoftLabelSFTTrainer(model=model, args=args, train_dataset=_sft(synthetic_splits["train"], 8),
                                   processing_class=processor)
+    assert trainer.soft_label_config == SoftLabelConfig(kind="gaussian", eta=0.3, lam=3.0, width=0.25,
+                                                        sigma_fraction=0.1, chunk_elements=1 << 20)
     trainer.train()
     assert {g["name"]: g["initial_lr"] for g in trainer.optimizer.param_groups} == {"vision": 1e-3, "llm": 1e-2}
     changed = {part: False for part in ("vision", "merger", "llm")}
@@ -175,6 +180,7 @@ def test_tiny_config_trains_resumes_and_merges(tmp_path, capfd):
 
     out = tmp_path / "run"
     common = ["--output_dir", str(out), "--synthetic_train_size", "48", "--save_steps", "8", "--logging_steps", "4",
+              "--save_total_limit", "3",
               *TINY_LORA, "--per_device_train_batch_size", "8", "--learning_rate", "1e-2", "--merger_lr", "3e-3",
               "--vision_lr", "1e-3", "--warmup_steps", "2"]
     # 1) As users launch it: python sft_warmstart/train_sft.py --config configs/tiny/sft.yaml
@@ -194,8 +200,11 @@ def test_tiny_config_trains_resumes_and_merges(tmp_path, capfd):
     # 2) `cogalign sft` in the same folder resumes from checkpoint-24 and ignores a half-written checkpoint-40.
     (out / "checkpoint-40").mkdir()
     capfd.readouterr()
+    saved = {p.name: p.stat().st_mtime_ns for p in (out / "checkpoint-24").iterdir()}
     assert cogalign(["sft", "--config", str(TINY_CONFIG), *common, "--max_steps", "26", "--merge_lora", "true"]) == 0
     assert f"Resuming from {out / 'checkpoint-24'}" in capfd.readouterr().out
+    # it took the run up at step 24: a run started over would have saved checkpoint-24 again
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "checkpoint-24").iterdir()} == saved
     assert json.loads((out / "checkpoint-26" / "trainer_state.json").read_text())["global_step"] == 26
     # Its saved config launches the same run (the relative paths as given, from the same folder).
     from cogip.cli import plain
