@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 from test_eval_support import fitted_model_dir  # noqa: F401  (fixture)
 
-from cogip.checkpoints import last_complete_checkpoint
+from cogip.checkpoints import last_complete_checkpoint, load_checkpoint_weights
 from cogip.cli import plain
 from rl.callbacks import degenerate_group_warning
 from rl.train_grpo import AdapterMergeError, check_adapter_merge, cli_main, make_parser
@@ -27,7 +28,13 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
     return AutoModelForImageTextToText.from_pretrained(path).state_dict()
 
 
+def _distance(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    return sum(float((a[k].float() - b[k].float()).abs().sum()) for k in a)
+
+
 def test_grpo_trains_logs_correlation_and_resumes(tmp_path, caplog, fitted_model_dir):  # noqa: F811
+    from transformers import AutoModelForImageTextToText
+
     # From a briefly fitted model (what SFT hands over): its answers parse, so the rewards differ within a group.
     out = tmp_path / "run"
     args = ["--config", CONFIG, "--output_dir", str(out), "--model_name_or_path", str(fitted_model_dir),
@@ -41,6 +48,16 @@ def test_grpo_trains_logs_correlation_and_resumes(tmp_path, caplog, fitted_model
     base = _weights(fitted_model_dir)
     first = _weights(out)
     assert any(not torch.equal(base[k], first[k]) for k in base), "GRPO changed no weight"
+    # What resuming loads into the model (the Trainer's own loader would keep the starting weights): every weight.
+    model = AutoModelForImageTextToText.from_pretrained(fitted_model_dir)
+    load_checkpoint_weights(model, out / "checkpoint-2")
+    assert all(torch.equal(v, first[k]) for k, v in model.state_dict().items())
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    saved = load_file(out / "checkpoint-2" / "model.safetensors")
+    save_file({k: v for k, v in saved.items() if not k.endswith("mlp.down_proj.weight")}, cut / "model.safetensors")
+    with pytest.raises(RuntimeError, match="does not match the model: missing"):
+        load_checkpoint_weights(model, cut)
 
     state = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())
     logged = {k for row in state["log_history"] for k in row}
@@ -65,6 +82,9 @@ def test_grpo_trains_logs_correlation_and_resumes(tmp_path, caplog, fitted_model
     assert cli_main([*args, "--max_steps", "3"]) == 0
     state = json.loads((out / "checkpoint-3" / "trainer_state.json").read_text())
     assert state["global_step"] == 3
+    # It took up checkpoint-2's weights: step 3 lies one step from them, not one step from where the run began.
+    third = _weights(out / "checkpoint-3")
+    assert _distance(third, first) < _distance(third, base) / 2, (_distance(third, first), _distance(third, base))
     steps = [r["step"] for r in (json.loads(x) for x in (out / "correlation_log.jsonl").read_text().splitlines())]
     assert steps == [0, 2, 3]  # resumed at 2: no second step-0 evaluation
 
