@@ -4,7 +4,7 @@ When the vision tower and merger are frozen (the tiny recipes, and a common choi
 checkpoints), the image tokens of an image never change: SFT sees each image once per epoch, GRPO encodes the same
 image for each of its generations and again for the loss, and evaluation encodes it once per decoding pass.
 :func:`install_vision_cache` wraps the tower's ``forward`` so that each image's merged tokens are computed once and
-then looked up by a fingerprint of its pixels and grid. The tower runs as usual, and nothing is cached, whenever any
+then looked up by a hash of its pixels and its grid. The tower runs as usual, and nothing is cached, whenever any
 of its parameters requires a gradient or is partitioned by DeepSpeed ZeRO-3 (every rank must then run it to gather
 the weights), so a tower that trains is never served stale tokens. The SFT and GRPO stages install it when their
 config freezes both the tower and the merger and sets ``vision_cache_gb`` (0, off, by default; the tiny configs set
@@ -17,6 +17,7 @@ images take 16 MB; for a 7B checkpoint (3,584-wide tokens, a few hundred per ima
 
 from __future__ import annotations
 
+import hashlib
 import types
 from collections import OrderedDict
 
@@ -28,14 +29,11 @@ DEFAULT_MAX_BYTES = 2 * 1024 ** 3
 
 
 def _fingerprints(pixels: torch.Tensor, grid_thw: torch.Tensor, sizes: list[int]) -> list[tuple]:
-    """One key per image: its grid and two fixed random projections of its pixels (in float64)."""
-    width = pixels.shape[-1]
-    gen = torch.Generator().manual_seed(width)
-    proj = torch.randn(width, 2, generator=gen, dtype=torch.float64).to(pixels.device)
-    chunks = [chunk.double() for chunk in pixels.split(sizes)]
-    sums = torch.stack([chunk.sum(0) @ proj for chunk in chunks])
-    squares = torch.stack([chunk.pow(2).sum() for chunk in chunks])
-    return [(tuple(g), *s, q) for g, s, q in zip(grid_thw.tolist(), sums.tolist(), squares.tolist())]
+    """One key per image: its grid and a hash of its exact pixel bytes (patch order included: two images whose
+    patches are the same ones in another order are different images)."""
+    raw = pixels.detach().contiguous().cpu()
+    return [(tuple(g), hashlib.blake2b(chunk.view(torch.uint8).numpy(), digest_size=16).digest())
+            for g, chunk in zip(grid_thw.tolist(), raw.split(sizes))]
 
 
 def _cacheable(visual) -> bool:

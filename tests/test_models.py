@@ -204,12 +204,17 @@ def test_vision_cache_encodes_each_image_once_and_only_for_a_frozen_tower(tiny_m
     assert calls == [2 * n, 2 * n, n] and len(visual._cogalign_vision_cache) == 3
     logits(images)
     assert calls == [2 * n, 2 * n, n]
+    # The same patches in another order (an object moved by a whole patch) is another image, with its own tokens.
+    pixels = np.asarray(images[0]).copy()
+    moved = Image.fromarray(np.concatenate([pixels[:, 28:], pixels[:, :28]], axis=1))
+    logits([moved])
+    assert calls == [2 * n, 2 * n, n, n]
     # A weight changed in place (a checkpoint loaded into the model) empties the cache; the tower runs again.
     with torch.no_grad():
         visual.blocks[0].mlp.down_proj.weight.mul_(1.5)
         stock.model.visual.blocks[0].mlp.down_proj.weight.mul_(1.5)
     logits(images)
-    assert calls == [2 * n, 2 * n, n, 3 * n]
+    assert calls == [2 * n, 2 * n, n, n, 3 * n]
     # The cache drops exactly what the batched tower precomputes when it encodes a subset of a batch.
     assert set(vision_kwargs(visual, torch.tensor([[1, 4, 4]]))) == set(PRECOMPUTED)
     twin = copy.deepcopy(model)  # trl copies models (reference policy): the copy has its own tower and cache
