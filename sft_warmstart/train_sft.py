@@ -25,6 +25,7 @@ import logging
 import sys
 from pathlib import Path
 
+from transformers import IntervalStrategy
 from trl import ModelConfig, TrlParser
 
 from cogip.checkpoints import finished_at, resume_point, train_and_save
@@ -51,6 +52,10 @@ def main(script_args: SFTScriptArguments, training_args: SoftLabelSFTConfig, mod
         logging.getLogger(__name__).warning("merge_lora applies to LoRA runs: a full fine-tuning's output folder is "
                                             "the model, and no merged/ is written")
     train_dataset, eval_dataset = load_sft_splits(script_args, with_eval=training_args.eval_strategy != "no")
+    if training_args.eval_strategy != "no" and not eval_dataset:  # the Trainer would refuse, after the model loads
+        logging.getLogger(__name__).warning("no held-out items in this data: eval_strategy %r set to 'no'",
+                                            training_args.eval_strategy.value)
+        training_args.eval_strategy = IntervalStrategy.NO
     if training_args.process_index == 0:  # now, so that a run killed before its end can be launched again too
         write_config(Path(training_args.output_dir) / CONFIG_FILE, config, "sft")
 
