@@ -38,6 +38,9 @@ class SoftLabelSFTTrainer(FullWeightsResumeMixin, PartLearningRatesMixin, SFTTra
             kwargs["data_collator"] = SoftLabelCollator(base, tokenizer, RopeIndex.for_model(model))
         super().__init__(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
                          processing_class=processing_class, **kwargs)
+        # compute_loss takes num_items_in_batch (the loss is ours, whatever the model's forward accepts): the Trainer
+        # then counts the labelled tokens of every micro-batch of a step on every rank, and the loss is their mean.
+        self.model_accepts_loss_kwargs = True
 
     def _set_signature_columns_if_needed(self):
         # Keep the item columns (trait, score_std) that the soft-label collator reads next to trl's VLM columns.

@@ -17,7 +17,7 @@ from cogip.checkpoints import last_complete_checkpoint, list_complete_checkpoint
 from cogip.models import digit_token_ids, load_policy
 from sft_warmstart.collator import SOFT_LABEL_KEYS, SoftLabelCollator
 from sft_warmstart.config import SoftLabelSFTConfig
-from sft_warmstart.soft_label_loss import SoftLabelConfig
+from sft_warmstart.soft_label_loss import SoftLabelConfig, soft_label_loss
 from sft_warmstart.trainable import parameter_groups, part_of, prepare_model, trainable_counts
 from sft_warmstart.trainer import SoftLabelSFTTrainer
 
@@ -167,6 +167,29 @@ def test_full_finetuning_gaussian_trains_only_unfrozen_parts(tiny_model_dir, syn
     assert changed == {"vision": True, "merger": False, "llm": True}
     logged = [h for h in trainer.state.log_history if "digit_loss" in h]
     assert logged and all(h["digit_loss"] > 0 for h in logged)
+
+
+def test_under_gradient_accumulation_the_loss_is_the_mean_over_every_micro_batch_token(tiny_model_dir,
+                                                                                       synthetic_splits, tmp_path,
+                                                                                       monkeypatch):
+    import sft_warmstart.trainer as trainer_module
+
+    seen = []  # what the loss was given, and how many labelled tokens it found, per micro-batch
+
+    def observed(*args, **kwargs):
+        out = soft_label_loss(*args, **kwargs)
+        seen.append((int(kwargs["num_items_in_batch"]), out.num_text + out.num_digits))
+        return out
+
+    monkeypatch.setattr(trainer_module, "soft_label_loss", observed)
+    model, processor = load_policy(tiny_model_dir)
+    args = _args(tmp_path, per_device_train_batch_size=2, gradient_accumulation_steps=2, max_steps=2)
+    trainer = SoftLabelSFTTrainer(model=prepare_model(model, _model_args(), args), args=args,
+                                  train_dataset=_sft(synthetic_splits["train"], 8), processing_class=processor)
+    trainer.train()
+    assert len(seen) == 4
+    for first, second in (seen[:2], seen[2:]):  # the two micro-batches of one optimizer step
+        assert first[0] == second[0] == first[1] + second[1]
 
 
 # ---------------------------------------------------------------------------------------------------------------
