@@ -21,8 +21,22 @@ def check_choices(args) -> None:
     fail late (after a model has loaded) or not at all."""
     for f in dataclasses.fields(args):
         choices, value = f.metadata.get("choices"), getattr(args, f.name)
-        if choices is not None and value not in choices:
+        if choices is not None and value is not None and value not in choices:  # None: left unset
             raise ValueError(f"{f.name}: {value!r} is not one of {', '.join(map(str, choices))}")
+
+
+def check_device(name: str, value: str | None) -> None:
+    """Refuse a device torch cannot name, or a CUDA device where none is visible (unset, None, passes)."""
+    import torch
+
+    if value is None:
+        return
+    try:
+        device = torch.device(value)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"--{name}: {value!r} is not a device (cpu, cuda, cuda:1 ...)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--{name} {value}: no CUDA device is visible here (use --{name} cpu)")
 
 
 def check_at_least(args, lows: dict[str, int]) -> None:

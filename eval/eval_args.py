@@ -49,7 +49,8 @@ class EvalArgs:
         "help": "flag a trait whose predictions move less than this share of its range under shuffled images"})
     reward_funcs: list[str] | None = field(default=None, metadata={
         "help": "rewards to compute on the predictions (registry names or module:function)"})
-    dtype: str = field(default="auto", metadata={"help": "model dtype (auto, bfloat16, float32 ...)"})
+    dtype: str = field(default="auto", metadata={"help": "model dtype", "choices": ["auto", "bfloat16", "float16",
+                                                                                  "float32"]})
     vision_cache_gb: float = field(default=0.0, metadata={
         "help": "GiB of image tokens kept so that each image passes the vision tower once (cogip.vision_cache; "
                 "0: off)"})
@@ -68,9 +69,10 @@ class EvalArgs:
             raise ValueError("give exactly one of --run_dir, --checkpoint, --compare A B")
         if self.compare is not None and len(self.compare) != 2:
             raise ValueError("--compare takes two models")
-        from cogip.data_sources import check_at_least, check_choices
+        from cogip.data_sources import check_at_least, check_choices, check_device
 
         check_choices(self)  # values from --config are not checked by argparse
+        check_device("device", self.device)
         check_at_least(self, {"blindness_items": 1, "n_boot": 0, "max_items_per_trait": 1, "synthetic_n": 1,
                               "batch_size": 1, "num_samples": 1, "max_new_tokens": 1})
         from rewards import build_reward_func

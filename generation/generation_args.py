@@ -73,10 +73,11 @@ class GenerationArgs:
                 "(images/manifest.json); false generates every image again"})
 
     def __post_init__(self) -> None:
-        from cogip.data_sources import check_at_least, check_choices
+        from cogip.data_sources import check_at_least, check_choices, check_device
         from cogip.traits import get_trait
 
         check_choices(self)  # values from --config are not checked by argparse: all of them now, before any image
+        check_device("device", self.device)
         try:
             for trait in self.traits or []:
                 get_trait(trait)

@@ -27,7 +27,8 @@ class GRPOScriptArguments(DataArguments):
         default=None, metadata={"help": "Reward for a completion with no readable score (unset: each "
                                         "function's own, 0 or -0.5 for distance_upstream)."})
     rank_mode: str | None = field(
-        default=None, metadata={"help": "rank_global: 'concordance' or 'thurstone'."})
+        default=None, metadata={"help": "rank_global: 'concordance' or 'thurstone'.",
+                                "choices": ["concordance", "thurstone"]})
     sft_adapter: str = field(
         default="merge",
         metadata={"help": "When model_name_or_path is a LoRA adapter (e.g. the SFT output): 'merge' it into the base "
@@ -61,6 +62,17 @@ class GRPOScriptArguments(DataArguments):
         return {k: v for k, v in opts.items() if v is not None}
 
 
+class RewardWeightsError(ValueError):
+    """reward_weights that do not pair with reward_funcs."""
+
+
+def check_reward_weights(script_args: GRPOScriptArguments, training_args) -> None:
+    weights, funcs = training_args.reward_weights, script_args.reward_funcs
+    if weights is not None and len(weights) != len(funcs):
+        raise RewardWeightsError(f"reward_weights {list(weights)} has {len(weights)} weights for {len(funcs)} "
+                                 f"reward_funcs {list(funcs)}: give one per function, in the same order")
+
+
 @dataclass
 class CogGRPOConfig(GRPOConfig, TrainablePartsArguments):
     """trl's ``GRPOConfig`` plus which parts of Qwen2.5-VL train and at what rate (as in the SFT stage)."""
@@ -68,3 +80,7 @@ class CogGRPOConfig(GRPOConfig, TrainablePartsArguments):
     zero_std_warn_frac: float = field(
         default=0.5, metadata={"help": "Warn when frac_reward_zero_std stays above this for zero_std_warn_logs logs."})
     zero_std_warn_logs: int = field(default=5, metadata={"help": "See zero_std_warn_frac."})
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.check_reporting()

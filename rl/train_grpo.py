@@ -35,7 +35,7 @@ from cogip.data_sources import load_canonical_splits
 from cogip.models import check_model_exists, init_deepspeed_comm, is_adapter_dir, load_policy
 from rewards import build_reward_funcs
 from rl.callbacks import BEST_CHECKPOINT, CorrelationCallback, GuardCallback
-from rl.config import CogGRPOConfig, GRPOScriptArguments
+from rl.config import CogGRPOConfig, GRPOScriptArguments, RewardWeightsError, check_reward_weights
 from rl.trainer import CogGRPOTrainer
 from sft_warmstart.artifacts import resolve_model_path
 from sft_warmstart.config import TINY_MODEL
@@ -54,6 +54,7 @@ def main(script_args: GRPOScriptArguments, training_args: CogGRPOConfig, model_a
         if is_adapter_dir(model_args.model_name_or_path) and script_args.sft_adapter == "merge":
             check_adapter_merge(model_args.model_name_or_path, model_args.use_peft)
     lora_config_for(model_args, training_args)
+    check_reward_weights(script_args, training_args)
     train, held_out = load_canonical_splits(script_args, with_eval=True)
     if held_out is not None and script_args.correlation_eval_size:
         held_out = balanced_subset(held_out, script_args.correlation_eval_size)
@@ -133,7 +134,8 @@ def make_parser() -> TrlParser:
 
 def cli_main(argv: list[str] | None = None) -> int:
     """Parse flags (and ``--config file.yaml``) and run; shared by ``__main__`` and ``cogalign grpo``."""
-    return run_stage(make_parser(), main, argv, refused=(AdapterMergeError, TrainablePartsError))
+    return run_stage(make_parser(), main, argv, refused=(AdapterMergeError, RewardWeightsError,
+                                                                 TrainablePartsError))
 
 
 if __name__ == "__main__":

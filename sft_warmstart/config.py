@@ -68,6 +68,7 @@ class SoftLabelSFTConfig(SFTConfig, TrainablePartsArguments):
     def __post_init__(self):
         super().__post_init__()
         self.soft_label_config()  # a bad value from a YAML config fails here, not after the model has loaded
+        self.check_reporting()
 
     def soft_label_config(self) -> SoftLabelConfig:
         return SoftLabelConfig(kind=self.soft_label_loss, eta=self.soft_label_eta, lam=self.soft_label_lambda,

@@ -41,6 +41,18 @@ class TrainablePartsArguments:
                           "ZeRO-3). 0 (default): off."})
 
 
+    def check_reporting(self) -> None:
+        """Refuse a ``report_to`` integration that is not installed: the Trainer would stop on it only once the
+        model had loaded, on every rank."""
+        from transformers.integrations import get_available_reporting_integrations
+
+        known = ("none", "all", *get_available_reporting_integrations())
+        missing = [r for r in self.report_to or [] if r not in known]
+        if missing:
+            raise ValueError(f"report_to: {', '.join(missing)} is not installed here (pip install "
+                             f"{' '.join(missing)}, or report_to: none)")
+
+
 class TrainablePartsError(ValueError):
     """Freeze flags and LoRA that do not go together: the entry scripts stop before loading any model."""
 

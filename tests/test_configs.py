@@ -80,6 +80,17 @@ def test_grpo_configs_hold_only_known_fields(path, monkeypatch):
         assert model.use_peft == (path.name == "grpo.yaml")
 
 
+@pytest.mark.parametrize("path", [CONFIGS / "tiny" / "generation.yaml", CONFIGS / "qwen_image" / "generation.yaml"],
+                         ids=lambda p: str(p.relative_to(CONFIGS)))
+def test_generation_configs_hold_only_known_fields(path, monkeypatch):
+    from generation.generate import make_parser
+
+    monkeypatch.chdir(CONFIGS.parent)
+    cpu = ["--device", "cpu"] if yaml.safe_load(path.read_text()).get("device", "cuda") != "cpu" else []
+    (args,) = make_parser().parse_args_and_config(["--config", str(path), *cpu], fail_with_unknown_args=True)
+    assert args.judge and 0.0 in args.alphas and max(args.alphas) == 1.0
+
+
 def test_a_typo_in_a_config_value_fails_when_the_config_is_read(tmp_path):
     from rl.train_grpo import make_parser as grpo_parser
     from sft_warmstart.train_sft import make_parser as sft_parser
@@ -145,10 +156,18 @@ def test_training_stages_refuse_a_missing_model_a_misspelt_reward_and_a_data_sou
     monkeypatch.chdir(tmp_path)
     (tmp_path / "runs").mkdir()  # so runs/nope can only be a folder, not a hub id
     base = ["--output_dir", str(tmp_path / "out"), "--use_cpu", "true"]
+    rank_typo = tmp_path / "rank.yaml"  # argparse checks the choices of flags only, not of config values
+    rank_typo.write_text("reward_funcs: [distance_crps, rank_global]\nrank_mode: thurston\n")
     cases = [("sft", ["--model_name_or_path", "runs/nope"], "--model_name_or_path runs/nope: no such model folder"),
              ("grpo", ["--model_name_or_path", "runs/nope"], "--model_name_or_path runs/nope: no such model folder"),
              ("grpo", ["--reward_funcs", "distance_gausian", "format"], "unknown reward 'distance_gausian'"),
-             ("sft", ["--dataset", "release"], "dataset 'release' needs dataset_path")]
+             ("sft", ["--dataset", "release"], "dataset 'release' needs dataset_path"),
+             ("grpo", ["--model_name_or_path", "tiny", "--reward_funcs", "format", "distance_linear",
+                       "--reward_weights", "1"],
+              "reward_weights [1.0] has 1 weights for 2 reward_funcs ['format', 'distance_linear']"),
+             ("grpo", ["--config", str(rank_typo)], "rank_mode: 'thurston' is not one of concordance, thurstone"),
+             ("sft", ["--report_to", "wandb"], "report_to: wandb is not installed here"),
+             ("grpo", ["--report_to", "wandb"], "report_to: wandb is not installed here")]
     for stage, argv, named in cases:
         assert cogalign([stage, *base, *argv]) == 2
         err = capsys.readouterr().err

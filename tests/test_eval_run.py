@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from test_eval_support import fitted_model_dir, make_run_dir, one_thread  # noqa: F401  (fixtures)
 
 from cogip.answer import parse_answer
@@ -313,7 +314,7 @@ def test_blindness_items_must_be_positive():
         parse_args(["--checkpoint", "m", "--blindness_items", "0"])
 
 
-def test_bad_input_is_refused_before_any_model_loads(tmp_path, capsys):
+def test_bad_input_is_refused_before_any_model_loads(tmp_path, capsys, monkeypatch):
     from release_fixture import TRAITS, write_release
 
     from eval.run import cli_main, parse_args
@@ -340,6 +341,11 @@ def test_bad_input_is_refused_before_any_model_loads(tmp_path, capsys):
         parse_args(["--config", str(config)])
     assert cli_main(["--checkpoint", "m", "--blindness_models", "last"]) == 2 and "invalid choice" in \
         capsys.readouterr().err
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as on a machine without a GPU
+    for flags, message in ((["--dtype", "bflaot16"], "invalid choice: 'bflaot16'"),
+                           (["--device", "gpu"], "--device: 'gpu' is not a device"),
+                           (["--device", "cuda"], "--device cuda: no CUDA device is visible here")):
+        assert cli_main(["--checkpoint", "m", *flags]) == 2 and message in capsys.readouterr().err
 
     rel, images = write_release(tmp_path, {t: 2 for t in TRAITS}, {t: 2 for t in TRAITS})
     (tmp_path / "model.safetensors").touch()

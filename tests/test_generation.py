@@ -153,7 +153,8 @@ def test_a_missing_model_folder_or_a_bad_value_is_refused_before_anything_is_bui
     assert "holds no <Trait>/<Trait>_messages.json to take the questions from" in capsys.readouterr().err
     for flags, message in ((["--height", "30"], "height must be a positive multiple of 16"),
                            (["--traits", "Aesthetic"], "unknown trait 'Aesthetic'"),
-                           (["--n_boot", "-5"], "n_boot must be at least 0")):
+                           (["--n_boot", "-5"], "n_boot must be at least 0"),
+                           (["--device", "gpu"], "--device: 'gpu' is not a device")):
         assert cli_main([*tiny, *flags]) == 2 and message in capsys.readouterr().err
     bad = tmp_path / "bad.yaml"  # values from a config file, which argparse does not check against choices
     bad.write_text((Path("configs/tiny/generation.yaml")).read_text() + "unparsable: worst\n")
