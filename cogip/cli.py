@@ -202,14 +202,19 @@ def run_stage(parser, main_fn, argv: list[str] | None = None, *, refused: tuple[
 
 def _validate_data(argv: list[str]) -> int:
     from cogip.data import validate
+    from cogip.traits import load_traits_yaml
 
     p = argparse.ArgumentParser(prog="cogalign validate-data",
                                 description="Check CogIP-Bench files: counts per file and trait, every problem.")
     p.add_argument("path", help="an upstream file, a test_msg_file/ or cognition_scores/ folder, or a release folder")
     p.add_argument("--image-root", "--image_root", default=None,
                    help="folder the <Trait>/<id>.jpg image paths are relative to (default: the current folder)")
+    p.add_argument("--traits-file", "--traits_file", default=None,
+                   help="a YAML file of your own traits (see configs/traits_example.yaml)")
     args = p.parse_args(argv)
     try:
+        if args.traits_file:
+            load_traits_yaml(args.traits_file)
         _, report = validate(args.path, args.image_root)
     except (FileNotFoundError, ValueError) as e:  # no such path; a file validate cannot read on its own
         print(f"error: {e}", file=sys.stderr)

@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass, field
 
 from cogip.data import MissingSplitError, load_hf, load_release, load_upstream, release_splits
-from cogip.traits import get_trait
+from cogip.traits import get_trait, load_traits_yaml, traits_file_field
 
 
 def check_choices(args) -> None:
@@ -79,8 +79,11 @@ class DataArguments:
     drop_invalid_items: bool = field(
         default=False,
         metadata={"help": "Drop invalid items (and say how many) instead of refusing to start."})
+    traits_file: str | None = traits_file_field()
 
     def __post_init__(self):
+        if self.traits_file:
+            load_traits_yaml(self.traits_file)
         check_choices(self)
         if self.dataset_test_split is None:
             self.dataset_test_split = "test" if self.dataset == "release" else "validation"

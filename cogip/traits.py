@@ -241,10 +241,20 @@ def trait_from_dict(spec: dict) -> Trait:
     )
 
 
+def traits_file_field():
+    """The ``traits_file`` option of every stage's arguments (each calls :func:`load_traits_yaml` on it first)."""
+    return field(default=None, metadata={
+        "help": "A YAML file of your own traits (see configs/traits_example.yaml): registered before anything is "
+                "read, so that data, rewards and prompts may name them."})
+
+
 def load_traits_yaml(path: str | Path, *, overwrite: bool = False) -> list[Trait]:
     """Register the user-defined traits listed under ``traits:`` in a YAML file and return them."""
     with open(path) as f:
-        doc = yaml.safe_load(f) or {}
+        try:
+            doc = yaml.safe_load(f) or {}
+        except yaml.YAMLError as e:
+            raise ValueError(f"{path} is not YAML: {e}") from None
     specs = doc.get("traits") if isinstance(doc, dict) else None
     if not isinstance(specs, list):
         raise ValueError(f"{path}: expected a top-level 'traits:' list")

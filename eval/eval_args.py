@@ -6,6 +6,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cogip.traits import load_traits_yaml, traits_file_field
+
 
 @dataclass
 class EvalArgs:
@@ -38,7 +40,9 @@ class EvalArgs:
     unparsable: str = field(default="midpoint", metadata={
         "help": "how unparsable answers are scored: midpoint | worst | train_mean (they are always counted)",
         "choices": ["midpoint", "worst", "train_mean"]})
-    n_boot: int = field(default=1000, metadata={"help": "bootstrap resamples for the 95%% intervals (0: none)"})
+    n_boot: int = field(default=1000, metadata={
+        "help": "bootstrap resamples for the 95%% intervals (0: none; --compare takes at least 200, since its "
+                "verdict rests on the interval)"})
     blindness: bool = field(default=True, metadata={"help": "re-score with blank and shuffled images"})
     blindness_models: str = field(default="all", metadata={
         "help": "with --run_dir: run the blindness check on 'all' checkpoints or only on the run's 'final' model",
@@ -62,6 +66,7 @@ class EvalArgs:
         "help": "with --run_dir: reuse the predictions of each checkpoint already evaluated with the same decoding "
                 "settings, items and weights (kept in <output_dir>/per_checkpoint/) and score them again; false "
                 "predicts for every checkpoint again"})
+    traits_file: str | None = traits_file_field()
 
     def __post_init__(self) -> None:
         modes = sum(x is not None for x in (self.run_dir, self.checkpoint, self.compare))
@@ -71,6 +76,8 @@ class EvalArgs:
             raise ValueError("--compare takes two models")
         from cogip.data_sources import check_at_least, check_choices, check_device
 
+        if self.traits_file:
+            load_traits_yaml(self.traits_file)
         check_choices(self)  # values from --config are not checked by argparse
         check_device("device", self.device)
         check_at_least(self, {"blindness_items": 1, "n_boot": 0, "max_items_per_trait": 1, "synthetic_n": 1,

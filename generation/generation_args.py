@@ -2,6 +2,8 @@
 
 from dataclasses import dataclass, field
 
+from cogip.traits import traits_file_field
+
 
 @dataclass
 class GenerationArgs:
@@ -71,11 +73,14 @@ class GenerationArgs:
     resume: bool = field(default=True, metadata={
         "help": "reuse the images of an earlier run in output_dir made with the same models and sampling settings "
                 "(images/manifest.json); false generates every image again"})
+    traits_file: str | None = traits_file_field()
 
     def __post_init__(self) -> None:
         from cogip.data_sources import check_at_least, check_choices, check_device
-        from cogip.traits import get_trait
+        from cogip.traits import get_trait, load_traits_yaml
 
+        if self.traits_file:
+            load_traits_yaml(self.traits_file)
         check_choices(self)  # values from --config are not checked by argparse: all of them now, before any image
         check_device("device", self.device)
         try:

@@ -11,6 +11,17 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("WANDB_DISABLED", "true")
 
 
+@pytest.fixture(autouse=True)
+def _trait_registry():
+    """Traits a test registers (its own, or a --traits_file) are gone after it."""
+    from cogip import traits
+
+    saved = dict(traits._REGISTRY)
+    yield
+    traits._REGISTRY.clear()
+    traits._REGISTRY.update(saved)
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """A tiny random Qwen2.5-VL saved like a real checkpoint (load it with cogip.models.load_policy)."""

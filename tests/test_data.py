@@ -273,3 +273,35 @@ def test_a_held_out_subset_gives_every_trait_its_share_of_a_split_ordered_by_tra
     ds = Dataset.from_dict({"trait": ["A"] * 5 + ["B"] * 2 + ["C"] * 4, "x": list(range(11))})
     assert list(balanced_subset(ds, 7)["x"]) == [0, 1, 2, 5, 6, 7, 8]  # A, B, C in turn, in the split's order
     assert len(balanced_subset(ds, 100)) == 11
+
+
+def test_a_traits_file_lets_every_command_name_its_traits(tmp_path, capsys):
+    from pathlib import Path
+
+    from cogip import traits
+    from cogip.traits import get_trait
+
+    traits_file = str(Path(__file__).parents[1] / "configs" / "traits_example.yaml")
+    scores = tmp_path / "cognition_scores"
+    scores.mkdir()
+    (scores / "Coziness_scores.txt").write_text("000000.jpg\t6.250\n")
+    (tmp_path / "Coziness").mkdir()
+    Image.new("RGB", (28, 28), (200, 120, 40)).save(tmp_path / "Coziness" / "000000.jpg")
+    check = ["validate-data", str(scores), "--image-root", str(tmp_path)]
+    assert cli(check) == 1 and "unknown trait 'Coziness'" in capsys.readouterr().out
+    assert cli([*check, "--traits-file", traits_file]) == 0 and "OK" in capsys.readouterr().out
+    assert get_trait("coziness").label_for(6.25) == "snug"
+    # each stage registers the file's traits as it reads its arguments (on every rank of a launch)
+    from eval.run import parse_args
+    from generation.generate import make_parser as generation_parser
+    from rl.train_grpo import make_parser as grpo_parser
+    from sft_warmstart.train_sft import make_parser as sft_parser
+
+    for parse in (lambda argv: sft_parser().parse_args_and_config(["--use_cpu", "true", *argv]),
+                  lambda argv: grpo_parser().parse_args_and_config(["--use_cpu", "true", *argv]),
+                  lambda argv: parse_args(["--checkpoint", "m", *argv]),
+                  lambda argv: generation_parser().parse_args_and_config(["--device", "cpu", "--pipeline", "tiny",
+                                                                          "--traits", "Coziness", *argv])):
+        traits._REGISTRY.pop("coziness")
+        parse(["--output_dir", str(tmp_path / "out"), "--traits_file", traits_file])
+        assert get_trait("Coziness").high == 10
