@@ -30,7 +30,13 @@ from eval.held_out_reward import held_out_rewards, resolve_reward
 from eval.predict import Prediction, predict
 from eval.resume import blindness_key, load_predictions, prediction_basis, prediction_key, save_predictions
 from eval.scoring import evaluate, filled_scores, train_means_of
-from eval.training_log import read_correlation_log, read_log_history, read_save_steps, training_at_step
+from eval.training_log import (
+    read_correlation_log,
+    read_log_history,
+    read_prompt_style,
+    read_save_steps,
+    training_at_step,
+)
 
 log = logging.getLogger(__name__)
 _STEP = re.compile(r"checkpoint-(\d+)$")
@@ -55,10 +61,13 @@ def load_eval_data(args: EvalArgs) -> tuple[object, dict[str, float] | None, str
     if args.data == "synthetic":
         from cogip.synthetic import make_benchmark
 
+        # asked as the model was trained (prompt_style in the run's saved config); a model without one: short
+        trained = read_prompt_style([args.run_dir] if args.run_dir else args.compare or [args.checkpoint])
+        style = args.prompt_style or trained or "short"
         sizes = {"n_train": 200, "n_validation": 0, "n_test": 0} | {f"n_{args.split}": args.synthetic_n}
-        splits = make_benchmark(**sizes, seed=args.synthetic_seed, image_size=args.image_size)
+        splits = make_benchmark(**sizes, seed=args.synthetic_seed, image_size=args.image_size, prompt_style=style)
         ds, train = splits[args.split], splits["train"] if args.split != "train" else None
-        desc = f"synthetic benchmark (seed {args.synthetic_seed}), split {args.split}"
+        desc = f"synthetic benchmark (seed {args.synthetic_seed}), split {args.split}, {style} prompts"
     else:
         path, train = Path(args.data), None
         if (path / "dataset_dict.json").exists() or (path / "dataset_info.json").exists():

@@ -40,6 +40,26 @@ def read_log_history(run_dir: str | Path) -> list[dict]:
     return best
 
 
+def read_prompt_style(models: list[str]) -> str | None:
+    """The prompt style (full / short) the first of ``models`` with a saved training config was trained with: its
+    ``cogalign_{grpo,sft}_config.yaml``, in the model's folder or the run folder above a checkpoint-N (a config
+    without the field means the stages' default, full). None when no model has one (a hub id, a bare folder)."""
+    import yaml
+
+    from sft_warmstart.model_card import CONFIG_FILE, GRPO_CONFIG_FILE
+
+    for model in models:
+        for folder in (Path(model), Path(model).parent):
+            for name in (GRPO_CONFIG_FILE, CONFIG_FILE):
+                try:
+                    config = yaml.safe_load((folder / name).read_text())
+                except (OSError, yaml.YAMLError):
+                    continue
+                if isinstance(config, dict):
+                    return config.get("prompt_style", "full")
+    return None
+
+
 def read_save_steps(run_dir: str | Path) -> int | None:
     """The run's ``save_steps`` as its Trainer recorded it, or None."""
     for state in _trainer_states(Path(run_dir)):

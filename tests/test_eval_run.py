@@ -376,3 +376,27 @@ def test_bad_input_is_refused_before_any_model_loads(tmp_path, capsys, monkeypat
     err = capsys.readouterr().err
     assert "Refusing to evaluate on invalid data" in err
     assert "Funniness_messages.json[1]: Funniness score 11.0 outside [0, 10]" in err
+
+
+def test_synthetic_items_are_asked_as_the_model_was_trained(tmp_path):
+    from cogip.data import prompt_text
+    from cogip.traits import all_traits
+    from eval.checkpoint_eval import load_eval_data
+    from eval.run import parse_args
+
+    run = tmp_path / "run"
+    (run / "checkpoint-4").mkdir(parents=True)
+    asked = {style: {t.prompt_text(style) for t in all_traits()} for style in ("full", "short")}
+
+    def style_of(*argv):
+        ds, _, desc = load_eval_data(parse_args([*argv, "--synthetic_n", "8"]))
+        (style,) = (s for s, texts in asked.items() if {prompt_text(p) for p in ds["prompt"]} <= texts)
+        assert desc.endswith(f"{style} prompts")
+        return style
+
+    checkpoint = ["--checkpoint", str(run / "checkpoint-4")]
+    assert style_of(*checkpoint) == "short"  # no saved config: the synthetic benchmark's own
+    (run / "cogalign_sft_config.yaml").write_text("output_dir: run\n")  # the stages' default: full
+    assert style_of(*checkpoint) == style_of("--run_dir", str(run)) == "full"
+    (run / "cogalign_sft_config.yaml").write_text("prompt_style: short\n")
+    assert style_of(*checkpoint) == "short" and style_of(*checkpoint, "--prompt_style", "full") == "full"
