@@ -9,6 +9,7 @@ user turn with an image part and a text part).
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -476,6 +477,32 @@ def read_scores(path: str | Path) -> dict[str, list]:
     return {"trait": [r["trait"] for r in items], "score": [r["score"] for r in items]}
 
 
+def _image_problem(image) -> str | None:
+    """What is wrong with a dataset's image (a path, an undecoded ``{"bytes", "path"}`` or a PIL image), or None
+    once it decodes whole."""
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    if isinstance(image, Image.Image):
+        return None
+    if isinstance(image, dict):
+        source = io.BytesIO(image["bytes"]) if image.get("bytes") else image.get("path")
+        name = image.get("path") or "(bytes)"
+    else:
+        source = name = image
+    if not source:
+        return "missing image"
+    try:
+        with Image.open(source) as im:
+            im.load()
+    except FileNotFoundError:
+        return f"missing image {name}"
+    except (OSError, UnidentifiedImageError, SyntaxError) as e:
+        return f"unreadable image {name}: {e}"
+    return None
+
+
 def load_hf(name_or_path: str, split: str | None = None, *, image_column: str = "image", trait_column: str = "trait",
             score_column: str = "score", score_std_column: str | None = None, trait: str | None = None,
             prompt_style: str = "full", drop_invalid: bool = False):
@@ -496,12 +523,15 @@ def load_hf(name_or_path: str, split: str | None = None, *, image_column: str = 
     elif split not in (None, "train") and not isinstance(name_or_path, datasets.Dataset) and Path(src).is_dir():
         # one saved Dataset has no splits: it is the training data, and never also the held-out data
         raise MissingSplitError(f"{src} is one dataset without splits (used as 'train'); it has no split {split!r}")
-    needed = (image_column, score_column) + (() if trait else (trait_column,))
+    needed = (image_column, score_column) + (() if trait else (trait_column,)) + (
+        (score_std_column,) if score_std_column else ())
     missing = [c for c in needed if c not in ds.column_names]
     if missing:
         hint = " (a dataset of one trait without a trait column: set hf_trait)" if trait_column in missing else ""
         raise ValueError(f"{src} has no column {', '.join(map(repr, missing))}{hint}; its columns: "
                          f"{', '.join(ds.column_names)}")
+    if isinstance(ds.features.get(image_column), datasets.Image):  # decoded below, one at a time, to report it
+        ds = ds.cast_column(image_column, datasets.Image(decode=False))
     report, records = ValidationReport(seen={src: len(ds)}), []
     for i, row in enumerate(ds):
         name = trait or row.get(trait_column)
@@ -514,10 +544,14 @@ def load_hf(name_or_path: str, split: str | None = None, *, image_column: str = 
             report.problems.append(Problem(src, i, f"{t.name} score {score!r} outside [{t.low:g}, {t.high:g}]"))
             continue
         image = row.get(image_column)
-        if image is None or (isinstance(image, str) and not Path(image).is_file()):  # a path column: there now
-            report.problems.append(Problem(src, i, "missing image" + (f" {image}" if image else "")))
+        problem = _image_problem(image)
+        if problem:
+            report.problems.append(Problem(src, i, problem))
             continue
         std = row.get(score_std_column) if score_std_column else None
+        if std is not None and not (isinstance(std, (int, float)) and math.isfinite(std) and std >= 0):
+            report.problems.append(Problem(src, i, f"{score_std_column} {std!r} is not a rater spread (>= 0)"))
+            continue
         records.append({
             "id": str(row.get("id", i)), "image": row[image_column], "trait": t.name, "score": t.round(score),
             "score_std": None if std is None else float(std), "answer": render_answer(t, score),

@@ -58,12 +58,14 @@ def load_eval_data(args: EvalArgs) -> tuple[object, dict[str, float] | None, str
     """The split to evaluate, the per-trait train means (for the constant reference line) and a description."""
     from datasets import DatasetDict, load_from_disk
 
+    # Items that are not asked already (synthetic ones, a dataset of image / trait / score) are asked as the model
+    # was trained: prompt_style in its run's saved config.
+    models = [args.run_dir] if args.run_dir else args.compare or [args.checkpoint]
+    style = args.prompt_style or read_prompt_style(models)
     if args.data == "synthetic":
         from cogip.synthetic import make_benchmark
 
-        # asked as the model was trained (prompt_style in the run's saved config); a model without one: short
-        trained = read_prompt_style([args.run_dir] if args.run_dir else args.compare or [args.checkpoint])
-        style = args.prompt_style or trained or "short"
+        style = style or "short"  # the synthetic benchmark's own
         sizes = {"n_train": 200, "n_validation": 0, "n_test": 0} | {f"n_{args.split}": args.synthetic_n}
         splits = make_benchmark(**sizes, seed=args.synthetic_seed, image_size=args.image_size, prompt_style=style)
         ds, train = splits[args.split], splits["train"] if args.split != "train" else None
@@ -89,6 +91,12 @@ def load_eval_data(args: EvalArgs) -> tuple[object, dict[str, float] | None, str
         else:
             ds = loaded
         desc = f"{path}" + (f", split {args.split}" if isinstance(loaded, DatasetDict) else "")
+        if "prompt" not in ds.column_names:  # image / trait / score columns, as the training stages' --dataset hf
+            from cogip.data import load_hf
+
+            style = style or "full"  # the training stages' default
+            ds = load_hf(ds, prompt_style=style, drop_invalid=args.drop_invalid)
+            desc += f", {style} prompts"
     if args.unparsable == "train_mean" and train is None:
         raise InputNotFoundError(f"--unparsable train_mean counts an unreadable answer as its trait's mean training "
                                  f"score, but {desc} has no training split to take it from")

@@ -180,6 +180,26 @@ def test_a_release_folder_is_not_read_as_one_upstream_file_and_one_saved_dataset
                                 for f in ("a.png", "gone.png")]).save_to_disk(tmp_path / "paths")
     with pytest.raises(DataValidationError, match=r"paths\[1\]: missing image .*gone.png"):
         load_hf(str(tmp_path / "paths"))
+    # Images that do not decode, as a path or stored in the dataset: refused with their row, or dropped.
+    (tmp_path / "b.jpg").write_text("not an image")
+    stored = datasets.Dataset.from_list([{"image": img, "trait": "Aesthetics", "score": 5.0, "sd": sd}
+                                         for sd in (0.5, -1.0, 0.7)])
+    stored = stored.cast_column("image", datasets.Image(decode=False))
+    stored = stored.map(lambda row, i: {"image": {"bytes": b"\xff\xd8 broken" if i == 2 else row["image"]["bytes"],
+                                                  "path": None}}, with_indices=True)
+    stored.cast_column("image", datasets.Image()).save_to_disk(tmp_path / "stored")
+    datasets.Dataset.from_list([{"image": str(tmp_path / f), "trait": "Aesthetics", "score": 5.0}
+                                for f in ("a.png", "b.jpg")]).save_to_disk(tmp_path / "text")
+    with pytest.raises(DataValidationError, match=r"text\[1\]: unreadable image .*b.jpg"):
+        load_hf(str(tmp_path / "text"))
+    with pytest.raises(DataValidationError) as refused:
+        load_hf(str(tmp_path / "stored"), score_std_column="sd")
+    assert [(p.index, p.message.split(":")[0]) for p in refused.value.report.problems] == [
+        (1, "sd -1.0 is not a rater spread (>= 0)"), (2, "unreadable image (bytes)")]
+    kept = load_hf(str(tmp_path / "stored"), score_std_column="sd", drop_invalid=True)
+    assert kept["score_std"] == [0.5] and kept[0]["image"].size == (8, 8)
+    with pytest.raises(ValueError, match="has no column 'score_sd'"):  # a misspelt column is not left unread
+        load_hf(str(tmp_path / "stored"), score_std_column="score_sd")
     # The question each trait's test items ask (what the judge of a release-trained model is asked).
     from cogip.data import release_prompts
 

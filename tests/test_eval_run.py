@@ -400,3 +400,21 @@ def test_synthetic_items_are_asked_as_the_model_was_trained(tmp_path):
     assert style_of(*checkpoint) == style_of("--run_dir", str(run)) == "full"
     (run / "cogalign_sft_config.yaml").write_text("prompt_style: short\n")
     assert style_of(*checkpoint) == "short" and style_of(*checkpoint, "--prompt_style", "full") == "full"
+
+
+def test_a_saved_dataset_of_images_traits_and_scores_is_evaluated_as_training_reads_it(tmp_path):
+    from datasets import Dataset, DatasetDict
+    from PIL import Image
+
+    from cogip.data import prompt_text
+    from cogip.traits import get_trait
+    from eval.checkpoint_eval import load_eval_data
+    from eval.run import parse_args
+
+    rows = [{"image": Image.new("RGB", (8, 8), (40 * i, 0, 0)), "trait": t, "score": s}
+            for i, (t, s) in enumerate([("aesthetics", 7.25), ("valence", -1.0), ("Funniness", 3.5)])]
+    DatasetDict({"train": Dataset.from_list(rows), "test": Dataset.from_list(rows[:2])}).save_to_disk(tmp_path / "hf")
+    ds, means, desc = load_eval_data(parse_args(["--checkpoint", "m", "--data", str(tmp_path / "hf")]))
+    assert ds["answer"] == ["high 7.250", "negative -1.000"] and desc.endswith("split test, full prompts")
+    assert prompt_text(ds[0]["prompt"]) == get_trait("Aesthetics").prompt_text("full")
+    assert means == {"Aesthetics": 7.25, "Emotional_Valence": -1.0, "Funniness": 3.5}
