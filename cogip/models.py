@@ -242,9 +242,11 @@ def check_model_exists(ref: str | None, flag: str, revision: str | None = None, 
 
 def load_policy(model_name_or_path: str | Path, *, dtype: str | torch.dtype = "auto",
                 attn_implementation: str | None = None, device_map: str | dict | None = None,
-                trust_remote_code: bool = False, merge_adapter: bool = False, is_trainable: bool = False):
+                trust_remote_code: bool = False, merge_adapter: bool = False, is_trainable: bool = False,
+                revision: str | None = None):
     """Load a policy and its processor from a hub id or a folder: full weights, or a peft LoRA adapter folder (its
-    base is loaded, then the adapter; ``merge_adapter=True`` folds it into the weights).
+    base is loaded, then the adapter; ``merge_adapter=True`` folds it into the weights). ``revision``: the hub
+    revision of a model given by id (a branch, tag or commit).
 
     Returns ``(model, processor)``.
     """
@@ -271,9 +273,12 @@ def load_policy(model_name_or_path: str | Path, *, dtype: str | torch.dtype = "a
         if merge_adapter:
             model = model.merge_and_unload()
     else:
+        if revision:
+            kw["revision"] = revision
         model = AutoModelForImageTextToText.from_pretrained(model_name_or_path, **kw)
     install_on_model(model)  # the vision tower attends all equal-sized images at once (same weights and outputs)
-    return model, load_processor(model_name_or_path, trust_remote_code=trust_remote_code)
+    return model, load_processor(model_name_or_path, trust_remote_code=trust_remote_code,
+                                 **({"revision": kw["revision"]} if "revision" in kw else {}))
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -66,7 +66,7 @@ def main(script_args: GRPOScriptArguments, training_args: CogGRPOConfig, model_a
     init_deepspeed_comm(training_args)
     model_path = resolve_model_path(model_args.model_name_or_path, training_args.output_dir)
     keep_adapter = is_adapter_dir(model_path) and script_args.sft_adapter == "train"
-    model, processor = load_policy(model_path, dtype=model_args.dtype or "auto",
+    model, processor = load_policy(model_path, dtype=model_args.dtype or "auto", revision=model_args.model_revision,
                                    attn_implementation=model_args.attn_implementation,
                                    merge_adapter=not keep_adapter, is_trainable=keep_adapter)
     model = prepare_model(model, model_args, training_args)

@@ -65,7 +65,7 @@ def main(script_args: SFTScriptArguments, training_args: SoftLabelSFTConfig, mod
                                     script_args.tiny_vision_pretrain_steps,
                                     script_args.tiny_vision_position_targets,
                                     script_args.tiny_vision_pretrain_threads)
-    model, processor = load_policy(model_path, dtype=model_args.dtype or "auto",
+    model, processor = load_policy(model_path, dtype=model_args.dtype or "auto", revision=model_args.model_revision,
                                    attn_implementation=model_args.attn_implementation,
                                    trust_remote_code=getattr(training_args, "trust_remote_code", False))
     model = prepare_model(model, model_args, training_args)

@@ -79,7 +79,15 @@ def part_of(name: str) -> str:
 
 def lora_config_for(model_args, args):
     """A peft ``LoraConfig`` that puts LoRA on the LLM's linear layers only (the ViT has layers of the same names)
-    and saves the ViT/merger in full when they train. None without ``use_peft``."""
+    and saves the ViT/merger in full when they train. None without ``use_peft``. Both stages call it before any
+    model loads, so it also refuses the model options no stage carries out."""
+    unused = [f"{name}: {getattr(model_args, name)}" for name in ("load_in_4bit", "load_in_8bit")
+              if getattr(model_args, name, False)]
+    if getattr(model_args, "lora_target_parameters", None):
+        unused.append(f"lora_target_parameters: {model_args.lora_target_parameters}")
+    if unused:
+        raise TrainablePartsError(f"{', '.join(unused)}: cogalign trains unquantized weights, with LoRA on the "
+                                  "language model's linear layers (lora_target_modules); leave these unset")
     if not model_args.use_peft:
         return None
     from peft import LoraConfig

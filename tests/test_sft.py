@@ -300,6 +300,9 @@ def test_parts_that_cannot_train_together_are_refused_before_any_model_loads(tmp
     out = tmp_path / "run"
     assert cli_main(["--config", str(TINY_CONFIG), "--output_dir", str(out), *TINY_LORA, "--freeze_llm", "true"]) == 2
     assert "freeze_llm with use_peft leaves nothing for LoRA to train" in capsys.readouterr().err
+    assert cli_main(["--config", str(TINY_CONFIG), "--output_dir", str(out), *TINY_LORA, "--load_in_4bit",
+                     "true"]) == 2
+    assert "load_in_4bit: True: cogalign trains unquantized weights" in capsys.readouterr().err  # not trained in bf16
     assert not (out / "tiny-base").exists()
     # LoRA with the ViT trained and the merger frozen: a checkpoint cannot save under ZeRO-3 (the frozen merger sits
     # inside the ViT kept in full, and ZeRO-3 leaves frozen weights out), so the run is refused there only.
