@@ -157,6 +157,9 @@ def without_zero3_init():
         hf_ds._hf_deepspeed_config_weak_ref = saved
 
 
+TINY_BUILT = "cogalign_tiny.json"  # written last by build_tiny_qwen2_5_vl: its presence means the folder is whole
+
+
 def build_tiny_qwen2_5_vl(out_dir: str | Path, sizes: TinySizes | None = None, seed: int = 0) -> Path:
     """Write a tiny random Qwen2.5-VL checkpoint (model, tokenizer, processor) to ``out_dir`` and return it."""
     from transformers import GenerationConfig, Qwen2_5_VLForConditionalGeneration
@@ -173,7 +176,7 @@ def build_tiny_qwen2_5_vl(out_dir: str | Path, sizes: TinySizes | None = None, s
         bos_token_id=config.text_config.bos_token_id)
     model.save_pretrained(out, safe_serialization=True)
     processor.save_pretrained(out)
-    (out / "cogalign_tiny.json").write_text(json.dumps({"seed": seed, **sizes.__dict__}, indent=2))
+    (out / TINY_BUILT).write_text(json.dumps({"seed": seed, **sizes.__dict__}, indent=2))
     return out
 
 

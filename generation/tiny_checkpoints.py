@@ -14,14 +14,14 @@ from pathlib import Path
 
 import torch
 
-from cogip.models import build_tiny_qwen2_5_vl, build_tiny_qwen_image_components, load_policy
+from cogip.models import TINY_BUILT, build_tiny_qwen2_5_vl, build_tiny_qwen_image_components, load_policy
 
 STANDIN_NOTE = ("stand-in aligned encoder: the tiny base with seeded weight noise, not a trained model; "
                 "set aligned_model to an SFT/GRPO output for a real comparison")
 
 
 def _done(path: Path) -> bool:
-    return (path / "cogalign_tiny.json").exists() or (path / "model_index.json").exists()
+    return (path / TINY_BUILT).exists() or (path / "model_index.json").exists()
 
 
 def ensure_tiny_base(out_dir: str | Path, seed: int = 0) -> Path:
@@ -57,11 +57,11 @@ def ensure_standin_aligned(out_dir: str | Path, base_dir: str | Path, seed: int 
                 p.add_(torch.randn(p.shape, generator=gen) * noise * p.std())
     model.save_pretrained(out, safe_serialization=True)
     processor.save_pretrained(out)
-    (out / "cogalign_tiny.json").write_text(json.dumps(
+    (out / TINY_BUILT).write_text(json.dumps(
         {"stand_in": True, "note": STANDIN_NOTE, "base": str(base_dir), "seed": seed, "noise": noise}, indent=2))
     return out
 
 
 def is_standin(path: str | Path) -> bool:
-    meta = Path(path) / "cogalign_tiny.json"
+    meta = Path(path) / TINY_BUILT
     return meta.exists() and bool(json.loads(meta.read_text()).get("stand_in"))

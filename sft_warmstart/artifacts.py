@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+from cogip.data import WrongFileError
+from cogip.models import TINY_BUILT
 from sft_warmstart.config import TINY_MODEL
 
 TINY_BASE_DIR = "tiny-base"
@@ -27,12 +30,19 @@ def resolve_model_path(name: str | None, output_dir: str | Path, vision_pretrain
     from cogip.tiny_pretrain import PRETRAIN_RECORD, pretrain_vision
 
     path = (Path(output_dir) / TINY_BASE_DIR).resolve()  # absolute: adapter_config.json records it as the base
+    record = path / PRETRAIN_RECORD
     with PartialState().main_process_first():
-        if vision_pretrain_steps > 0 and not (path / PRETRAIN_RECORD).exists():
+        if vision_pretrain_steps > 0 and record.exists():
+            asked = {"steps": vision_pretrain_steps, "position_targets": position_targets}
+            done = {k: json.loads(record.read_text()).get(k) for k in asked}
+            if done != asked:  # the run's checkpoints were trained on the model that is there
+                raise WrongFileError(f"{path} holds the tiny model pretrained with {done}, and this run asks for "
+                                     f"{asked}: give another output_dir, or delete {path} to pretrain it again")
+        if vision_pretrain_steps > 0 and not record.exists():
             build_tiny_qwen2_5_vl(path)  # from scratch, also when an earlier pretraining was cut short
             pretrain_vision(path, steps=vision_pretrain_steps, position_targets=position_targets,
                             threads=pretrain_threads)
-        elif not (path / "config.json").exists():
+        elif not (path / TINY_BUILT).exists():  # written last: a build cut short is done again
             build_tiny_qwen2_5_vl(path)
     return str(path)
 

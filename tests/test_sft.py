@@ -270,6 +270,24 @@ def test_a_local_model_folder_is_taken_absolute_and_a_hub_id_as_given(tmp_path, 
     assert resolve_model_path("Qwen/Qwen2.5-VL-7B-Instruct", "out") == "Qwen/Qwen2.5-VL-7B-Instruct"
 
 
+def test_the_tiny_base_is_built_whole_and_never_taken_for_one_pretrained_otherwise(tmp_path):
+    from cogip.data import WrongFileError
+    from cogip.models import TINY_BUILT
+    from cogip.tiny_pretrain import PRETRAIN_RECORD
+    from sft_warmstart.artifacts import resolve_model_path
+
+    path = Path(resolve_model_path("tiny", tmp_path))
+    (path / "model.safetensors").unlink()  # killed while building: config.json written, the weights not yet
+    (path / TINY_BUILT).unlink()
+    assert resolve_model_path("tiny", tmp_path) == str(path) and load_policy(path)[0] is not None
+    # a run pretrained for 5 steps with position targets: another setting is refused, not silently reused
+    (path / PRETRAIN_RECORD).write_text(json.dumps({"steps": 5, "position_targets": True}))
+    assert resolve_model_path("tiny", tmp_path, 5) == str(path)
+    for steps, targets in ((3200, True), (5, False)):
+        with pytest.raises(WrongFileError, match="holds the tiny model pretrained with"):
+            resolve_model_path("tiny", tmp_path, steps, position_targets=targets)
+
+
 def test_bad_data_is_refused_before_training(tmp_path):
     from datasets import Dataset
     from PIL import Image
