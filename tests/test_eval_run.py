@@ -81,6 +81,7 @@ def test_run_dir_evaluation_writes_every_output(run_dir, tmp_path):
     assert "within_half_range" in ck6["held_out_rewards"]
     for r in ck6["metrics"]["traits"].values():
         assert r["n"] == 4 and 0 <= r["parse_rate"] <= 1 and "srcc_ci" in r and "parsed_only" in r
+    assert ck6["metrics"]["overall"]["n_unparsable"] < 8  # the fitted checkpoint's own answers, not checkpoint-3's
     # The random checkpoint answers garbage: every item is counted as unparsable, none dropped.
     ck3 = doc["checkpoints"][0]["metrics"]["overall"]
     assert ck3["n"] == 16 and ck3["n_unparsable"] == 16

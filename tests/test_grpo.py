@@ -190,6 +190,33 @@ def test_the_best_step_names_a_checkpoint_only_where_one_was_saved(tmp_path):
     assert best == [None, None, str(tmp_path / "checkpoint-2")]  # no checkpoint-0 or -1 was ever saved
 
 
+def test_the_guards_warn_when_their_condition_holds_and_only_then(tmp_path, caplog):
+    from types import SimpleNamespace
+
+    from rl.callbacks import CorrelationCallback, GuardCallback
+
+    args = SimpleNamespace(output_dir=str(tmp_path), save_steps=10)
+    with caplog.at_level(logging.WARNING, logger="rl.callbacks"):
+        # Held-out SRCC falling while the reward rises: reward hacking. Either one alone is no reason to warn.
+        callback = CorrelationCallback(None, None, eval_steps=1)
+        rise, fall = callback.reward_rise * 2, callback.srcc_fall * 2
+        history = [(0.3, 0.6), (0.3 + rise, 0.6), (0.3 + rise, 0.6 - fall), (0.3 + 2 * rise, 0.6 - 2 * fall)]
+        for step, (reward, srcc) in enumerate(history):
+            callback._record(args, SimpleNamespace(global_step=step), {"mean_srcc": srcc}, reward)
+        hacked = [r for r in caplog.records if "exploiting the reward" in r.message]
+        assert len(hacked) == 1 and hacked[0].message.startswith("step 3:")
+        caplog.clear()
+        # Most groups without spread for warn_logs logs in a row: once. A run broken by a lower value starts over.
+        guard = GuardCallback(warn_frac=0.5, warn_logs=3)
+        for frac in (0.9, 0.9, 0.1, 0.9, 0.9):
+            guard.on_log(None, None, None, logs={"frac_reward_zero_std": frac})
+        assert not caplog.records
+        for frac in (0.9, 0.9, 0.9):
+            guard.on_log(None, None, None, logs={"frac_reward_zero_std": frac})
+        assert [r.message.split(":")[0] for r in caplog.records] == [
+            "frac_reward_zero_std has stayed above 0.50 for 3 logs (now 0.90)"]
+
+
 def test_degenerate_group_warning():
     assert "0.71" in degenerate_group_warning(2, "group")
     assert degenerate_group_warning(2, "batch") is not None  # still noisy

@@ -351,5 +351,9 @@ def test_deepspeed_zero_on_cpu(tmp_path, zero):
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert (out / "adapter_model.safetensors").exists() and last_complete_checkpoint(out)
-    merged, _ = load_policy(out / "merged")
-    assert merged is not None
+    merged, processor = load_policy(out / "merged")
+    adapter, _ = load_policy(out)
+    ids = torch.tensor([processor.tokenizer("very high 8.130").input_ids])
+    with torch.no_grad():
+        a, b = (m.eval()(input_ids=ids).logits for m in (merged, adapter))
+    assert torch.allclose(a, b, atol=1e-4)  # the merged model is base + the adapter the two ranks trained
