@@ -28,8 +28,9 @@ class EvalArgs:
     synthetic_seed: int = field(default=0, metadata={"help": "seed of the synthetic benchmark (as in training)"})
     image_size: int = field(default=56, metadata={"help": "synthetic image size"})
     prompt_style: str | None = field(default=None, metadata={
-        "help": "synthetic data: ask with the 'full' or 'short' question (unset: as the model was trained, from its "
-                "run's saved config; short for a model without one)", "choices": ["full", "short"]})
+        "help": "items without a question (synthetic ones, a dataset of image / trait / score): ask the 'full' or "
+                "'short' one (unset: as the model was trained, from its run's saved config; without one, short on "
+                "synthetic items and full on a dataset's)", "choices": ["full", "short"]})
     max_items_per_trait: int | None = field(default=None, metadata={
         "help": "evaluate only the first N (>= 1) items of each trait (unset: all; upstream sampled 120 at random)"})
     output_dir: str | None = field(default=None, metadata={
