@@ -30,6 +30,7 @@ import argparse
 import os
 import sys
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,6 +61,10 @@ class DemoInputError(ValueError):
     """Bad input to the demo, found before anything is written."""
 
 
+class StageError(RuntimeError):
+    """A stage the demo ran itself failed (its traceback is kept beside the stage markers)."""
+
+
 @dataclass(frozen=True)
 class Stage:
     name: str
@@ -87,8 +92,8 @@ STAGES = (
     Stage("generation", "Generation: the GRPO policy as Qwen-Image's text encoder", "generation", ("sft", "grpo"),
           ("cogip", "eval", "generation")),
 )
-OUTPUTS = [s.folder.split("/")[0] for s in STAGES] + ["stages", "report.md", "report.html", "summary.json",
-                                                      "training_curves.png"]
+REPORTS = ["report.md", "report.html", "summary.json", "training_curves.png"]
+OUTPUTS = [s.folder.split("/")[0] for s in STAGES] + ["stages", *REPORTS]
 
 
 def downstream(name: str) -> list[Stage]:
@@ -203,6 +208,9 @@ def plan_demo(args: argparse.Namespace) -> Plan:
     out = Path(args.output_dir).resolve()
     if out.exists() and not out.is_dir():
         raise DemoInputError(f"--output_dir {out} is a file")
+    if out.is_dir() and any(out.iterdir()) and not (out / OutputLock.FILE).exists():
+        # the demo empties its stage folders (data/, eval/, generation/ ...) when it starts them over
+        raise DemoInputError(f"--output_dir {out} holds files that no demo wrote: give a new or empty folder")
     if args.n_test < 12:
         raise DemoInputError("--n_test must be at least 12 (three test items per trait)")
     if args.n_boot < 100:
@@ -485,9 +493,13 @@ def _run_stages(plan: Plan, console, book: StageBook, background: Background, st
         t0 = time.time()
         try:
             run_stage(stage, plan, argv, console)
-        except BaseException:
-            console.print(f"[red]stage {stage.name} did not finish[/]; run `cogalign demo` again to resume it")
+        except KeyboardInterrupt:
+            console.print(f"[red]stage {stage.name} did not finish[/]")
             raise
+        except Exception as e:
+            trace = book.marker(stage.name).with_suffix(".traceback.txt")
+            trace.write_text(traceback.format_exc())
+            raise StageError(f"stage {stage.name} failed: {type(e).__name__}: {e} (traceback: {trace})") from e
         seconds = time.time() - t0
         book.finish(stage.name, fp, seconds)
         record[stage.name] = {"status": "resumed" if decision == "resume" else "ran", "seconds": seconds}
@@ -505,9 +517,8 @@ def run_demo(plan: Plan, console, fresh: bool = False) -> dict:
     start = time.time()
     plan.out.mkdir(parents=True, exist_ok=True)
     with OutputLock(plan.out) as lock:  # raises OutputInUse while another demo (or a child of one) works there
-        if fresh:
-            for name in OUTPUTS:
-                empty_folder(plan.out / name)
+        for name in OUTPUTS if fresh else REPORTS:  # no report of an earlier run beside the outputs of this one
+            empty_folder(plan.out / name)
         book = StageBook(plan.out)
         background = Background(book, env=_child_env(plan), keep_fds=lock.fds)
         try:
@@ -587,8 +598,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         console.print("interrupted: run `cogalign demo` again to resume where it stopped")
         return 130
-    except BackgroundStageError as e:
-        print(f"cogalign demo: error: {e}\nRun `cogalign demo` again to rerun that stage.", file=sys.stderr)
+    except (BackgroundStageError, StageError) as e:
+        print(f"cogalign demo: error: {e}\nFix the cause, then run `cogalign demo` again: it goes on from that "
+              f"stage.", file=sys.stderr)
         return 1
     except OutputInUse as e:
         print(f"cogalign demo: error: {e}", file=sys.stderr)

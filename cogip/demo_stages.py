@@ -171,7 +171,7 @@ class StageBook:
         if doc.get("fingerprint") != fp:
             return "restart"
         if doc.get("status") == "done":
-            return "skip"
+            return "skip" if folder.is_dir() and any(folder.iterdir()) else "restart"  # outputs since removed
         return "resume" if resumable else "restart"
 
     def start(self, name: str, fp: str, inputs: dict | None = None) -> None:

@@ -119,6 +119,18 @@ def test_second_run_skips_and_changed_settings_rerun_what_depends_on_them(demo, 
                       "eval_grpo": "ran", "generation": "skipped"}
     assert s["test_split"]["n_items"] == 20 and checkpoint.stat().st_mtime_ns == trained
 
+    # A stage of its own that fails: one error line naming the stage and where its traceback is, exit 1, and no
+    # report of the run before beside the outputs of this one.
+    bad = demo / "bad_prompts.json"
+    bad.write_text("{not json")
+    capsys.readouterr()
+    assert cogalign(["demo", "--output_dir", str(demo), *TINY, "--n_test", "20", "--set",
+                     f"generation.prompt_files={bad}"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("cogalign demo: error: stage generation failed: ") and "Traceback" not in err
+    assert "bad_prompts.json" in err and (demo / "stages" / "generation.traceback.txt").exists()
+    assert not (demo / "summary.json").exists() and not (demo / "report.html").exists()
+
 
 def test_stage_markers_decide_skip_resume_and_restart(tmp_path):
     from cogip.demo_stages import StageBook, fingerprint, stage_inputs
@@ -134,6 +146,9 @@ def test_stage_markers_decide_skip_resume_and_restart(tmp_path):
     assert book.decide("grpo", fp, folder, resumable=False) == "restart"
     book.finish("grpo", fp, seconds=1.0)
     assert book.decide("grpo", fp, folder, resumable=True) == "skip"
+    (folder / "checkpoint-2").rmdir()  # its outputs removed since: run again, not skipped
+    assert book.decide("grpo", fp, folder, resumable=True) == "restart"
+    (folder / "checkpoint-2").mkdir()
     assert book.decide("grpo", fingerprint(stage_inputs(["--max_steps", "8"])), folder, resumable=True) == "restart"
     assert fingerprint(stage_inputs(["a"], upstream={"sft": "x"})) != fingerprint(stage_inputs(["a"],
                                                                                              upstream={"sft": "y"}))
@@ -290,6 +305,11 @@ def test_bad_input_is_refused_before_anything_is_written(tmp_path, capsys):
     assert cogalign(["demo", "--output_dir", str(out), "--sft_config", str(tmp_path / "release.yaml")]) == 2
     assert "synthetic benchmark" in capsys.readouterr().err
     assert not out.exists()
+    out.mkdir()  # a folder holding files of its own: the demo would empty data/, eval/, generation/ ... in it
+    (out / "generation").mkdir()
+    (out / "generation" / "mine.py").write_text("x = 1\n")
+    assert cogalign(["demo", "--output_dir", str(out)]) == 2
+    assert "holds files that no demo wrote" in capsys.readouterr().err and (out / "generation" / "mine.py").exists()
 
 
 def test_threads_given_to_the_demo_reach_the_vision_pretraining_and_do_not_restart_it(tmp_path):

@@ -256,9 +256,11 @@ def _launch(launcher: str, zero: str, out: Path, port: int, model: Path) -> list
             str(port), *script]
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("launcher", ["deepspeed", "accelerate"])
-@pytest.mark.parametrize("zero", ["zero2", "zero3"])
+# The 7B recipe's launch (deepspeed, ZeRO-3) runs in the default suite; the other three combinations are slow.
+@pytest.mark.parametrize(("launcher", "zero"), [("deepspeed", "zero3"),
+                                                pytest.param("deepspeed", "zero2", marks=pytest.mark.slow),
+                                                pytest.param("accelerate", "zero2", marks=pytest.mark.slow),
+                                                pytest.param("accelerate", "zero3", marks=pytest.mark.slow)])
 def test_two_process_launch_on_cpu(tmp_path, launcher, zero, fitted_model_dir):  # noqa: F811
     """Two CPU processes (gloo) under each launcher and ZeRO stage; rank_global gathers across them. From a briefly
     fitted model: a random one answers nothing parsable, so every advantage is 0 and no weight moves."""

@@ -13,8 +13,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from cogip.checkpoints import is_complete_checkpoint, last_complete_checkpoint
 
 ROOT = Path(__file__).parents[1]
@@ -39,7 +37,6 @@ def _logged_steps(text: str) -> int:
     return text.count("{'loss':")  # the Trainer prints one such dict per step (--logging_steps 1)
 
 
-@pytest.mark.slow  # two launches of the tiny run: about 40 s on 2 cores
 def test_sigkill_then_resume_from_last_complete_checkpoint(tmp_path):
     out, log1, log2 = tmp_path / "run", tmp_path / "first.log", tmp_path / "second.log"
 

@@ -337,8 +337,7 @@ def test_parts_that_cannot_train_together_are_refused_before_any_model_loads(tmp
         "merger"]
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("zero", ["zero2", "zero3"])
+@pytest.mark.parametrize("zero", [pytest.param("zero2", marks=pytest.mark.slow), "zero3"])  # ZeRO-3 in every run
 def test_deepspeed_zero_on_cpu(tmp_path, zero):
     """Two CPU processes under DeepSpeed (gloo), the tiny LoRA recipe."""
     out = tmp_path / zero
