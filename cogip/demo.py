@@ -441,12 +441,27 @@ def versions() -> dict[str, str]:
 
 def stage_fingerprint(stage: Stage, argv: list[str], upstream: dict[str, str]) -> tuple[str, dict]:
     """What a stage's outputs depend on: its arguments (speed flags aside), the text of every YAML they name with
-    ``--config`` (its own, or one given by ``--set``), its code, and the fingerprints of the stages it builds on;
+    ``--config`` (its own, or one given by ``--set``) and of the text files they name, its code, and the
+    fingerprints of the stages it builds on;
     the fingerprint and those inputs."""
     configs = [argv[i + 1] for i in range(len(argv) - 1) if argv[i] == "--config"]
-    inputs = stage_inputs(_without_speed_flags(argv), configs, {u: upstream[u] for u in stage.upstream},
-                          code_version(stage.code))
+    inputs = stage_inputs(_without_speed_flags(argv), [*configs, *_files_named(argv, configs)],
+                          {u: upstream[u] for u in stage.upstream}, code_version(stage.code))
     return fingerprint(inputs), inputs
+
+
+def _files_named(argv: list[str], configs: list[str]) -> list[str]:
+    """The text files (prompt sets, traits) a stage's flags or config files name besides the configs: their
+    content counts in the fingerprint as the configs' does."""
+    import yaml
+
+    values = [a.partition("=")[2] if a.startswith("--") else a for a in argv]
+    for config in configs:
+        doc = yaml.safe_load(Path(config).read_text()) or {}
+        for v in doc.values():
+            values += [x for x in (v if isinstance(v, list) else [v]) if isinstance(x, str)]
+    return sorted({v for v in values if v and v not in configs and Path(v).suffix in (".json", ".yaml", ".yml", ".txt")
+                   and Path(v).is_file()})
 
 
 def _run_stages(plan: Plan, console, book: StageBook, background: Background, start: float) -> dict[str, dict]:

@@ -38,15 +38,16 @@ def write_keyed(path: str | Path, key: str, doc: dict) -> None:
 
 
 def code_version(packages: Iterable[str], exclude: tuple[str, ...] = ("demo",)) -> str:
-    """A hash of the Python sources of ``packages`` (modules whose name starts with one of ``exclude`` left out),
-    so that outputs made by code that has since changed are not taken as complete."""
+    """A hash of the Python sources and JSON data (the built-in prompt sets) of ``packages`` (files whose name starts
+    with one of ``exclude`` left out), so that outputs made by code that has since changed are not taken as
+    complete."""
     import importlib.util
 
     h = hashlib.sha256()
     for pkg in sorted(packages):
         spec = importlib.util.find_spec(pkg)
         for root in (spec.submodule_search_locations or []) if spec else []:
-            for path in sorted(Path(root).rglob("*.py")):
+            for path in sorted([*Path(root).rglob("*.py"), *Path(root).rglob("*.json")]):
                 if not path.name.startswith(exclude):
                     h.update(f"{pkg}/{path.relative_to(root).as_posix()}\0".encode() + path.read_bytes())
     return h.hexdigest()[:16]

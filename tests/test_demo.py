@@ -335,3 +335,17 @@ def test_a_config_given_to_a_stage_counts_in_its_fingerprint_by_content(tmp_path
     assert before == stage_fingerprint(stage, stage_argv(stage, plan), upstream)
     config.write_text("# eval settings\nn_boot: 300\n")
     assert stage_fingerprint(stage, stage_argv(stage, plan), upstream) != before
+    # so does a text file a flag or a config names (a prompt set given with --set, or in the config)
+    prompts = tmp_path / "prompts.json"
+    prompts.write_text('{"trait": "Funniness", "prompts": ["a red apple"]}')
+    (tmp_path / "gen.yaml").write_text((REPO / "configs" / "tiny" / "generation.yaml").read_text()
+                                       + f"prompt_files: [{prompts}]\n")
+    gen = {s.name: s for s in STAGES}["generation"]
+    for flags in (["--set", f"generation.prompt_files={prompts}"],
+                  ["--generation_config", str(tmp_path / "gen.yaml")]):
+        plan = plan_demo(make_parser().parse_args(["--output_dir", str(tmp_path / "out"), *flags]))
+        argv = plan.argv["generation"]
+        prompts.write_text('{"trait": "Funniness", "prompts": ["a red apple"]}')
+        before = stage_fingerprint(gen, argv, dict.fromkeys(gen.upstream, "x"))
+        prompts.write_text('{"trait": "Funniness", "prompts": ["a lonely lighthouse"]}')
+        assert stage_fingerprint(gen, argv, dict.fromkeys(gen.upstream, "x")) != before
