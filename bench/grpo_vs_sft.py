@@ -20,19 +20,9 @@ import json
 import sys
 from pathlib import Path
 
-from sft_losses import run_logged  # bench/ is on sys.path when a script here runs
+from sft_losses import cached_run, run_logged  # bench/ is on sys.path when a script here runs
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _stage(name: str, out: Path, cmd: list[str], threads: int) -> float:
-    """Run ``cmd`` unless ``out/<name>/bench_timing.json`` says it finished; return its wall time in seconds."""
-    timing = out / name / "bench_timing.json"
-    if timing.exists():
-        return json.loads(timing.read_text())["seconds"]
-    seconds = run_logged(cmd, out / f"{name}.log", threads)
-    timing.write_text(json.dumps({"seconds": seconds}))
-    return seconds
 
 
 def main() -> None:
@@ -47,11 +37,11 @@ def main() -> None:
     out = (ROOT / args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     sft, grpo = out / "sft", out / "grpo"
-    sft_s = _stage("sft", out, [sys.executable, "sft_warmstart/train_sft.py", "--config", "configs/tiny/sft.yaml",
-                                "--output_dir", str(sft)], args.threads)
-    grpo_s = _stage("grpo", out, [sys.executable, "rl/train_grpo.py", "--config", "configs/tiny/grpo.yaml",
-                                  "--model_name_or_path", str(sft), "--output_dir", str(grpo), *args.grpo_args],
-                    args.threads)
+    sft_s = cached_run([sys.executable, "sft_warmstart/train_sft.py", "--config", "configs/tiny/sft.yaml",
+                        "--output_dir", str(sft)], sft, out / "sft.log", args.threads)
+    grpo_s = cached_run([sys.executable, "rl/train_grpo.py", "--config", "configs/tiny/grpo.yaml",
+                         "--model_name_or_path", str(sft), "--output_dir", str(grpo), *args.grpo_args], grpo,
+                        out / "grpo.log", args.threads, after=sft_s)  # an SFT model made again: GRPO again too
     run_logged([sys.executable, "eval/run.py", "--compare", str(grpo), str(sft), "--split", "validation",
           "--synthetic_n", str(args.n_validation), "--no_blindness", "--n_boot", str(args.n_boot),
           "--decoding", "expected",

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -38,6 +39,23 @@ def run_logged(cmd: list[str], log: Path, threads: int) -> float:
     return time.time() - start
 
 
+def cached_run(cmd: list[str], run_dir: Path, log: Path, threads: int, after: object = None) -> float:
+    """Run ``cmd`` (a training command writing ``run_dir``) unless ``run_dir/bench_timing.json`` says the same
+    command finished there, ``after`` the same thing (the run it starts from); its wall time in seconds. A run made
+    otherwise is removed and made again."""
+    timing, key = run_dir / "bench_timing.json", {"cmd": cmd[1:], "after": after}  # the interpreter's path aside
+    try:
+        done = json.loads(timing.read_text())
+    except (OSError, ValueError):
+        done = {}
+    if {k: done.get(k) for k in key} == key:
+        return done["seconds"]
+    shutil.rmtree(run_dir, ignore_errors=True)
+    seconds = run_logged(cmd, log, threads)
+    timing.write_text(json.dumps({"seconds": seconds, **key}))
+    return seconds
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--losses", nargs="+", default=["ce", "triangular", "gaussian"])
@@ -50,15 +68,11 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     results = {}
     for loss in args.losses:
-        run, timing = out / loss, out / loss / "bench_timing.json"
-        done = timing.exists()
+        run = out / loss
         train_cmd = [sys.executable, "sft_warmstart/train_sft.py", "--config", "configs/tiny/sft.yaml",
                      "--output_dir", str(run), "--soft_label_loss", loss, "--max_steps", str(args.max_steps),
                      "--save_steps", str(args.max_steps), *TRAIN_OVERRIDES]
-        train_s = json.loads(timing.read_text())["train_s"] if done else run_logged(train_cmd, out / f"{loss}.log",
-                                                                              args.threads)
-        if not done:
-            timing.write_text(json.dumps({"train_s": train_s}))
+        train_s = cached_run(train_cmd, run, out / f"{loss}.log", args.threads)
         run_logged([sys.executable, "eval/run.py", "--checkpoint", str(run), "--split", "validation",
               "--synthetic_n", str(args.n_validation), "--output_dir", str(run / "eval"), "--no_blindness",
               "--n_boot", "200", "--decoding", "expected"], out / f"{loss}.log", args.threads)

@@ -188,7 +188,7 @@ def measure_memory_here(args, case: str, backward: bool) -> int:
 def measure_memory(args, case: str, backward: bool) -> int:
     if args.device.startswith("cuda"):
         return measure_memory_here(args, case, backward)
-    cmd = [sys.executable, __file__, *sys.argv[1:], "--child", f"{case}:{int(backward)}"]
+    cmd = [sys.executable, __file__, *args.argv, "--child", f"{case}:{int(backward)}"]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, env={**os.environ})
     return int(out.stdout.strip().splitlines()[-1])
 
@@ -205,6 +205,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what the memory-measuring children are given
     if args.child:
         case, backward = args.child.split(":")
         print(measure_memory_here(args, case, bool(int(backward))))
