@@ -79,12 +79,19 @@ class DataArguments:
     drop_invalid_items: bool = field(
         default=False,
         metadata={"help": "Drop invalid items (and say how many) instead of refusing to start."})
+    image_max_pixels: int | None = field(
+        default=None,
+        metadata={"help": "Resize each image to at most this many pixels before the vision tower (28 x 28 per image "
+                          "token: 1003520 is 1,280 tokens), which bounds a step's memory. Saved with the processor, "
+                          "so evaluation and generation see images as training did. Unset: the processor's own "
+                          "(12.8 MP for Qwen2.5-VL-7B-Instruct)."})
     traits_file: str | None = traits_file_field()
 
     def __post_init__(self):
         if self.traits_file:
             load_traits_yaml(self.traits_file)
         check_choices(self)
+        check_at_least(self, {"image_max_pixels": 56 * 56})  # Qwen2.5-VL's smallest image
         if self.dataset_test_split is None:
             self.dataset_test_split = "test" if self.dataset == "release" else "validation"
         if self.dataset != "synthetic" and not self.dataset_path:

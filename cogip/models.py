@@ -284,6 +284,14 @@ def load_policy(model_name_or_path: str | Path, *, dtype: str | torch.dtype = "a
                                  **({"revision": kw["revision"]} if "revision" in kw else {}))
 
 
+def limit_image_pixels(processor, max_pixels: int | None) -> None:
+    """Have ``processor`` resize images to at most ``max_pixels`` (kept when it is saved); None leaves it as is."""
+    if max_pixels:
+        size = processor.image_processor.size
+        size["longest_edge"] = max_pixels
+        size["shortest_edge"] = min(size["shortest_edge"], max_pixels)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Tiny QwenImage components (diffusers), sized to sit on the tiny text encoder.
 

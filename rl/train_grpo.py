@@ -32,7 +32,7 @@ from cogip.checkpoints import resume_point, train_and_save
 from cogip.cli import relaunch_config, run_stage, stage_parser
 from cogip.data import balanced_subset, to_grpo_format
 from cogip.data_sources import load_canonical_splits
-from cogip.models import check_model_exists, init_deepspeed_comm, is_adapter_dir, load_policy
+from cogip.models import check_model_exists, init_deepspeed_comm, is_adapter_dir, limit_image_pixels, load_policy
 from rewards import build_reward_funcs
 from rl.callbacks import BEST_CHECKPOINT, CorrelationCallback, GuardCallback
 from rl.config import CogGRPOConfig, GRPOScriptArguments, RewardWeightsError, check_reward_weights
@@ -69,6 +69,7 @@ def main(script_args: GRPOScriptArguments, training_args: CogGRPOConfig, model_a
     model, processor = load_policy(model_path, dtype=model_args.dtype or "auto", revision=model_args.model_revision,
                                    attn_implementation=model_args.attn_implementation,
                                    merge_adapter=not keep_adapter, is_trainable=keep_adapter)
+    limit_image_pixels(processor, script_args.image_max_pixels)
     model = prepare_model(model, model_args, training_args)
 
     # Trainer with held-out correlation and the guards.

@@ -30,7 +30,7 @@ from trl import ModelConfig, TrlParser
 
 from cogip.checkpoints import finished_at, resume_point, train_and_save
 from cogip.cli import relaunch_config, run_stage, stage_parser
-from cogip.models import check_model_exists, init_deepspeed_comm, load_policy
+from cogip.models import check_model_exists, init_deepspeed_comm, limit_image_pixels, load_policy
 from sft_warmstart.artifacts import resolve_model_path, save_merged
 from sft_warmstart.config import TINY_MODEL, SFTScriptArguments, SoftLabelSFTConfig
 from sft_warmstart.data_sources import load_sft_splits
@@ -68,6 +68,7 @@ def main(script_args: SFTScriptArguments, training_args: SoftLabelSFTConfig, mod
     model, processor = load_policy(model_path, dtype=model_args.dtype or "auto", revision=model_args.model_revision,
                                    attn_implementation=model_args.attn_implementation,
                                    trust_remote_code=getattr(training_args, "trust_remote_code", False))
+    limit_image_pixels(processor, script_args.image_max_pixels)
     model = prepare_model(model, model_args, training_args)
 
     trainer = SoftLabelSFTTrainer(model=model, args=training_args, train_dataset=train_dataset,

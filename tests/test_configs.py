@@ -145,6 +145,7 @@ def test_the_7b_configs_chain_sft_into_grpo_into_generation():
     grpo = [cfg(f"qwen2_5_vl_7b/{n}") for n in ("grpo.yaml", "grpo_full.yaml")]
     assert all(g["model_name_or_path"] in sft_out for g in grpo)
     assert len({c["image_root"] for c in [*sft, *grpo]}) == 1  # the images in one place for every stage
+    assert len({c["image_max_pixels"] for c in [*sft, *grpo]}) == 1  # and seen at one size
     assert cfg("qwen_image/generation.yaml")["aligned_model"] in {g["output_dir"] for g in grpo}
 
 

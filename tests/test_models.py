@@ -171,6 +171,24 @@ def test_load_policy_installs_the_batched_tower_and_changes_no_output(tiny_model
     assert reloaded.model.visual.config._attn_implementation == "sdpa"
 
 
+def test_image_max_pixels_bounds_the_image_tokens(tiny_model_dir, tmp_path):
+    from cogip.models import limit_image_pixels, load_processor
+
+    processor = load_processor(tiny_model_dir)
+    processor.image_processor.size["longest_edge"] = 10 ** 6  # a real checkpoint's range, not the tiny model's 56x56
+    image = Image.new("RGB", (448, 448), (90, 30, 200))
+
+    def patches():
+        return int(processor.image_processor(images=[image], return_tensors="pt")["image_grid_thw"].prod())
+
+    side = processor.image_processor.patch_size  # pixels per patch side
+    assert patches() == (448 // side) ** 2
+    limit_image_pixels(processor, 224 * 224)
+    assert patches() == (224 // side) ** 2
+    processor.save_pretrained(tmp_path)
+    assert load_processor(tmp_path).image_processor.size["longest_edge"] == 224 * 224
+
+
 def test_vision_cache_encodes_each_image_once_and_only_for_a_frozen_tower(tiny_model_dir):
     import copy
 
