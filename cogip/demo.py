@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cogip.demo_stages import (
+    MARKER_DIR,
     Background,
     BackgroundStageError,
     OutputInUse,
@@ -208,7 +209,7 @@ def plan_demo(args: argparse.Namespace) -> Plan:
     out = Path(args.output_dir).resolve()
     if out.exists() and not out.is_dir():
         raise DemoInputError(f"--output_dir {out} is a file")
-    if out.is_dir() and any(out.iterdir()) and not (out / OutputLock.FILE).exists():
+    if out.is_dir() and any(out.iterdir()) and not any((out / n).exists() for n in (OutputLock.FILE, MARKER_DIR)):
         # the demo empties its stage folders (data/, eval/, generation/ ...) when it starts them over
         raise DemoInputError(f"--output_dir {out} holds files that no demo wrote: give a new or empty folder")
     if args.n_test < 12:

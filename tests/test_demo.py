@@ -311,6 +311,8 @@ def test_bad_input_is_refused_before_anything_is_written(tmp_path, capsys):
     (out / "generation" / "mine.py").write_text("x = 1\n")
     assert cogalign(["demo", "--output_dir", str(out)]) == 2
     assert "holds files that no demo wrote" in capsys.readouterr().err and (out / "generation" / "mine.py").exists()
+    (out / "stages").mkdir()  # a demo folder (one an older demo wrote before it kept a lock file): taken up
+    assert cogalign(["demo", "--output_dir", str(out), "--n_boot", "5"]) == 2 and "--n_boot" in capsys.readouterr().err
 
 
 def test_threads_given_to_the_demo_reach_the_vision_pretraining_and_do_not_restart_it(tmp_path):
