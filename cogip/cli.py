@@ -202,7 +202,7 @@ def run_stage(parser, main_fn, argv: list[str] | None = None, *, refused: tuple[
 
 def _validate_data(argv: list[str]) -> int:
     from cogip.data import validate
-    from cogip.traits import load_traits_yaml
+    from cogip.traits import load_traits_file
 
     p = argparse.ArgumentParser(prog="cogalign validate-data",
                                 description="Check CogIP-Bench files: counts per file and trait, every problem.")
@@ -213,8 +213,7 @@ def _validate_data(argv: list[str]) -> int:
                    help="a YAML file of your own traits (see configs/traits_example.yaml)")
     args = p.parse_args(argv)
     try:
-        if args.traits_file:
-            load_traits_yaml(args.traits_file)
+        load_traits_file(args.traits_file)
         _, report = validate(args.path, args.image_root)
     except (FileNotFoundError, ValueError) as e:  # no such path; a file validate cannot read on its own
         print(f"error: {e}", file=sys.stderr)

@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass, field
 
 from cogip.data import MissingSplitError, load_hf, load_release, load_upstream, release_splits
-from cogip.traits import get_trait, load_traits_yaml, traits_file_field
+from cogip.traits import get_trait, load_traits_file, traits_file_field
 
 
 def check_choices(args) -> None:
@@ -88,10 +88,9 @@ class DataArguments:
     traits_file: str | None = traits_file_field()
 
     def __post_init__(self):
-        if self.traits_file:
-            load_traits_yaml(self.traits_file)
+        load_traits_file(self.traits_file)
         check_choices(self)
-        check_at_least(self, {"image_max_pixels": 56 * 56})  # Qwen2.5-VL's smallest image
+        check_at_least(self, {"image_max_pixels": 28 * 28})  # one image token
         if self.dataset_test_split is None:
             self.dataset_test_split = "test" if self.dataset == "release" else "validation"
         if self.dataset != "synthetic" and not self.dataset_path:

@@ -209,9 +209,10 @@ def plan_demo(args: argparse.Namespace) -> Plan:
     out = Path(args.output_dir).resolve()
     if out.exists() and not out.is_dir():
         raise DemoInputError(f"--output_dir {out} is a file")
-    if out.is_dir() and any(out.iterdir()) and not any((out / n).exists() for n in (OutputLock.FILE, MARKER_DIR)):
-        # the demo empties its stage folders (data/, eval/, generation/ ...) when it starts them over
-        raise DemoInputError(f"--output_dir {out} holds files that no demo wrote: give a new or empty folder")
+    ours = [n for n in OUTPUTS if (out / n).exists()]  # what the demo empties when it starts a stage over
+    if ours and not any((out / n).exists() for n in (OutputLock.FILE, MARKER_DIR)):
+        raise DemoInputError(f"--output_dir {out} holds {', '.join(ours)}, which no demo wrote and the demo would "
+                             "empty: give a new or empty folder")
     if args.n_test < 12:
         raise DemoInputError("--n_test must be at least 12 (three test items per trait)")
     if args.n_boot < 100:

@@ -285,11 +285,12 @@ def load_policy(model_name_or_path: str | Path, *, dtype: str | torch.dtype = "a
 
 
 def limit_image_pixels(processor, max_pixels: int | None) -> None:
-    """Have ``processor`` resize images to at most ``max_pixels`` (kept when it is saved); None leaves it as is."""
+    """Have ``processor`` resize images to at most ``max_pixels`` (kept when it is saved); a bound it already has
+    that is lower stays, and None leaves it as is."""
     if max_pixels:
         size = processor.image_processor.size
-        size["longest_edge"] = max_pixels
-        size["shortest_edge"] = min(size["shortest_edge"], max_pixels)
+        size["longest_edge"] = min(size["longest_edge"], max_pixels)
+        size["shortest_edge"] = min(size["shortest_edge"], size["longest_edge"])
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -242,10 +242,17 @@ def trait_from_dict(spec: dict) -> Trait:
 
 
 def traits_file_field():
-    """The ``traits_file`` option of every stage's arguments (each calls :func:`load_traits_yaml` on it first)."""
+    """The ``traits_file`` option of every stage's arguments (each calls :func:`load_traits_file` on it first)."""
     return field(default=None, metadata={
         "help": "A YAML file of your own traits (see configs/traits_example.yaml): registered before anything is "
                 "read, so that data, rewards and prompts may name them."})
+
+
+def load_traits_file(path: str | Path | None) -> None:
+    """Register the traits of a ``traits_file`` option (None: nothing to do). Registering the same file again, as
+    every rank of a launch and every stage of a process do, changes nothing."""
+    if path:
+        load_traits_yaml(path)
 
 
 def load_traits_yaml(path: str | Path, *, overwrite: bool = False) -> list[Trait]:

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cogip.traits import load_traits_yaml, traits_file_field
+from cogip.traits import load_traits_file, traits_file_field
 
 
 @dataclass
@@ -80,8 +80,7 @@ class EvalArgs:
             raise ValueError("--compare takes two models")
         from cogip.data_sources import check_at_least, check_choices, check_device
 
-        if self.traits_file:
-            load_traits_yaml(self.traits_file)
+        load_traits_file(self.traits_file)
         check_choices(self)  # values from --config are not checked by argparse
         check_device("device", self.device)
         check_at_least(self, {"blindness_items": 1, "n_boot": 0, "max_items_per_trait": 1, "synthetic_n": 1,

@@ -77,10 +77,9 @@ class GenerationArgs:
 
     def __post_init__(self) -> None:
         from cogip.data_sources import check_at_least, check_choices, check_device
-        from cogip.traits import get_trait, load_traits_yaml
+        from cogip.traits import get_trait, load_traits_file
 
-        if self.traits_file:
-            load_traits_yaml(self.traits_file)
+        load_traits_file(self.traits_file)
         check_choices(self)  # values from --config are not checked by argparse: all of them now, before any image
         check_device("device", self.device)
         try:

@@ -47,7 +47,7 @@ class TrainablePartsArguments:
         from transformers.integrations import get_available_reporting_integrations
 
         known = ("none", "all", *get_available_reporting_integrations())
-        missing = [r for r in self.report_to or [] if r not in known]
+        missing = [str(r) for r in self.report_to or [] if r not in known and r is not None]
         if missing:
             raise ValueError(f"report_to: {', '.join(missing)} is not installed here (pip install "
                              f"{' '.join(missing)}, or report_to: none)")

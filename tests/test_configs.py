@@ -91,6 +91,15 @@ def test_generation_configs_hold_only_known_fields(path, monkeypatch):
     assert args.judge and 0.0 in args.alphas and max(args.alphas) == 1.0
 
 
+def test_reward_funcs_may_be_one_comma_separated_string(tmp_path):
+    from rl.train_grpo import make_parser
+
+    config = tmp_path / "grpo.yaml"
+    config.write_text((CONFIGS / "tiny" / "grpo.yaml").read_text() + "reward_funcs: distance_crps, format\n")
+    script, training, _ = make_parser().parse_args_and_config(["--config", str(config)])
+    assert script.reward_funcs == ["distance_crps", "format"] and len(training.reward_weights) == 2
+
+
 def test_a_typo_in_a_config_value_fails_when_the_config_is_read(tmp_path):
     from rl.train_grpo import make_parser as grpo_parser
     from sft_warmstart.train_sft import make_parser as sft_parser

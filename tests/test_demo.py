@@ -310,7 +310,13 @@ def test_bad_input_is_refused_before_anything_is_written(tmp_path, capsys):
     (out / "generation").mkdir()
     (out / "generation" / "mine.py").write_text("x = 1\n")
     assert cogalign(["demo", "--output_dir", str(out)]) == 2
-    assert "holds files that no demo wrote" in capsys.readouterr().err and (out / "generation" / "mine.py").exists()
+    assert "holds generation, which no demo wrote" in capsys.readouterr().err
+    assert (out / "generation" / "mine.py").exists()
+    other = tmp_path / "other"  # a folder of other files, none of them the demo's: taken
+    other.mkdir()
+    (other / "demo.log").write_text("")  # what `cogalign demo ... | tee <folder>/demo.log` makes first
+    assert cogalign(["demo", "--output_dir", str(other), "--n_boot", "5"]) == 2
+    assert "--n_boot" in capsys.readouterr().err
     (out / "stages").mkdir()  # a demo folder (one an older demo wrote before it kept a lock file): taken up
     assert cogalign(["demo", "--output_dir", str(out), "--n_boot", "5"]) == 2 and "--n_boot" in capsys.readouterr().err
 

@@ -175,6 +175,8 @@ def test_image_max_pixels_bounds_the_image_tokens(tiny_model_dir, tmp_path):
     from cogip.models import limit_image_pixels, load_processor
 
     processor = load_processor(tiny_model_dir)
+    limit_image_pixels(processor, 10 ** 6)  # a bound, not a size: the tiny processor's 56 x 56 stays
+    assert processor.image_processor.size["longest_edge"] == 56 * 56
     processor.image_processor.size["longest_edge"] = 10 ** 6  # a real checkpoint's range, not the tiny model's 56x56
     image = Image.new("RGB", (448, 448), (90, 30, 200))
 
