@@ -270,18 +270,19 @@ def load_policy(model_name_or_path: str | Path, *, dtype: str | torch.dtype = "a
     if is_adapter_dir(path):
         from peft import PeftConfig, PeftModel
 
-        base = PeftConfig.from_pretrained(path).base_model_name_or_path
-        model = AutoModelForImageTextToText.from_pretrained(base, **kw)
+        config = PeftConfig.from_pretrained(path)
+        revision = config.revision  # the base as the adapter was trained on it (the folder itself has none)
+        model = AutoModelForImageTextToText.from_pretrained(config.base_model_name_or_path,
+                                                            **kw | ({"revision": revision} if revision else {}))
         model = PeftModel.from_pretrained(model, path, is_trainable=is_trainable and not merge_adapter)
         if merge_adapter:
             model = model.merge_and_unload()
     else:
-        if revision:
-            kw["revision"] = revision
-        model = AutoModelForImageTextToText.from_pretrained(model_name_or_path, **kw)
+        model = AutoModelForImageTextToText.from_pretrained(model_name_or_path,
+                                                            **kw | ({"revision": revision} if revision else {}))
     install_on_model(model)  # the vision tower attends all equal-sized images at once (same weights and outputs)
     return model, load_processor(model_name_or_path, trust_remote_code=trust_remote_code,
-                                 **({"revision": kw["revision"]} if "revision" in kw else {}))
+                                 **({"revision": revision} if revision else {}))
 
 
 def limit_image_pixels(processor, max_pixels: int | None) -> None:

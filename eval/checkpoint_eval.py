@@ -61,7 +61,11 @@ def load_eval_data(args: EvalArgs) -> tuple[object, dict[str, float] | None, str
     # Items that are not asked already (synthetic ones, a dataset of image / trait / score) are asked as the model
     # was trained: prompt_style in its run's saved config.
     models = [args.run_dir] if args.run_dir else args.compare or [args.checkpoint]
-    style = args.prompt_style or read_prompt_style(models)
+    styles = {m: read_prompt_style(m) for m in models}
+    style = args.prompt_style or next((s for s in styles.values() if s), None)
+    if not args.prompt_style and len(set(styles.values()) - {None}) > 1:
+        log.warning("the models were trained on different questions (%s): both are asked %s's; --prompt_style "
+                    "chooses", ", ".join(f"{m}: {s}" for m, s in styles.items()), models[0])
     if args.data == "synthetic":
         from cogip.synthetic import make_benchmark
 

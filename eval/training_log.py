@@ -40,23 +40,22 @@ def read_log_history(run_dir: str | Path) -> list[dict]:
     return best
 
 
-def read_prompt_style(models: list[str]) -> str | None:
-    """The prompt style (full / short) the first of ``models`` with a saved training config was trained with: its
-    ``cogalign_{grpo,sft}_config.yaml``, in the model's folder or the run folder above a checkpoint-N (a config
-    without the field means the stages' default, full). None when no model has one (a hub id, a bare folder)."""
+def read_prompt_style(model: str) -> str | None:
+    """The prompt style (full / short) ``model`` was trained with, from its run's saved training config
+    (``cogalign_{grpo,sft}_config.yaml``, in the model's folder or the run folder above a checkpoint-N; a config
+    without the field means the stages' default, full). None without one (a hub id, a bare folder)."""
     import yaml
 
     from sft_warmstart.model_card import CONFIG_FILE, GRPO_CONFIG_FILE
 
-    for model in models:
-        for folder in (Path(model), Path(model).parent):
-            for name in (GRPO_CONFIG_FILE, CONFIG_FILE):
-                try:
-                    config = yaml.safe_load((folder / name).read_text())
-                except (OSError, yaml.YAMLError):
-                    continue
-                if isinstance(config, dict):
-                    return config.get("prompt_style", "full")
+    for folder in (Path(model), Path(model).parent):
+        for name in (GRPO_CONFIG_FILE, CONFIG_FILE):
+            try:
+                config = yaml.safe_load((folder / name).read_text())
+            except (OSError, yaml.YAMLError):
+                continue
+            if isinstance(config, dict):
+                return config.get("prompt_style", "full")
     return None
 
 

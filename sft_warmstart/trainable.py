@@ -118,6 +118,7 @@ def lora_config_for(model_args, args):
         r=model_args.lora_r, lora_alpha=model_args.lora_alpha, lora_dropout=model_args.lora_dropout,
         target_modules=regex, modules_to_save=modules_to_save or None, task_type=model_args.lora_task_type,
         use_rslora=model_args.use_rslora, use_dora=model_args.use_dora, bias="none",
+        revision=getattr(model_args, "model_revision", None),  # the base's, recorded for loading the adapter
     )
 
 

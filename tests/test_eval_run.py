@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -379,7 +380,7 @@ def test_bad_input_is_refused_before_any_model_loads(tmp_path, capsys, monkeypat
     assert "Funniness_messages.json[1]: Funniness score 11.0 outside [0, 10]" in err
 
 
-def test_synthetic_items_are_asked_as_the_model_was_trained(tmp_path):
+def test_synthetic_items_are_asked_as_the_model_was_trained(tmp_path, caplog):
     from cogip.data import prompt_text
     from cogip.traits import all_traits
     from eval.checkpoint_eval import load_eval_data
@@ -401,6 +402,12 @@ def test_synthetic_items_are_asked_as_the_model_was_trained(tmp_path):
     assert style_of(*checkpoint) == style_of("--run_dir", str(run)) == "full"
     (run / "cogalign_sft_config.yaml").write_text("prompt_style: short\n")
     assert style_of(*checkpoint) == "short" and style_of(*checkpoint, "--prompt_style", "full") == "full"
+    other = tmp_path / "other"  # compared with a model trained on the other wording: said, and the first one's used
+    other.mkdir()
+    (other / "cogalign_grpo_config.yaml").write_text("prompt_style: full\n")
+    with caplog.at_level(logging.WARNING, logger="eval.checkpoint_eval"):
+        assert style_of("--compare", str(run / "checkpoint-4"), str(other)) == "short"
+    assert "trained on different questions" in caplog.text
 
 
 def test_a_saved_dataset_of_images_traits_and_scores_is_evaluated_as_training_reads_it(tmp_path):

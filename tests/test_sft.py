@@ -241,6 +241,8 @@ def test_tiny_config_trains_resumes_and_merges(tmp_path, capfd):
     # The adapter holds trained LoRA weights and the trained ViT/merger copy.
     adapter = load_file(out / "adapter_model.safetensors")
     assert any("lora_B" in k and v.abs().sum() > 0 for k, v in adapter.items())
+    # it records the base's revision (model_revision), which loading it passes on for the base
+    assert json.loads((out / "adapter_config.json").read_text())["revision"] == "main"
     assert any("visual" in k and "merger" in k for k in adapter)
 
     # 3) The merged model loads with plain from_pretrained and equals base + adapter.
