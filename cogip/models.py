@@ -266,23 +266,21 @@ def load_policy(model_name_or_path: str | Path, *, dtype: str | torch.dtype = "a
         kw["device_map"] = device_map
     if str(model_name_or_path).startswith("~"):  # a folder named in a config file, where no shell expands ~
         model_name_or_path = str(Path(model_name_or_path).expanduser())
-    path = Path(model_name_or_path)
-    if is_adapter_dir(path):
+    path, weights = Path(model_name_or_path), model_name_or_path
+    adapter = is_adapter_dir(path)
+    if adapter:  # its base, as the adapter was trained on it (the adapter folder itself has no revision)
         from peft import PeftConfig, PeftModel
 
         config = PeftConfig.from_pretrained(path)
-        revision = config.revision  # the base as the adapter was trained on it (the folder itself has none)
-        model = AutoModelForImageTextToText.from_pretrained(config.base_model_name_or_path,
-                                                            **kw | ({"revision": revision} if revision else {}))
+        weights, revision = config.base_model_name_or_path, config.revision
+    revision_kw = {"revision": revision} if revision else {}
+    model = AutoModelForImageTextToText.from_pretrained(weights, **kw, **revision_kw)
+    if adapter:
         model = PeftModel.from_pretrained(model, path, is_trainable=is_trainable and not merge_adapter)
         if merge_adapter:
             model = model.merge_and_unload()
-    else:
-        model = AutoModelForImageTextToText.from_pretrained(model_name_or_path,
-                                                            **kw | ({"revision": revision} if revision else {}))
     install_on_model(model)  # the vision tower attends all equal-sized images at once (same weights and outputs)
-    return model, load_processor(model_name_or_path, trust_remote_code=trust_remote_code,
-                                 **({"revision": revision} if revision else {}))
+    return model, load_processor(model_name_or_path, trust_remote_code=trust_remote_code, **revision_kw)
 
 
 def limit_image_pixels(processor, max_pixels: int | None) -> None:
