@@ -444,8 +444,7 @@ def versions() -> dict[str, str]:
 def stage_fingerprint(stage: Stage, argv: list[str], upstream: dict[str, str]) -> tuple[str, dict]:
     """What a stage's outputs depend on: its arguments (speed flags aside), the text of every YAML they name with
     ``--config`` (its own, or one given by ``--set``) and of the text files they name, its code, and the
-    fingerprints of the stages it builds on;
-    the fingerprint and those inputs."""
+    fingerprints of the stages it builds on; the fingerprint and those inputs."""
     configs = [argv[i + 1] for i in range(len(argv) - 1) if argv[i] == "--config"]
     inputs = stage_inputs(_without_speed_flags(argv), [*configs, *_files_named(argv, configs)],
                           {u: upstream[u] for u in stage.upstream}, code_version(stage.code))

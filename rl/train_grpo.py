@@ -135,8 +135,8 @@ def make_parser() -> TrlParser:
 
 def cli_main(argv: list[str] | None = None) -> int:
     """Parse flags (and ``--config file.yaml``) and run; shared by ``__main__`` and ``cogalign grpo``."""
-    return run_stage(make_parser(), main, argv, refused=(AdapterMergeError, RewardWeightsError,
-                                                                 TrainablePartsError))
+    refused = (AdapterMergeError, RewardWeightsError, TrainablePartsError)
+    return run_stage(make_parser(), main, argv, refused=refused)
 
 
 if __name__ == "__main__":
