@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from cogip.checkpoints import ZERO3_HINT, has_model_weights, list_complete_checkpoints
 from cogip.data import get_split
 from cogip.files import InputNotFoundError
-from cogip.models import load_policy
+from cogip.models import limit_image_pixels, load_policy
 from cogip.vision_cache import install_vision_caches
 from eval import metrics as M
 from eval.blindness import altered_predictions, blindness_result
@@ -169,6 +169,7 @@ def _load(path: str, args: EvalArgs):
     except (OSError, ValueError, SafetensorError) as e:  # a half-written folder, a missing file: name the model
         where = "" if Path(path).exists() else " (no such folder here, so it was looked up as a hub id)"
         raise ModelLoadError(f"cannot load a model from {path}{where}: {type(e).__name__}: {e}") from e
+    limit_image_pixels(processor, args.image_max_pixels)
     model.requires_grad_(False)  # evaluation never trains: a frozen tower may reuse each image's tokens
     install_vision_caches(model, args.vision_cache_gb)
     return model.to(_device(args)), processor

@@ -59,6 +59,10 @@ class EvalArgs:
         "help": "rewards to compute on the predictions (registry names or module:function)"})
     dtype: str = field(default="auto", metadata={"help": "model dtype", "choices": ["auto", "bfloat16", "float16",
                                                                                   "float32"]})
+    image_max_pixels: int | None = field(default=None, metadata={
+        "help": "resize every evaluated model's images to at most this many pixels, as training's image_max_pixels "
+                "(e.g. a base model from the hub beside a checkpoint trained at 1003520; unset: each model's "
+                "processor's own bound)"})
     vision_cache_gb: float = field(default=0.0, metadata={
         "help": "GiB of image tokens kept so that each image passes the vision tower once (cogip.vision_cache; "
                 "0: off)"})
@@ -84,7 +88,7 @@ class EvalArgs:
         check_choices(self)  # values from --config are not checked by argparse
         check_device("device", self.device)
         check_at_least(self, {"blindness_items": 1, "n_boot": 0, "max_items_per_trait": 1, "synthetic_n": 1,
-                              "batch_size": 1, "num_samples": 1, "max_new_tokens": 1})
+                              "batch_size": 1, "num_samples": 1, "max_new_tokens": 1, "image_max_pixels": 28 * 28})
         from rewards import build_reward_func
 
         for spec in self.reward_funcs or []:  # registry names checked now, not after the models have answered

@@ -28,7 +28,7 @@ def prediction_basis(args: EvalArgs, dataset, device: str) -> str:
     import torch
     import transformers
 
-    settings = {k: getattr(args, k) for k in ("decoding", "batch_size", "max_new_tokens", "dtype")}
+    settings = {k: getattr(args, k) for k in ("decoding", "batch_size", "max_new_tokens", "dtype", "image_max_pixels")}
     if args.decoding == "sample":  # the only decoding that draws anything
         settings |= {k: getattr(args, k) for k in ("num_samples", "temperature", "seed")}
     return digest([settings, _items(dataset), device, code_version(["eval", "cogip"]), torch.__version__,

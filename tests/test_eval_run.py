@@ -426,3 +426,16 @@ def test_a_saved_dataset_of_images_traits_and_scores_is_evaluated_as_training_re
     assert ds["answer"] == ["high 7.250", "negative -1.000"] and desc.endswith("split test, full prompts")
     assert prompt_text(ds[0]["prompt"]) == get_trait("Aesthetics").prompt_text("full")
     assert means == {"Aesthetics": 7.25, "Emotional_Valence": -1.0, "Funniness": 3.5}
+
+
+def test_image_max_pixels_bounds_every_evaluated_model_and_keys_its_predictions(tiny_model_dir):
+    from eval.checkpoint_eval import _load, load_eval_data
+    from eval.resume import prediction_basis
+    from eval.run import parse_args
+
+    given = ["--checkpoint", str(tiny_model_dir), "--synthetic_n", "4", "--device", "cpu"]
+    args, bounded = parse_args(given), parse_args([*given, "--image_max_pixels", "1568"])
+    assert _load(str(tiny_model_dir), args)[1].image_processor.size["longest_edge"] == 56 * 56
+    assert _load(str(tiny_model_dir), bounded)[1].image_processor.size["longest_edge"] == 1568
+    items = load_eval_data(args)[0]
+    assert prediction_basis(args, items, "cpu") != prediction_basis(bounded, items, "cpu")  # not reused across
