@@ -187,6 +187,7 @@ def pretrain_vision(model_dir: str | Path, steps: int = 800, batch_size: int = 3
             merged = out.pooler_output.reshape(len(x), tokens, hidden)
             return head(merged.mean(1)), dense_head(merged)  # the factors read as attention would: averaged
 
+        used_threads = torch.get_num_threads()  # they change the rounding, so the figures after it
         visual.train()
         for _ in tqdm(range(steps), desc="vision pretraining", disable=not progress):
             idx = torch.from_numpy(rng.integers(0, n_images, batch_size))
@@ -211,6 +212,7 @@ def pretrain_vision(model_dir: str | Path, steps: int = 800, batch_size: int = 3
     names = [f.name for f in dataclasses.fields(Factors)]
     record = {"steps": steps, "batch_size": batch_size, "n_images": n_images, "learning_rate": learning_rate,
               "dense_weight": dense_weight, "augment": augment, "position_targets": position_targets,
+              "threads": used_threads,
               "seed": seed, "first_loss": float(np.mean(losses[:10])), "last_loss": float(np.mean(losses[-10:])),
               "heldout_srcc": {n: float(spearmanr(pred[:, j], factors[n_images:, j]).statistic)
                                for j, n in enumerate(names)}}

@@ -59,7 +59,7 @@ def test_vision_pretraining_teaches_the_vision_tower_to_see_and_leaves_the_langu
     after = load_file(path / "model.safetensors")
     assert torch.get_num_threads() == threads  # it takes the idle cores while it runs, then gives them back
     assert json.loads((path / PRETRAIN_RECORD).read_text()) == record and record["dense_weight"] > 0
-    assert record["position_targets"]
+    assert record["position_targets"] and record["threads"] >= 1  # what the figures after it depend on
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed and all("visual" in k for k in changed)  # only the vision tower and merger were trained
     assert any("merger" in k for k in changed) and any("blocks" in k for k in changed)
