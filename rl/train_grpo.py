@@ -51,8 +51,9 @@ def main(script_args: GRPOScriptArguments, training_args: CogGRPOConfig, model_a
     if model_args.model_name_or_path != TINY_MODEL:
         check_model_exists(model_args.model_name_or_path, "--model_name_or_path", model_args.model_revision,
                            required=True)
-        if is_adapter_dir(model_args.model_name_or_path) and script_args.sft_adapter == "merge":
-            check_adapter_merge(model_args.model_name_or_path, model_args.use_peft)
+        if is_adapter_dir(model_args.model_name_or_path):
+            check_adapter_start(model_args.model_name_or_path, script_args.sft_adapter, model_args.use_peft,
+                                training_args.beta)
     lora_config_for(model_args, training_args)
     check_reward_weights(script_args, training_args)
     train, held_out = load_canonical_splits(script_args, with_eval=True)
@@ -108,24 +109,28 @@ class AdapterMergeError(ValueError):
     """An SFT LoRA adapter this run cannot merge into its base on loading."""
 
 
-def check_adapter_merge(adapter: str, use_peft: bool) -> None:
-    """Refuse ``sft_adapter: merge`` where merging on load goes wrong: under ZeRO-3 every process holds only its
-    shard of the base when peft merges (it fails), and with ``use_peft`` the new LoRA would name the base model,
-    not the merged SFT model, as its base (evaluation and generation would load base + GRPO adapter and silently
-    lose the SFT stage). The SFT stage's merged folder (``merge_lora: true``) is the policy to start from then."""
+def check_adapter_start(adapter: str, sft_adapter: str = "merge", use_peft: bool = False, beta: float = 0.0) -> None:
+    """Refuse to start from an SFT LoRA adapter where that goes wrong. With ``beta > 0`` trl's KL reference would be
+    the adapter's base, not the SFT model (the KL term would pull the policy back to before SFT). With
+    ``sft_adapter: merge``: under ZeRO-3 every process holds only its shard of the base when peft merges (it fails),
+    and with ``use_peft`` the new LoRA would name the base model, not the merged SFT model, as its base (evaluation
+    and generation would load base + GRPO adapter and silently lose the SFT stage). The SFT stage's merged folder
+    (``merge_lora: true``) is the policy to start from then."""
     from transformers.integrations import is_deepspeed_zero3_enabled
 
-    why = ("LoRA on top of it would record the base model, not the SFT model, as its base" if use_peft
-           else "under ZeRO-3 the base is split across processes before the merge" if is_deepspeed_zero3_enabled()
-           else None)
+    merging = sft_adapter == "merge"
+    why = (f"with beta {beta:g} trl's KL reference would be its base model, not the SFT model" if beta > 0
+           else "LoRA on top of it would record the base model, not the SFT model, as its base" if merging and use_peft
+           else "under ZeRO-3 the base is split across processes before the merge"
+           if merging and is_deepspeed_zero3_enabled() else None)
     if why is None:
         return
     merged = Path(adapter) / "merged"
     start = (f"--model_name_or_path {merged}" if (merged / "config.json").exists()
              else "the merged model the SFT stage writes with merge_lora: true (<its output_dir>/merged)")
-    further = ", or train the adapter further with --sft_adapter train" if use_peft else ""
-    raise AdapterMergeError(f"--model_name_or_path {adapter} is a LoRA adapter to merge on loading (sft_adapter: "
-                            f"merge), but {why}. Start from {start}{further}.")
+    further = ", or train the adapter further with --sft_adapter train" if merging and use_peft else ""
+    raise AdapterMergeError(f"--model_name_or_path {adapter} is a LoRA adapter (sft_adapter: {sft_adapter}), but "
+                            f"{why}. Start from {start}{further}.")
 
 
 def make_parser() -> TrlParser:

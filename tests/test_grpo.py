@@ -16,7 +16,7 @@ from test_eval_support import fitted_model_dir  # noqa: F401  (fixture)
 from cogip.checkpoints import last_complete_checkpoint, load_checkpoint_weights
 from cogip.cli import plain
 from rl.callbacks import degenerate_group_warning
-from rl.train_grpo import AdapterMergeError, check_adapter_merge, cli_main, make_parser
+from rl.train_grpo import AdapterMergeError, check_adapter_start, cli_main, make_parser
 
 CONFIG = str(Path(__file__).parents[1] / "configs" / "tiny" / "grpo.yaml")
 
@@ -127,14 +127,18 @@ def test_an_sft_adapter_is_not_merged_where_merging_goes_wrong(tmp_path, capsys,
     (adapter / "merged" / "config.json").write_text("{}")
     assert cli_main([*args, "--use_peft", "true"]) == 2
     assert f"Start from --model_name_or_path {adapter / 'merged'}" in capsys.readouterr().err
+    # A KL term against the adapter's base would pull the policy back to before SFT, merged or trained further.
+    for mode in ("merge", "train"):
+        assert cli_main([*args, "--sft_adapter", mode, "--beta", "0.04"]) == 2
+        assert "trl's KL reference would be its base model, not the SFT model" in capsys.readouterr().err
     assert not out.exists()
     # Full fine-tuning under ZeRO-3 (what a --deepspeed ZeRO-3 config sets up): peft would merge into one process's
     # shard of the base.
-    check_adapter_merge(str(adapter), use_peft=False)
+    check_adapter_start(str(adapter))
     zero3 = HfDeepSpeedConfig({"zero_optimization": {"stage": 3}})
     try:
         with pytest.raises(AdapterMergeError, match="under ZeRO-3 the base is split across processes"):
-            check_adapter_merge(str(adapter), use_peft=False)
+            check_adapter_start(str(adapter))
     finally:
         del zero3
         unset_hf_deepspeed_config()
