@@ -68,6 +68,21 @@ def last_complete_checkpoint(output_dir: str | Path) -> str | None:
     return str(done[-1]) if done else None
 
 
+def set_aside_incomplete(output_dir: str | Path) -> list[Path]:
+    """Rename each incomplete ``checkpoint-<step>`` folder under ``output_dir`` to ``incomplete-checkpoint-<step>``
+    (kept, not deleted). Left as it was, the Trainer's ``save_total_limit`` rotation counts it as a checkpoint: one of
+    a higher step than the next save is kept as the newest while complete ones are deleted. The new paths."""
+    moved = []
+    for child in sorted(Path(output_dir).glob("checkpoint-*")):
+        if _CHECKPOINT_DIR.match(child.name) and child.is_dir() and not is_complete_checkpoint(child):
+            target, n = child.with_name(f"incomplete-{child.name}"), 1
+            while target.exists():
+                n += 1
+                target = child.with_name(f"incomplete-{child.name}.{n}")
+            moved.append(child.rename(target))
+    return moved
+
+
 def resume_point(training_args, auto_resume: bool = True) -> str | None:
     """Where a training run starts from: ``resume_from_checkpoint`` when given, else (with ``auto_resume``) the last
     complete checkpoint in ``output_dir``, else None (a fresh start)."""
@@ -105,6 +120,10 @@ def train_and_save(trainer, resume: str | None) -> dict:
     run saved."""
     out = Path(trainer.args.output_dir)
     if not finished_at(resume, trainer.args):
+        if trainer.accelerator.is_main_process:
+            for moved in set_aside_incomplete(out):
+                trainer.accelerator.print(f"Set aside an incomplete checkpoint (killed while saving): {moved}")
+        trainer.accelerator.wait_for_everyone()
         if resume:
             trainer.accelerator.print(f"Resuming from {resume}")
         metrics = trainer.train(resume_from_checkpoint=resume).metrics

@@ -70,7 +70,10 @@ def test_sigkill_then_resume_from_last_complete_checkpoint(tmp_path):
     assert proc.wait(timeout=600) == 0, log2.read_text()[-3000:]
     text = log2.read_text()
     assert f"Resuming from {resume_from}" in text
-    assert "checkpoint-999" not in text
+    # set aside, so that checkpoint rotation does not take it for the newest checkpoint and delete complete ones
+    assert f"Set aside an incomplete checkpoint (killed while saving): {out / 'incomplete-checkpoint-999'}" in text
+    assert not partial.exists()
+    partial = out / "incomplete-checkpoint-999"
     assert "missing keys" not in text  # every weight came back (the Trainer's own loader restores none: rl/trainer)
     assert _logged_steps(text) == MAX_STEPS - done
     assert sorted(p.name for p in partial.iterdir()) == ["model.safetensors"]  # left as it was
@@ -82,3 +85,23 @@ def test_sigkill_then_resume_from_last_complete_checkpoint(tmp_path):
     # one training log per step across both runs: nothing repeated, nothing skipped
     assert [row["step"] for row in state["log_history"] if "loss" in row] == list(range(1, MAX_STEPS + 1))
     assert (out / "model.safetensors").exists()
+
+
+def test_an_incomplete_checkpoint_is_set_aside_so_that_rotation_keeps_the_complete_ones(tmp_path):
+    from transformers.trainer_utils import rotate_checkpoints
+
+    from cogip.checkpoints import set_aside_incomplete
+
+    def complete(step):
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        (folder / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+
+    complete(2)  # resumed from here, after a kill that left checkpoint-999 half-written
+    (tmp_path / "checkpoint-999").mkdir()
+    (tmp_path / "checkpoint-999" / "model.safetensors").write_bytes(b"\x80")
+    assert set_aside_incomplete(tmp_path) == [tmp_path / "incomplete-checkpoint-999"]
+    complete(4)  # the resumed run's first save, then the Trainer's rotation (save_total_limit 1)
+    rotate_checkpoints(str(tmp_path), save_total_limit=1, use_mtime=True)
+    assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-4")  # it kept checkpoint-999 instead
+    assert (tmp_path / "incomplete-checkpoint-999" / "model.safetensors").exists()  # kept, not deleted
