@@ -48,6 +48,8 @@ class CorrelationCallback(TrainerCallback):
                            self.eval_steps, logging_steps)
         if state.global_step == 0:  # the starting point of the curves (a resumed run already has it)
             self.evaluate(args, state)
+        elif self.trainer.accelerator.is_main_process:
+            self._take_up(args, state.global_step)
         self.last_step = state.global_step
 
     def on_log(self, args, state, control, logs=None, **kwargs):
@@ -92,18 +94,30 @@ class CorrelationCallback(TrainerCallback):
         row = {"step": state.global_step, "split": self.split, "train_reward": reward, **metrics}
         with open(out / CORRELATION_LOG, "a") as f:
             f.write(json.dumps(row) + "\n")
-        srcc = metrics.get("mean_srcc")
+        self._note(args, state.global_step, metrics.get("mean_srcc"), reward)
+
+    def _take_up(self, args, step: int) -> None:
+        """A run resumed at ``step``: the best score and the last one so far are those its log holds up to there
+        (the scores logged past it came from training the resume threw away)."""
+        from eval.training_log import read_correlation_log
+
+        for row in read_correlation_log(args.output_dir, self.split):
+            if row["step"] <= step:
+                self._note(args, row["step"], row.get("mean_srcc"), row.get("train_reward"), warn=False)
+
+    def _note(self, args, step: int, srcc: float | None, reward: float | None, warn: bool = True) -> None:
+        """Keep ``best_checkpoint.json`` and the reward-hacking guard up to date with the scores of ``step``."""
         if srcc is not None and (self.best is None or srcc > self.best["mean_srcc"]):
-            ckpt = out / f"checkpoint-{state.global_step}"
-            saved = state.global_step > 0 and state.global_step % max(args.save_steps or 1, 1) == 0  # no checkpoint-0
-            self.best = {"step": state.global_step, "mean_srcc": srcc, "checkpoint": str(ckpt) if saved else None}
-            write_json_atomic(out / BEST_CHECKPOINT, self.best)
-        if reward is not None and srcc is not None and self.last is not None:
+            ckpt = Path(args.output_dir) / f"checkpoint-{step}"
+            saved = step > 0 and step % max(args.save_steps or 1, 1) == 0  # no checkpoint-0
+            self.best = {"step": step, "mean_srcc": srcc, "checkpoint": str(ckpt) if saved else None}
+            write_json_atomic(Path(args.output_dir) / BEST_CHECKPOINT, self.best)
+        if warn and reward is not None and srcc is not None and self.last is not None:
             prev_reward, prev_srcc = self.last
             if reward - prev_reward > self.reward_rise and prev_srcc - srcc > self.srcc_fall:
                 logger.warning(
                     "step %d: training reward rose %.3f -> %.3f while held-out mean SRCC fell %.3f -> %.3f; the "
-                    "policy may be exploiting the reward rather than agreeing more with people", state.global_step,
+                    "policy may be exploiting the reward rather than agreeing more with people", step,
                     prev_reward, reward, prev_srcc, srcc)
         if reward is not None and srcc is not None:
             self.last = (reward, srcc)

@@ -192,6 +192,12 @@ def test_the_best_step_names_a_checkpoint_only_where_one_was_saved(tmp_path):
         callback._record(args, SimpleNamespace(global_step=step), {"mean_srcc": srcc}, None)
         best.append(json.loads((tmp_path / BEST_CHECKPOINT).read_text())["checkpoint"])
     assert best == [None, None, str(tmp_path / "checkpoint-2")]  # no checkpoint-0 or -1 was ever saved
+    callback._record(args, SimpleNamespace(global_step=3), {"mean_srcc": 0.9}, None)  # lost: killed before step 4
+    # Resumed at checkpoint-2: the best so far is the log's up to there, not whatever the resumed run scores first.
+    resumed = CorrelationCallback(None, None, eval_steps=1)
+    resumed._take_up(args, 2)
+    resumed._record(args, SimpleNamespace(global_step=3), {"mean_srcc": 0.3}, None)
+    assert json.loads((tmp_path / BEST_CHECKPOINT).read_text())["step"] == 2
 
 
 def test_the_guards_warn_when_their_condition_holds_and_only_then(tmp_path, caplog):
