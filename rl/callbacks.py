@@ -50,6 +50,7 @@ class CorrelationCallback(TrainerCallback):
             self.evaluate(args, state)
         elif self.trainer.accelerator.is_main_process:
             self._take_up(args, state.global_step)
+            self._protect_best(args, state)
         self.last_step = state.global_step
 
     def on_log(self, args, state, control, logs=None, **kwargs):
@@ -95,6 +96,14 @@ class CorrelationCallback(TrainerCallback):
         with open(out / CORRELATION_LOG, "a") as f:
             f.write(json.dumps(row) + "\n")
         self._note(args, state.global_step, metrics.get("mean_srcc"), reward)
+        self._protect_best(args, state)
+
+    def _protect_best(self, args, state) -> None:
+        """The Trainer's save_total_limit rotation keeps ``state.best_model_checkpoint``: the checkpoint that
+        best_checkpoint.json names stays. Not with save_total_limit 1, where the Trainer would delete the last
+        checkpoint at the end instead (a finished run launched again would resume from the best one)."""
+        if self.best and self.best["checkpoint"] and args.save_total_limit != 1:
+            state.best_model_checkpoint = self.best["checkpoint"]
 
     def _take_up(self, args, step: int) -> None:
         """A run resumed at ``step``: the best score and the last one so far are those its log holds up to there

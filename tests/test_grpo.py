@@ -186,7 +186,7 @@ def test_the_best_step_names_a_checkpoint_only_where_one_was_saved(tmp_path):
     from rl.callbacks import BEST_CHECKPOINT, CorrelationCallback
 
     callback = CorrelationCallback(None, None, eval_steps=1)
-    args = SimpleNamespace(output_dir=str(tmp_path), save_steps=2)
+    args = SimpleNamespace(output_dir=str(tmp_path), save_steps=2, save_total_limit=3)
     best = []
     for step, srcc in [(0, 0.0), (1, 0.2), (2, 0.4)]:  # nothing readable at first: mean SRCC 0, not undefined
         callback._record(args, SimpleNamespace(global_step=step), {"mean_srcc": srcc}, None)
@@ -196,8 +196,10 @@ def test_the_best_step_names_a_checkpoint_only_where_one_was_saved(tmp_path):
     # Resumed at checkpoint-2: the best so far is the log's up to there, not whatever the resumed run scores first.
     resumed = CorrelationCallback(None, None, eval_steps=1)
     resumed._take_up(args, 2)
-    resumed._record(args, SimpleNamespace(global_step=3), {"mean_srcc": 0.3}, None)
+    state = SimpleNamespace(global_step=3, best_model_checkpoint=None)
+    resumed._record(args, state, {"mean_srcc": 0.3}, None)
     assert json.loads((tmp_path / BEST_CHECKPOINT).read_text())["step"] == 2
+    assert state.best_model_checkpoint == str(tmp_path / "checkpoint-2")  # kept by the save_total_limit rotation
 
 
 def test_the_guards_warn_when_their_condition_holds_and_only_then(tmp_path, caplog):
@@ -205,7 +207,7 @@ def test_the_guards_warn_when_their_condition_holds_and_only_then(tmp_path, capl
 
     from rl.callbacks import CorrelationCallback, GuardCallback
 
-    args = SimpleNamespace(output_dir=str(tmp_path), save_steps=10)
+    args = SimpleNamespace(output_dir=str(tmp_path), save_steps=10, save_total_limit=None)
     with caplog.at_level(logging.WARNING, logger="rl.callbacks"):
         # Held-out SRCC falling while the reward rises: reward hacking. Either one alone is no reason to warn.
         callback = CorrelationCallback(None, None, eval_steps=1)
