@@ -232,9 +232,10 @@ def _srcc(a, b) -> float:
 
 
 def reliability(dataset) -> dict[str, dict[str, float]]:
-    """Per trait: split-half SRCC of the simulated raters (odd vs even raters), its Spearman-Brown correction to the
-    full panel, and ``ceiling_srcc``: the SRCC between the noise-free score and the panel mean, the best a model
-    that saw the truth perfectly could reach against these labels."""
+    """Per trait: split-half SRCC of the simulated raters (odd vs even raters; None with one rater), its
+    Spearman-Brown correction to the full panel (for two equal halves; an odd panel's halves differ by one rater),
+    and ``ceiling_srcc``: the SRCC between the noise-free score and the panel mean, the best a model that saw the
+    truth perfectly could reach against these labels."""
     if "trait" not in dataset.column_names:
         raise TypeError(f"reliability takes one split (e.g. make_benchmark()['test']), not {type(dataset).__name__} "
                         f"with {', '.join(dataset) if isinstance(dataset, dict) else dataset.column_names}")
@@ -244,11 +245,11 @@ def reliability(dataset) -> dict[str, dict[str, float]]:
     for name in dict.fromkeys(traits):
         idx = [i for i, t in enumerate(traits) if t == name]
         r = np.array([ratings[i] for i in idx])
-        half = _srcc(r[:, 0::2].mean(1), r[:, 1::2].mean(1))
+        half = _srcc(r[:, 0::2].mean(1), r[:, 1::2].mean(1)) if r.shape[1] > 1 else None
         out[name] = {
             "n": len(idx),
             "split_half_srcc": half,
-            "spearman_brown": 2 * half / (1 + half),
+            "spearman_brown": None if half is None else 2 * half / (1 + half),
             "ceiling_srcc": _srcc([true[i] for i in idx], [scores[i] for i in idx]),
         }
     return out

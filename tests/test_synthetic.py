@@ -3,7 +3,7 @@ import pytest
 from scipy.stats import spearmanr
 
 from cogip.answer import parse_answer
-from cogip.synthetic import TRAITS, generate_items, reliability
+from cogip.synthetic import TRAITS, generate_items, make_benchmark, reliability
 from cogip.traits import get_trait
 
 
@@ -79,6 +79,9 @@ def test_reliability_ceiling(synthetic_splits):
     for r in rel.values():
         assert 0.7 < r["ceiling_srcc"] <= 1.0
         assert 0.3 < r["split_half_srcc"] < r["spearman_brown"] < 1.0
+    one = reliability(make_benchmark(n_train=16, n_validation=0, n_test=0, n_raters=1)["train"])  # no halves
+    assert all(r["split_half_srcc"] is None and r["spearman_brown"] is None and r["ceiling_srcc"] > 0
+               for r in one.values())
 
 
 def test_mask_tells_what_each_pixel_shows_without_changing_the_drawing():
