@@ -82,10 +82,11 @@ def _read_pair(t: Trait, m: re.Match | None) -> ParsedAnswer | None:
 def parse_answer(text: object, trait: str | Trait, *, exact: bool = False) -> ParsedAnswer:
     """Read label and score from model text. Never raises on any input.
 
-    The last ``<answer>`` block is used when there is one, else the whole text; inside it, the last
-    ``<label> <number>`` pair wins (models that reason first state the answer last). With no pair, the last bare
-    number is kept as the score and the answer is not well-formed; a number that tops a scale (the 10 of
-    ``7 out of 10`` or ``7.5/10``) is not taken for the score.
+    The last ``<answer>`` block that holds an answer is used when there is one (a trailing empty or cut-off block
+    does not hide a complete one before it), else the whole text; inside it, the last ``<label> <number>`` pair
+    wins (models that reason first state the answer last). With no pair, the last bare number is kept as the score
+    and the answer is not well-formed; a number that tops a scale (the 10 of ``7 out of 10`` or ``7.5/10``) is not
+    taken for the score.
 
     ``exact`` is for ground-truth files: the text must be the pair alone, or the pair alone in one closed
     ``<answer>`` block; anything else is not well-formed.
@@ -97,15 +98,27 @@ def parse_answer(text: object, trait: str | Trait, *, exact: bool = False) -> Pa
     if exact:
         block = _ONE_BLOCK.fullmatch(text)
         return _read_pair(t, pair_re.fullmatch((block.group(1) if block else text).strip())) or _EMPTY
-    blocks = _TAGGED.findall(text)
-    body = blocks[-1] if blocks else text
-    for m in reversed(list(pair_re.finditer(body))):
-        if parsed := _read_pair(t, m):
-            return parsed
-    for m in reversed(list(num_re.finditer(body))):
-        if _SCALE_TOP_BEFORE.search(body, max(0, m.start() - 16), m.start()):
-            continue
-        score = _to_float(m.group(0))
-        if score is not None:
-            return ParsedAnswer(None, score, False, False, t.in_range(score))
-    return _EMPTY
+    return next(_answers(text, t, pair_re, num_re), (_EMPTY, None))[0]
+
+
+def label_start(text: str, trait: str | Trait) -> int | None:
+    """Where, in ``text``, the label of the answer :func:`parse_answer` reads begins (None without a label): what
+    a model wrote before its answer, such as ``<answer>``, is ``text[:label_start(text, trait)]``."""
+    t = get_trait(trait)
+    return next(_answers(text, t, *_patterns(t.labels)), (_EMPTY, None))[1]
+
+
+def _answers(text: str, t: Trait, pair_re: re.Pattern, num_re: re.Pattern):
+    """Each answer ``text`` states, with where its label starts (None for a bare number), in the order
+    :func:`parse_answer` prefers them."""
+    blocks = [(m.group(1), m.start(1)) for m in _TAGGED.finditer(text)]
+    for body, offset in reversed(blocks or [(text, 0)]):
+        for m in reversed(list(pair_re.finditer(body))):
+            if parsed := _read_pair(t, m):
+                yield parsed, offset + m.start(1)
+        for m in reversed(list(num_re.finditer(body))):
+            if _SCALE_TOP_BEFORE.search(body, max(0, m.start() - 16), m.start()):
+                continue
+            score = _to_float(m.group(0))
+            if score is not None:
+                yield ParsedAnswer(None, score, False, False, t.in_range(score)), None

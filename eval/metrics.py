@@ -149,12 +149,14 @@ def bootstrap_mean_ci(x: np.ndarray, n_boot: int = 1000, level: float = 0.95, se
 
 
 def _row_pearson(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Pearson per row of (B, n) arrays; NaN for rows where a side is constant."""
+    """Pearson per row of (B, n) arrays; NaN for rows where a side is constant (by its values: centring a constant
+    0.1 leaves float residue, which would give a correlation of 1e-16)."""
+    constant = (np.ptp(x, axis=1) == 0) | (np.ptp(y, axis=1) == 0)
     x = x - x.mean(1, keepdims=True)
     y = y - y.mean(1, keepdims=True)
     den = np.sqrt((x * x).sum(1) * (y * y).sum(1))
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, (x * y).sum(1) / den, np.nan)
+        return np.where(~constant & (den > 0), (x * y).sum(1) / den, np.nan)
 
 
 def bootstrap_distribution(metric: str, pred: np.ndarray, human: np.ndarray, idx: np.ndarray) -> np.ndarray:

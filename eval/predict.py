@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from cogip.answer import ParsedAnswer, parse_answer
+from cogip.answer import ParsedAnswer, label_start, parse_answer
 from cogip.models import digit_token_ids
 from cogip.traits import Trait, get_trait, in_registry_order
 
@@ -183,9 +183,23 @@ def _expected(trait: Trait, pieces: list[str], parsed: ParsedAnswer, step_logits
     places = [p for _, p in digits]
     value = _top_of_band(trait, band, places, probs) if sign > 0 else None
     if value is None:
-        value = sign * float(sum(pl * (pr @ np.arange(10)) for pl, pr in zip(places, probs, strict=True)))
+        value = sign * _within_reach(places, probs, trait.high if sign > 0 else -trait.low)
     value = trait.clip(value)
     return value, _bin_probs(trait, probs, places, sign), True
+
+
+def _within_reach(places: list[float], probs: np.ndarray, reach: float) -> float:
+    """The expected size of a number whose digits at ``places`` have the distributions ``probs`` (P, 10), its first
+    digit kept to the values a number of size at most ``reach`` can start with: 0 or 1 on Memorability's 0-1, 0 to
+    3 on Valence's -3..3 (a weight on 2-9 there would push the number past the scale, and clipping would then make
+    items alike). A first digit that reaches ``reach`` is the scale's end exactly (its fraction is zeros)."""
+    lead, first = probs[0], places[0]
+    rest = float(sum(pl * (pr @ np.arange(10)) for pl, pr in zip(places[1:], probs[1:], strict=True)))
+    digits = [d for d in range(10) if d * first <= reach + 1e-9]
+    mass = float(lead[digits].sum())
+    if mass <= 0:  # nothing within reach (a number longer than the scale): the plain expectation, clipped later
+        return float(first * (lead @ np.arange(10))) + rest
+    return sum(float(lead[d]) / mass * (reach if d * first >= reach - 1e-9 else d * first + rest) for d in digits)
 
 
 def _top_of_band(trait: Trait, band: str | None, places: list[float], probs: np.ndarray) -> float | None:
@@ -210,10 +224,10 @@ def _top_of_band(trait: Trait, band: str | None, places: list[float], probs: np.
     return float(sum(lead[d] * (d * unit + rest) for d in range(10) if d != 1) + lead[1] * top)
 
 
-def _label_lead(text: str, label: str) -> str:
-    """What the answer ``text`` wrote before its (last) ``label``, e.g. ``<answer>``."""
-    at = text.lower().rfind(label.lower())
-    return text[:at] if at >= 0 else ""
+def _label_lead(text: str, trait: str) -> str:
+    """What the answer ``text`` wrote before the label of the answer it states, e.g. ``<answer>`` (not before a
+    later mention of the label's word: "low 4.000, although the lighting is low")."""
+    return text[:label_start(text, trait) or 0]
 
 
 def _label_marginal(model, processor, texts: list[str], images: list, preds: list[Prediction], digit_ids: list[int],
@@ -228,7 +242,7 @@ def _label_marginal(model, processor, texts: list[str], images: list, preds: lis
     prompt_len = {i: len(tok(texts[i], add_special_tokens=False).input_ids) for i in dict.fromkeys(i for i, _ in jobs)}
     base = [texts[i] for i, _ in jobs]
     # The label alone, no space after it: the tokenizer may join that space to what follows (" -" before a minus).
-    forced = [_label_lead(preds[i].text, preds[i].parsed.label) + lbl for i, lbl in jobs]
+    forced = [_label_lead(preds[i].text, preds[i].trait) + lbl for i, lbl in jobs]
     n_forced = [len(tok(b + f, add_special_tokens=False).input_ids) - prompt_len[i]
                 for b, f, (i, _) in zip(base, forced, jobs)]
     enc = _encode(processor, [b + f for b, f in zip(base, forced)], [images[i] for i, _ in jobs], device)
@@ -315,7 +329,7 @@ def predict(model, processor, dataset, decoding: str = "greedy", batch_size: int
                              for s in seqs[b * num_samples:(b + 1) * num_samples]]
                     parses = [parse_answer(t, trait) for t in texts]
                     scores = [p.score for p in parses]
-                    good = [s for s in scores if s is not None]
+                    good = [trait.clip(s) for s in scores if s is not None]  # one 5528.0 must not decide the mean
                     out.append(Prediction(**common, text=texts[0], parsed=parses[0],
                                           score=float(np.mean(good)) if good else None, samples=texts,
                                           sample_scores=scores))

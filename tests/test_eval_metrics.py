@@ -203,3 +203,9 @@ def test_bootstrap_coverage_in_a_large_simulation():
     print("bootstrap coverage (1000 simulations):", cov)
     assert 0.93 <= cov["srcc"] <= 0.97 and 0.93 <= cov["plcc"] <= 0.97
     assert 0.92 <= cov["mae"] <= 0.97 and 0.92 <= cov["rmse"] <= 0.97
+
+
+def test_constant_predictions_have_no_correlation_interval():
+    human = np.linspace(0.0, 1.0, 50)
+    for name in ("plcc", "srcc"):
+        assert all(math.isnan(v) for v in M.bootstrap_ci(name, np.full(50, 0.1), human, n_boot=200, seed=0))

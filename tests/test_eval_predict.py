@@ -130,6 +130,19 @@ def test_expected_digits_near_the_top_of_a_zero_to_ten_scale():
     assert _expected_with_first_digit(wide, "high 1.700", {1: 1.0}, "high") == pytest.approx(1.7, abs=1e-4)
 
 
+def test_expected_digits_on_scales_that_end_at_one_and_at_three():
+    # Memorability's first digit is 0 or 1 (1 only in 1.000): weight on 2-9 is not read as 2.x-9.x, clipped to 1.
+    assert _expected_with_first_digit("Memorability", "high 0.750", {0: 0.6, 1: 0.3, 7: 0.1}, "high") == \
+        pytest.approx((0.6 * 0.75 + 0.3 * 1.0) / 0.9, abs=1e-4)
+    assert _expected_with_first_digit("Memorability", "very high 1.000", {1: 0.5, 0: 0.5}, "very high") == \
+        pytest.approx(0.5, abs=1e-4)  # the fraction after a 0 was written as 000 here
+    # Valence: 0 to 3 either side, a 3 being the end of the scale itself.
+    assert _expected_with_first_digit("Emotional_Valence", "negative -0.880", {0: 0.5, 1: 0.3, 8: 0.2},
+                                      "negative") == pytest.approx(-(0.5 * 0.88 + 0.3 * 1.88) / 0.8, abs=1e-4)
+    assert _expected_with_first_digit("Emotional_Valence", "positive 2.500", {2: 0.5, 3: 0.5}, "positive") == \
+        pytest.approx(0.5 * 2.5 + 0.5 * 3.0, abs=1e-4)
+
+
 def test_sample_decoding_averages_parsable_samples(fitted, test_items):
     model, processor = fitted
     items = test_items.select(range(4))
@@ -140,7 +153,7 @@ def test_sample_decoding_averages_parsable_samples(fitted, test_items):
     assert [p.samples for p in preds] == [p.samples for p in again]  # seeded
     for p in preds:
         assert len(p.samples) == 3 and p.text == p.samples[0]
-        good = [s for s in p.sample_scores if s is not None]
+        good = [get_trait(p.trait).clip(s) for s in p.sample_scores if s is not None]  # each clipped to the scale
         assert (p.score is None) if not good else p.score == pytest.approx(np.mean(good))
 
 

@@ -91,11 +91,22 @@ def test_render_examples():
     ("score: 7.5/10", "Funniness", None, 7.5, False, False),
     ("10", "Aesthetics", None, 10.0, False, False),
     ("very", "Aesthetics", None, None, False, False),
+    # a trailing empty or cut-off block does not hide the complete answer before it
+    ("<answer>high 7.000</answer><answer>", "Aesthetics", "high", 7.0, True, True),
+    ("<answer>high 7.000</answer> (in the <answer> format)", "Aesthetics", "high", 7.0, True, True),
     ("", "Aesthetics", None, None, False, False),
 ])
 def test_parse_cases(text, trait, label, score, well, consistent):
     p = parse_answer(text, trait)
     assert (p.label, p.score, p.well_formed, p.label_consistent) == (label, score, well, consistent)
+
+
+def test_label_start_is_where_the_stated_answer_begins():
+    from cogip.answer import label_start
+
+    text = "<answer>low 4.000</answer>, although the lighting is low"
+    assert text[:label_start(text, "Aesthetics")] == "<answer>"  # not before the later mention of "low"
+    assert label_start("about 0.7", "Memorability") is None
 
 
 def test_parse_out_of_range_is_flagged():
