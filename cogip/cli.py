@@ -45,7 +45,7 @@ def _config_file(path: str):
 
 # Set by the launchers DeepSpeed and accelerate read ranks from: torch's, Open MPI's, MPICH / Intel MPI's, MVAPICH's.
 _LAUNCHER_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK",
-                 "MV2_COMM_WORLD_SIZE")
+                 "MV2_COMM_WORLD_SIZE", "SLURM_PROCID")
 
 
 def _single_process_launch_env() -> None:
@@ -143,23 +143,24 @@ def plain(value):
 _GIVEN = "_cogalign_given_fields"
 _DEVICE_FIELDS = ("use_cpu", "bf16", "fp16")  # always written: they decide whether the arguments parse here at all
 # Left out of the relaunch file: set by launchers; a relaunch resumes from the last checkpoint, not the first run's
-# start. Tokens (fields named *_token) are left out too: TrainingArguments writes them as a placeholder.
-_NOT_RELAUNCHED = {"local_rank", "resume_from_checkpoint"}
-# ... and so are env variables named like secrets (HF_TOKEN, WANDB_API_KEY): the file is saved beside the model.
-_SECRET_NAME = re.compile(r"TOKEN|KEY|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH", re.IGNORECASE)
+# start (nor starts over: resume false). The hub token is left out too: TrainingArguments writes it as a placeholder.
+_NOT_RELAUNCHED = {"local_rank", "resume_from_checkpoint", "resume", "hub_token"}
+# ... and so are env variables named like secrets (HF_TOKEN, WANDB_API_KEY; not TOKENIZERS_PARALLELISM): the file is
+# saved beside the model.
+_SECRET_NAME = re.compile(r"(^|_)(TOKEN|KEY|SECRET|PASSWORD|PASSWD|CREDENTIALS?|AUTH)(_|$)", re.IGNORECASE)
 
 
 def relaunch_config(parsed: tuple) -> dict:
     """The fields a run parsed by :func:`parse_strictly` was given (by its flags and its config file), with the
     values they took, and the config file's ``env``, as one flat, YAML-safe mapping: ``--config`` with it launches
     the same run. Fields derived from others (trl's ``steps_per_generation``, say) are left to be derived again;
-    tokens and secret-named env variables are left out (to be set in the environment again)."""
+    the hub token and secret-named env variables are left out (to be set in the environment again)."""
     out = {}
     for args in parsed:
         given, env = args.__dict__.get(_GIVEN, (set(), {}))
         given = {k for k in set(given) | ({*_DEVICE_FIELDS} if hasattr(args, "use_cpu") else set())
-                 if k not in _NOT_RELAUNCHED and not k.endswith("_token")}
-        values = plain(args.to_dict() if hasattr(args, "to_dict") else dataclasses.asdict(args))
+                 if k not in _NOT_RELAUNCHED}
+        values = plain(dataclasses.asdict(args))  # not to_dict(): it masks every *_token field (SFT's eos_token)
         env = {k: v for k, v in env.items() if not _SECRET_NAME.search(str(k))}
         out |= {k: v for k, v in values.items() if k in given} | ({"env": plain(env)} if env else {})
     return out
@@ -231,6 +232,9 @@ def _demo(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    # the deepspeed launcher puts --local_rank=N straight after the program, before the command
+    launcher = [a for a in argv[:1] if a.startswith(("--local_rank=", "--local-rank="))]
+    argv = argv[len(launcher):][:1] + launcher + argv[len(launcher) + 1:]
     commands = {name: help_ for name, (_, help_) in STAGES.items()}
     commands |= {"demo": "run the whole pipeline on the synthetic benchmark (CPU)",
                  "validate-data": "check CogIP-Bench files before training"}

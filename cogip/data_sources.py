@@ -90,6 +90,11 @@ class DataArguments:
     def __post_init__(self):
         load_traits_file(self.traits_file)
         check_choices(self)
+        try:
+            for name in self.synthetic_traits or []:
+                get_trait(name)
+        except KeyError as e:
+            raise ValueError(f"synthetic_traits: {e.args[0]}") from None
         check_at_least(self, {"image_max_pixels": 28 * 28})  # one image token
         if self.dataset_test_split is None:
             self.dataset_test_split = "test" if self.dataset == "release" else "validation"

@@ -177,6 +177,7 @@ def test_training_stages_refuse_a_missing_model_a_misspelt_reward_and_a_data_sou
               "reward_weights [1.0] has 1 weights for 2 reward_funcs ['format', 'distance_linear']"),
              ("grpo", ["--config", str(rank_typo)], "rank_mode: 'thurston' is not one of concordance, thurstone"),
              ("sft", ["--report_to", "wandb"], "report_to: wandb is not installed here"),
+             ("sft", ["--synthetic_traits", "Aesthetcs"], "synthetic_traits: unknown trait 'Aesthetcs'"),
              ("grpo", ["--report_to", "wandb"], "report_to: wandb is not installed here")]
     for stage, argv, named in cases:
         assert cogalign([stage, *base, *argv]) == 2
@@ -194,6 +195,9 @@ def test_the_console_script_names_an_unknown_command_and_tells_its_version(capsy
     assert cogalign(["--version"]) == 0 and capsys.readouterr().out.startswith("cogalign 0.")
     assert cogalign([]) == 2 and capsys.readouterr().err.startswith("usage: cogalign <command>")
     assert cogalign(["--help"]) == 0 and capsys.readouterr().out.startswith("usage: cogalign <command>")
+    # the deepspeed launcher puts --local_rank=N before the command: the command is still found
+    assert cogalign(["--local_rank=0", "grpo", "--no_such_flag"]) == 2
+    assert "cogalign grpo: error: unrecognized arguments: --no_such_flag" in capsys.readouterr().err
 
 
 def test_a_saved_config_keeps_what_the_run_was_given_and_its_env(tmp_path, monkeypatch):
@@ -201,7 +205,7 @@ def test_a_saved_config_keeps_what_the_run_was_given_and_its_env(tmp_path, monke
     from rl.train_grpo import make_parser
 
     monkeypatch.chdir(CONFIGS.parent)
-    for name in ("COGALIGN_TEST_ENV", "COGALIGN_TEST_TOKEN"):  # trl sets the file's env: taken back at teardown
+    for name in ("COGALIGN_TEST_ENV", "COGALIGN_TEST_TOKEN", "TOKENIZERS_PARALLELISM"):  # trl sets the file's env
         monkeypatch.setenv(name, "")
         monkeypatch.delenv(name)
     cfg = tmp_path / "c.yaml"
@@ -217,11 +221,17 @@ def test_a_saved_config_keeps_what_the_run_was_given_and_its_env(tmp_path, monke
     assert [plain(dataclasses.asdict(a)) for a in again] == [plain(dataclasses.asdict(a)) for a in given]
 
     # tokens, secret-named env variables and the first run's resume point are not written
-    cfg.write_text(cfg.read_text() + "  COGALIGN_TEST_TOKEN: hf_secret\n")
-    saved = relaunch_config(parse_strictly(make_parser(), [*argv, "--hub_token", "hf_secret",
+    cfg.write_text(cfg.read_text() + "  COGALIGN_TEST_TOKEN: hf_secret\n  TOKENIZERS_PARALLELISM: 'false'\n")
+    saved = relaunch_config(parse_strictly(make_parser(), [*argv, "--hub_token", "hf_secret", "--resume", "false",
                                                            "--resume_from_checkpoint", "runs/x/checkpoint-5"]))
-    assert saved["env"] == {"COGALIGN_TEST_ENV": "1"} and "hf_secret" not in yaml.safe_dump(saved)
+    assert saved["env"] == {"COGALIGN_TEST_ENV": "1", "TOKENIZERS_PARALLELISM": "false"}  # not a secret's name
+    assert "hf_secret" not in yaml.safe_dump(saved) and "resume" not in saved  # a relaunch resumes
     assert "resume_from_checkpoint" not in saved and saved["learning_rate"] == 2e-6
+    from sft_warmstart.train_sft import make_parser as sft_parser  # a *_token field that is no secret is kept
+
+    saved = relaunch_config(parse_strictly(sft_parser(), ["--config", str(CONFIGS / "tiny" / "sft.yaml"),
+                                                          "--eos_token", "<|im_end|>"]))
+    assert saved["eos_token"] == "<|im_end|>"
 
 
 def test_model_references_that_can_only_be_missing_folders_are_refused(tmp_path, monkeypatch):
