@@ -319,22 +319,14 @@ def check_images(records: list[dict], image_root: str | Path | None, file: str,
                  report: ValidationReport) -> list[dict]:
     """Resolve each record's image under ``image_root`` and keep those that exist and decode (problems are reported
     at the record's index in its file)."""
-    from PIL import Image, UnidentifiedImageError
-
     good = []
     for rec in records:
         index = rec.pop("_index")
         p = Path(image_root or ".") / rec["image"]
-        try:
-            with Image.open(p) as im:
-                im.load()  # decodes the whole file: verify() passes a truncated JPEG
-        except FileNotFoundError:
-            report.problems.append(Problem(file, index, f"missing image {p}"))
-            if not image_root and not p.is_absolute():
+        if problem := _image_problem(p):
+            report.problems.append(Problem(file, index, problem))
+            if not image_root and not p.is_absolute() and not p.exists():
                 report.note("no image root given (--image_root): image paths were looked up from the current folder")
-            continue
-        except (OSError, UnidentifiedImageError, SyntaxError) as e:
-            report.problems.append(Problem(file, index, f"unreadable image {p}: {e}"))
             continue
         good.append({**rec, "image": str(p)})
     return good
@@ -495,7 +487,7 @@ def _image_problem(image) -> str | None:
         return "missing image"
     try:
         with Image.open(source) as im:
-            im.load()
+            im.load()  # decodes the whole file: verify() passes a truncated JPEG
     except FileNotFoundError:
         return f"missing image {name}"
     except (OSError, UnidentifiedImageError, SyntaxError) as e:

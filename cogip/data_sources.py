@@ -25,6 +25,15 @@ def check_choices(args) -> None:
             raise ValueError(f"{f.name}: {value!r} is not one of {', '.join(map(str, choices))}")
 
 
+def check_traits(name: str, values: list[str] | None) -> None:
+    """Refuse a field listing trait names that names one the registry does not know (unset, None, passes)."""
+    try:
+        for value in values or []:
+            get_trait(value)
+    except KeyError as e:
+        raise ValueError(f"{name}: {e.args[0]}") from None
+
+
 def check_device(name: str, value: str | None) -> None:
     """Refuse a device torch cannot name, or a CUDA device where none is visible (unset, None, passes)."""
     import torch
@@ -90,11 +99,7 @@ class DataArguments:
     def __post_init__(self):
         load_traits_file(self.traits_file)
         check_choices(self)
-        try:
-            for name in self.synthetic_traits or []:
-                get_trait(name)
-        except KeyError as e:
-            raise ValueError(f"synthetic_traits: {e.args[0]}") from None
+        check_traits("synthetic_traits", self.synthetic_traits)
         check_at_least(self, {"image_max_pixels": 28 * 28})  # one image token
         if self.dataset_test_split is None:
             self.dataset_test_split = "test" if self.dataset == "release" else "validation"

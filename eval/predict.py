@@ -188,17 +188,21 @@ def _expected(trait: Trait, pieces: list[str], parsed: ParsedAnswer, step_logits
     return value, _bin_probs(trait, probs, places, sign), True
 
 
+def _digits_mean(places: list[float], probs: np.ndarray) -> float:
+    """The expected value of digits at ``places`` with the distributions ``probs`` (one row of ten per place)."""
+    return float(sum(pl * (pr @ np.arange(10)) for pl, pr in zip(places, probs, strict=True)))
+
+
 def _within_reach(places: list[float], probs: np.ndarray, reach: float) -> float:
     """The expected size of a number whose digits at ``places`` have the distributions ``probs`` (P, 10), its first
     digit kept to the values a number of size at most ``reach`` can start with: 0 or 1 on Memorability's 0-1, 0 to
     3 on Valence's -3..3 (a weight on 2-9 there would push the number past the scale, and clipping would then make
     items alike). A first digit that reaches ``reach`` is the scale's end exactly (its fraction is zeros)."""
-    lead, first = probs[0], places[0]
-    rest = float(sum(pl * (pr @ np.arange(10)) for pl, pr in zip(places[1:], probs[1:], strict=True)))
+    lead, first, rest = probs[0], places[0], _digits_mean(places[1:], probs[1:])
     digits = [d for d in range(10) if d * first <= reach + 1e-9]
     mass = float(lead[digits].sum())
     if mass <= 0:  # nothing within reach (a number longer than the scale): the plain expectation, clipped later
-        return float(first * (lead @ np.arange(10))) + rest
+        return _digits_mean(places, probs)
     return sum(float(lead[d]) / mass * (reach if d * first >= reach - 1e-9 else d * first + rest) for d in digits)
 
 
@@ -218,7 +222,7 @@ def _top_of_band(trait: Trait, band: str | None, places: list[float], probs: np.
         return None
     lead = probs[0]
     if places[0] == unit:  # e.g. 9.500: the other digits are its fraction
-        rest = float(sum(pl * (pr @ np.arange(10)) for pl, pr in zip(places[1:], probs[1:], strict=True)))
+        rest = _digits_mean(places[1:], probs[1:])
     else:  # e.g. 10.000: a one-digit number's fraction was never written
         rest = unit / 2
     return float(sum(lead[d] * (d * unit + rest) for d in range(10) if d != 1) + lead[1] * top)

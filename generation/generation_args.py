@@ -76,17 +76,13 @@ class GenerationArgs:
     traits_file: str | None = traits_file_field()
 
     def __post_init__(self) -> None:
-        from cogip.data_sources import check_at_least, check_choices, check_device
-        from cogip.traits import get_trait, load_traits_file
+        from cogip.data_sources import check_at_least, check_choices, check_device, check_traits
+        from cogip.traits import load_traits_file
 
         load_traits_file(self.traits_file)
         check_choices(self)  # values from --config are not checked by argparse: all of them now, before any image
         check_device("device", self.device)
-        try:
-            for trait in self.traits or []:
-                get_trait(trait)
-        except KeyError as e:
-            raise ValueError(f"traits: {e.args[0]}") from None
+        check_traits("traits", self.traits)
         for name in ("height", "width"):
             if getattr(self, name) < 16 or getattr(self, name) % 16:
                 raise ValueError(f"{name} must be a positive multiple of 16 (the VAE and the 2x2 patches), not "

@@ -34,7 +34,8 @@ def resolve_model_path(name: str | None, output_dir: str | Path, vision_pretrain
     with PartialState().main_process_first():
         if vision_pretrain_steps > 0 and record.exists():
             asked = {"steps": vision_pretrain_steps, "position_targets": position_targets}
-            done = {k: json.loads(record.read_text()).get(k) for k in asked}
+            pretrained = json.loads(record.read_text())
+            done = {k: pretrained.get(k) for k in asked}
             if done != asked:  # the run's checkpoints were trained on the model that is there
                 raise WrongFileError(f"{path} holds the tiny model pretrained with {done}, and this run asks for "
                                      f"{asked}: give another output_dir, or delete {path} to pretrain it again")
