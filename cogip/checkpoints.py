@@ -93,7 +93,20 @@ def resume_point(training_args, auto_resume: bool = True) -> str | None:
 
 # What a Trainer checkpoint holds besides the model: the training state, never part of a final save.
 _TRAINING_STATE = re.compile(r"^(optimizer\.pt|scheduler\.pt|scaler\.pt|rng_state.*\.pth|trainer_state\.json|"
-                             r"training_args\.bin|latest|zero_to_fp32\.py)$")
+                             r"training_args\.bin|latest|zero_to_fp32\.py|weight_average.*\.safetensors)$")
+_WEIGHT_SHARD = re.compile(r"^(model|pytorch_model)-\d+-of-\d+\.(safetensors|bin)$")
+
+
+def copy_model_files(checkpoint: str | Path, out: Path, weights: bool = True) -> None:
+    """Copy what a final save holds (``weights`` too, or all but the weights) from ``checkpoint`` into ``out``,
+    skipping files already there unchanged."""
+    for src in Path(checkpoint).iterdir():
+        dst = out / src.name
+        same = dst.is_file() and (dst.stat().st_size, dst.stat().st_mtime_ns) == (
+            src.stat().st_size, src.stat().st_mtime_ns)
+        weight = src.name in WEIGHT_FILES or _WEIGHT_SHARD.match(src.name)
+        if src.is_file() and not _TRAINING_STATE.match(src.name) and not same and (weights or not weight):
+            shutil.copy2(src, dst)
 
 
 def finished_at(checkpoint: str | Path | None, args) -> bool:
@@ -130,14 +143,14 @@ def train_and_save(trainer, resume: str | None) -> dict:
         trainer.save_model(str(out))
         trainer.save_metrics("train", metrics, combined=False)
         return metrics
+    from cogip.weight_average import averaging, save_final_from
+
     trainer.accelerator.print(f"{resume} reached the run's last step: nothing left to train")
+    averaged = averaging(trainer) is not None  # then the final weights are the mean, not the checkpoint's
     if trainer.accelerator.is_main_process:
-        for src in Path(resume).iterdir():
-            dst = out / src.name
-            same = dst.is_file() and (dst.stat().st_size, dst.stat().st_mtime_ns) == (
-                src.stat().st_size, src.stat().st_mtime_ns)
-            if src.is_file() and not _TRAINING_STATE.match(src.name) and not same:
-                shutil.copy2(src, dst)
+        copy_model_files(resume, out, weights=not averaged)
+    if averaged:
+        save_final_from(trainer, resume)
     trainer.accelerator.wait_for_everyone()
     try:
         return json.loads((out / "train_results.json").read_text())

@@ -82,7 +82,21 @@ class CogGRPOConfig(GRPOConfig, TrainablePartsArguments):
     zero_std_warn_frac: float = field(
         default=0.5, metadata={"help": "Warn when frac_reward_zero_std stays above this for zero_std_warn_logs logs."})
     zero_std_warn_logs: int = field(default=5, metadata={"help": "See zero_std_warn_frac."})
+    average_weights: bool = field(
+        default=False,
+        metadata={"help": "Save as the final model the mean of the trainable weights over the run's steps (from "
+                          "average_weights_start, every average_weights_every steps) instead of the last ones; "
+                          "each checkpoint keeps its own step's weights and the running mean (cogip.weight_average)."})
+    average_weights_start: int = field(
+        default=0, metadata={"help": "Steps after which the weights are averaged (0: from the first update)."})
+    average_weights_every: int = field(default=10, metadata={"help": "Steps between two weights taken into the mean."})
 
     def __post_init__(self):
         super().__post_init__()
         self.check_reporting()
+        if self.average_weights_start < 0 or self.average_weights_every < 1:
+            raise ValueError(f"average_weights_start must be >= 0 and average_weights_every >= 1 (got "
+                             f"{self.average_weights_start} and {self.average_weights_every})")
+        if self.average_weights and 0 < self.max_steps <= self.average_weights_start + self.average_weights_every - 1:
+            raise ValueError(f"average_weights: no step after average_weights_start {self.average_weights_start} "
+                             f"(every {self.average_weights_every}) comes before max_steps {self.max_steps}")

@@ -95,6 +95,41 @@ def test_grpo_trains_logs_correlation_and_resumes(tmp_path, caplog, fitted_model
     assert (out / "train_results.json").read_text() == results and "train_runtime" in results
 
 
+def test_averaged_weights_are_the_mean_of_the_steps_and_are_taken_up_on_resume(tmp_path, capsys,
+                                                                               fitted_model_dir):  # noqa: F811
+    """average_weights: the final model is the mean of the weights of steps 2, 3 and 4 (start 1, every step), though
+    the run is cut after step 2 and resumed; each checkpoint keeps its own step's weights; launched once more, the
+    finished run writes the same mean again."""
+    out = tmp_path / "run"
+    args = ["--config", CONFIG, "--output_dir", str(out), "--model_name_or_path", str(fitted_model_dir),
+            "--synthetic_train_size", "16", "--synthetic_eval_size", "0", "--per_device_train_batch_size", "8",
+            "--max_completion_length", "8", "--logging_steps", "1", "--save_steps", "1", "--save_total_limit", "5",
+            "--average_weights", "true", "--average_weights_start", "1", "--average_weights_every", "1"]
+    assert cli_main([*args, "--max_steps", "2"]) == 0
+    step = {n: _weights(out / f"checkpoint-{n}") for n in (1, 2)}
+    first = _weights(out)
+    assert all(torch.equal(first[k], v) for k, v in step[2].items())  # the mean of one step
+    assert (out / "checkpoint-2" / "weight_average.safetensors").is_file()
+    assert not (out / "weight_average.safetensors").exists()
+
+    assert cli_main([*args, "--max_steps", "4"]) == 0
+    step |= {n: _weights(out / f"checkpoint-{n}") for n in (3, 4)}
+    final, base = _weights(out), _weights(fitted_model_dir)
+    for k, v in final.items():
+        assert torch.allclose(v, (step[2][k] + step[3][k] + step[4][k]) / 3, atol=1e-6), k
+    assert any(not torch.equal(final[k], step[4][k]) for k in final), "the final model is the last step's"
+    assert any(not torch.equal(step[3][k], step[4][k]) for k in final) and _distance(final, base) > 0
+
+    (out / "model.safetensors").unlink()  # launched again once finished: the mean comes back from checkpoint-4
+    assert cli_main([*args, "--max_steps", "4"]) == 0
+    assert all(torch.allclose(final[k], v) for k, v in _weights(out).items())
+
+    code = cli_main([*args, "--max_steps", "4", "--average_weights_every", "2"])  # not the mean checkpoint-4 has
+    assert code == 2 and "taken from step 1 every 1 steps" in capsys.readouterr().err
+    code = cli_main([*args, "--output_dir", str(tmp_path / "b"), "--max_steps", "1"])  # nothing after step 1
+    assert code == 2 and "no step after average_weights_start 1" in capsys.readouterr().err
+
+
 def test_grpo_trains_the_vision_tower_after_held_out_scoring(tmp_path, fitted_model_dir):  # noqa: F811
     # The held-out scoring at step 0 runs in inference mode and fills the tower's cache of positions and windows;
     # the training steps after it use them in their backward.
@@ -274,18 +309,26 @@ def _launch(launcher: str, zero: str, out: Path, port: int, model: Path) -> list
                                                 pytest.param("accelerate", "zero2", marks=pytest.mark.slow),
                                                 pytest.param("accelerate", "zero3", marks=pytest.mark.slow)])
 def test_two_process_launch_on_cpu(tmp_path, launcher, zero, fitted_model_dir):  # noqa: F811
-    """Two CPU processes (gloo) under each launcher and ZeRO stage; rank_global gathers across them. From a briefly
-    fitted model: a random one answers nothing parsable, so every advantage is 0 and no weight moves."""
+    """Two CPU processes (gloo) under each launcher and ZeRO stage; rank_global gathers across them; the final model
+    is the mean of the two steps' weights (average_weights; under ZeRO-3 each process averages its own slices). From
+    a briefly fitted model: a random one answers nothing parsable, so every advantage is 0 and no weight moves."""
     out = tmp_path / "run"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
     port = 29600 + 10 * ["zero2", "zero3"].index(zero) + ["deepspeed", "accelerate"].index(launcher)
     # From the repository root, as the README launches (the accelerate configs name their DeepSpeed JSON relatively).
-    proc = subprocess.run(_launch(launcher, zero, out, port, fitted_model_dir), cwd=ROOT, env=env,
+    averaged = ["--save_steps", "1", "--average_weights", "true", "--average_weights_every", "1"]
+    proc = subprocess.run(_launch(launcher, zero, out, port, fitted_model_dir) + averaged, cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert last_complete_checkpoint(out) == str(out / "checkpoint-2")
     base, trained = _weights(fitted_model_dir), _weights(out)
     assert set(base) == set(trained) and any(not torch.equal(base[k], trained[k]) for k in base)
+    one, two = _weights(out / "checkpoint-1"), _weights(out / "checkpoint-2")
+    assert all(torch.allclose(trained[k], (one[k] + two[k]) / 2, atol=1e-6) for k in base)
+    assert any(not torch.equal(trained[k], two[k]) for k in base)
+    kept = {"weight_average-rank0.safetensors", "weight_average-rank1.safetensors"} if zero == "zero3" else {
+        "weight_average.safetensors"}
+    assert {p.name for p in (out / "checkpoint-2").glob("weight_average*")} == kept
     state = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())
     assert any("rewards/rank_global/mean" in row for row in state["log_history"])
     rows = [json.loads(x) for x in (out / "correlation_log.jsonl").read_text().splitlines()]

@@ -1,0 +1,173 @@
+"""Averaging a run's trainable weights over its steps (tail averaging, as stochastic weight averaging does), so that
+the final model is the mean of the policies the run passed through rather than the last one.
+
+Why: past a well-fitted SFT start, each GRPO update is the reward's small signal plus the sampling noise of a few
+answers per prompt; at a constant learning rate the last policy carries the noise of its last steps, the mean of the
+policies along the way much less of it (BENCHMARKS.md, "GRPO against its SFT start").
+
+``WeightAverage`` keeps a float32 running mean of every trainable parameter, taken every ``every`` steps after step
+``start``; at the end of training it writes the mean into the model, so the run's final save (its output folder) is the
+averaged model, while each ``checkpoint-N`` keeps the weights of step N (for the curves and to resume from) and the
+running mean so far (``weight_average.safetensors``; one file per process under ZeRO-3, whose processes each hold a
+slice of every parameter). Frozen parameters never change, so they are left alone; with LoRA the two factors are
+averaged each on its own. The mean costs one float32 copy of the trainable parameters (of each process's slice under
+ZeRO-3) on their device.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from transformers import TrainerCallback
+
+logger = logging.getLogger(__name__)
+
+AVERAGE_FILE = "weight_average.safetensors"
+
+
+class WeightAverageError(RuntimeError):
+    """A saved running mean that does not fit this run's trainable parameters."""
+
+
+def _local(param: torch.nn.Parameter) -> torch.Tensor:
+    """What this process holds of ``param``: its slice under DeepSpeed ZeRO-3, else the whole tensor."""
+    return param.ds_tensor if hasattr(param, "ds_tensor") else param.data
+
+
+def _sliced(model) -> bool:
+    return any(hasattr(p, "ds_tensor") for p in model.parameters())
+
+
+def average_file(checkpoint: str | Path, model, process_index: int) -> Path:
+    """Where ``checkpoint`` keeps this process's running mean (one file, or one per process under ZeRO-3)."""
+    name = AVERAGE_FILE if not _sliced(model) else AVERAGE_FILE.replace(".", f"-rank{process_index}.", 1)
+    return Path(checkpoint) / name
+
+
+class WeightAverage(TrainerCallback):
+    """Running mean of the trainable parameters over steps ``start + every``, ``start + 2 * every``, ...; written
+    into the model when training ends (and by :meth:`apply`)."""
+
+    def __init__(self, start: int = 0, every: int = 10):
+        if start < 0 or every < 1:
+            raise ValueError(f"weight averaging needs start >= 0 and every >= 1 (got {start} and {every})")
+        self.start, self.every = start, every
+        self.mean: dict[str, torch.Tensor] = {}
+        self.count = 0
+
+    def due(self, step: int) -> bool:
+        return step > self.start and (step - self.start) % self.every == 0
+
+    def add(self, model) -> None:
+        """Take the model's trainable weights into the mean."""
+        self.count += 1
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if not param.requires_grad:
+                    continue
+                value = _local(param).detach().float()
+                if name not in self.mean:
+                    self.mean[name] = value.clone()
+                else:
+                    self.mean[name].add_(value - self.mean[name], alpha=1.0 / self.count)
+
+    def apply(self, model) -> bool:
+        """Write the mean into the model's trainable parameters; False (nothing changed) when no step was taken."""
+        if not self.count:
+            return False
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if name in self.mean:
+                    _local(param).copy_(self.mean[name].to(_local(param).dtype))
+        return True
+
+    def save(self, checkpoint: str | Path, model, process_index: int, is_main: bool) -> None:
+        from safetensors.torch import save_file
+
+        if not self.count or not (is_main or _sliced(model)):
+            return
+        tensors = {k: v.detach().cpu().contiguous() for k, v in self.mean.items()}
+        save_file(tensors, str(average_file(checkpoint, model, process_index)),
+                  metadata={"count": str(self.count), "start": str(self.start), "every": str(self.every)})
+
+    def load(self, checkpoint: str | Path, model, process_index: int) -> bool:
+        """Take up the running mean ``checkpoint`` saved; False when it has none."""
+        from safetensors import safe_open
+
+        path = average_file(checkpoint, model, process_index)
+        if not path.is_file():
+            return False
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+            mean = {k: f.get_tensor(k) for k in f.keys()}
+        if (int(meta.get("start", -1)), int(meta.get("every", -1))) != (self.start, self.every):
+            raise WeightAverageError(
+                f"{path}: its running mean was taken from step {meta.get('start')} every {meta.get('every')} steps, "
+                f"this run asks for step {self.start} every {self.every}; resume with the run's own settings or "
+                "start in a new output_dir")
+        params = {n: _local(p) for n, p in model.named_parameters() if p.requires_grad}
+        if mean.keys() != params.keys() or any(mean[n].shape != params[n].shape for n in params):
+            raise WeightAverageError(f"{path}: its running mean does not match this run's trainable parameters "
+                                     "(other parts trained, or another number of ZeRO-3 processes)")
+        self.mean = {n: t.to(params[n].device) for n, t in mean.items()}
+        self.count = int(meta["count"])
+        return True
+
+    # The Trainer's events.
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        step = state.global_step
+        if step < self.start + self.every:  # a fresh run, or one resumed before its mean took a step
+            return
+        checkpoint = Path(args.output_dir) / f"checkpoint-{step}"
+        if not self.load(checkpoint, model, args.process_index):
+            logger.warning("%s holds no running mean of the weights (killed while saving it?): the mean starts "
+                           "again from step %d", checkpoint, step)
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if self.due(state.global_step):
+            self.add(model)
+
+    def on_save(self, args, state, control, model=None, **kwargs):
+        checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        self.save(checkpoint, model, args.process_index, args.process_index == 0)
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        if self.apply(model) and args.process_index == 0:
+            logger.info("final weights: the mean of %d steps (every %d from step %d)", self.count, self.every,
+                        self.start)
+
+
+def averaging(trainer) -> WeightAverage | None:
+    """The trainer's weight-averaging callback, if it has one."""
+    return next((cb for cb in trainer.callback_handler.callbacks if isinstance(cb, WeightAverage)), None)
+
+
+def save_final_from(trainer, checkpoint: str | Path) -> None:
+    """A run launched again after its end (``checkpoint`` reaches its last step, so nothing trains): its final model
+    is the mean ``checkpoint`` holds, written into the output folder (the model loaded is the run's start, whose
+    frozen parameters are the run's own). Under ZeRO-3 the mean is in slices the loaded model cannot save without its
+    DeepSpeed engine: the output folder's weights, if the run saved them at its end, are left as they are."""
+    avg, model, out = averaging(trainer), trainer.model, Path(trainer.args.output_dir)
+    if avg is None:
+        return
+    if _sliced(model):
+        from cogip.checkpoints import has_model_weights
+
+        if not has_model_weights(out):
+            raise WeightAverageError(
+                f"{checkpoint} ends the run, but the averaged final model was never saved to {out} (killed during "
+                "its final save?) and under ZeRO-3 it cannot be written without training: launch it without "
+                "DeepSpeed once, or with --average_weights false to take the checkpoint's own weights")
+        return
+    if not avg.load(checkpoint, model, trainer.args.process_index):
+        logger.warning("%s holds no running mean of the weights: the final model is its own weights", checkpoint)
+        if trainer.accelerator.is_main_process:
+            from cogip.checkpoints import copy_model_files
+
+            copy_model_files(checkpoint, out)
+        return
+    avg.apply(model)
+    if trainer.accelerator.is_main_process:
+        model.save_pretrained(str(out))
