@@ -97,6 +97,19 @@ _TRAINING_STATE = re.compile(r"^(optimizer\.pt|scheduler\.pt|scaler\.pt|rng_stat
 _WEIGHT_SHARD = re.compile(r"^(model|pytorch_model)-\d+-of-\d+\.(safetensors|bin)$")
 
 
+def is_weight_file(path: Path) -> bool:
+    """Whether ``path`` holds model or adapter weights of a save (whole, a shard, or a shard index)."""
+    return path.name in WEIGHT_FILES or bool(_WEIGHT_SHARD.match(path.name))
+
+
+def newest_weights(folder: str | Path) -> float:
+    """The modification time of the newest weight file in ``folder`` (0 when it has none)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0.0
+    return max((p.stat().st_mtime for p in folder.iterdir() if is_weight_file(p)), default=0.0)
+
+
 def copy_model_files(checkpoint: str | Path, out: Path, weights: bool = True) -> None:
     """Copy what a final save holds (``weights`` too, or all but the weights) from ``checkpoint`` into ``out``,
     skipping files already there unchanged."""
@@ -104,8 +117,7 @@ def copy_model_files(checkpoint: str | Path, out: Path, weights: bool = True) ->
         dst = out / src.name
         same = dst.is_file() and (dst.stat().st_size, dst.stat().st_mtime_ns) == (
             src.stat().st_size, src.stat().st_mtime_ns)
-        weight = src.name in WEIGHT_FILES or _WEIGHT_SHARD.match(src.name)
-        if src.is_file() and not _TRAINING_STATE.match(src.name) and not same and (weights or not weight):
+        if src.is_file() and not _TRAINING_STATE.match(src.name) and not same and (weights or not is_weight_file(src)):
             shutil.copy2(src, dst)
 
 
@@ -132,6 +144,10 @@ def train_and_save(trainer, resume: str | None) -> dict:
     files are copied to the output folder (where they are not there already) and the metrics are those the finished
     run saved."""
     out = Path(trainer.args.output_dir)
+    from cogip.weight_average import averaging
+
+    if averaging(trainer) is not None:
+        averaging(trainer).resume_from = resume
     if not finished_at(resume, trainer.args):
         if trainer.accelerator.is_main_process:
             for moved in set_aside_incomplete(out):
@@ -143,12 +159,16 @@ def train_and_save(trainer, resume: str | None) -> dict:
         trainer.save_model(str(out))
         trainer.save_metrics("train", metrics, combined=False)
         return metrics
-    from cogip.weight_average import averaging, save_final_from
+    from cogip.weight_average import averaging, holds_average, save_final_from
 
     trainer.accelerator.print(f"{resume} reached the run's last step: nothing left to train")
-    averaged = averaging(trainer) is not None  # then the final weights are the mean, not the checkpoint's
+    # A run that averages its weights saved the mean as its final model, not the checkpoint's weights.
+    averaged = averaging(trainer) is not None
     if trainer.accelerator.is_main_process:
-        copy_model_files(resume, out, weights=not averaged)
+        copy_model_files(resume, out, weights=not (averaged or holds_average(resume)))
+        if not averaged and holds_average(resume) and has_model_weights(out):
+            trainer.accelerator.print(f"{resume} was saved by a run that averages its weights: the final model in "
+                                      f"{out} (the mean) is kept")
     if averaged:
         save_final_from(trainer, resume)
     trainer.accelerator.wait_for_everyone()

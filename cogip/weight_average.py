@@ -56,6 +56,8 @@ class WeightAverage(TrainerCallback):
         self.start, self.every = start, every
         self.mean: dict[str, torch.Tensor] = {}
         self.count = 0
+        self.resume_from: str | Path | None = None  # the checkpoint a resumed run starts from (train_and_save)
+        self.saved_at: int | None = None
 
     def due(self, step: int) -> bool:
         return step > self.start and (step - self.start) % self.every == 0
@@ -120,23 +122,37 @@ class WeightAverage(TrainerCallback):
         step = state.global_step
         if step < self.start + self.every:  # a fresh run, or one resumed before its mean took a step
             return
-        checkpoint = Path(args.output_dir) / f"checkpoint-{step}"
+        checkpoint = self.resume_from or Path(args.output_dir) / f"checkpoint-{step}"
         if not self.load(checkpoint, model, args.process_index):
-            logger.warning("%s holds no running mean of the weights (killed while saving it?): the mean starts "
-                           "again from step %d", checkpoint, step)
+            logger.warning("%s holds no running mean of the weights (saved without average_weights): the mean "
+                           "starts at step %d", checkpoint, step)
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         if self.due(state.global_step):
             self.add(model)
+        # A checkpoint is saved after this (the Trainer's flow callback, which runs first, asked for it): the mean
+        # goes into its folder now, before the Trainer's trainer_state.json, which marks a checkpoint complete.
+        if control.should_save:
+            self._save_for(args, state, model)
 
     def on_save(self, args, state, control, model=None, **kwargs):
-        checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        self.save(checkpoint, model, args.process_index, args.process_index == 0)
+        if self.saved_at != state.global_step:  # a save asked for elsewhere (at an epoch's end)
+            self._save_for(args, state, model)
 
     def on_train_end(self, args, state, control, model=None, **kwargs):
-        if self.apply(model) and args.process_index == 0:
-            logger.info("final weights: the mean of %d steps (every %d from step %d)", self.count, self.every,
-                        self.start)
+        if self.apply(model):
+            if args.process_index == 0:
+                logger.info("final weights: the mean of %d steps (every %d after step %d)", self.count, self.every,
+                            self.start)
+        elif args.process_index == 0:
+            logger.warning("average_weights: no step after step %d was averaged; the final model is the last "
+                           "step's", self.start)
+
+    def _save_for(self, args, state, model) -> None:
+        checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        checkpoint.mkdir(parents=True, exist_ok=True)
+        self.save(checkpoint, model, args.process_index, args.process_index == 0)
+        self.saved_at = state.global_step
 
 
 def averaging(trainer) -> WeightAverage | None:
@@ -144,28 +160,30 @@ def averaging(trainer) -> WeightAverage | None:
     return next((cb for cb in trainer.callback_handler.callbacks if isinstance(cb, WeightAverage)), None)
 
 
+def holds_average(checkpoint: str | Path) -> bool:
+    """Whether ``checkpoint`` was saved by a run that averages its weights."""
+    return any(Path(checkpoint).glob(AVERAGE_FILE.replace(".", "*.", 1)))
+
+
 def save_final_from(trainer, checkpoint: str | Path) -> None:
     """A run launched again after its end (``checkpoint`` reaches its last step, so nothing trains): its final model
     is the mean ``checkpoint`` holds, written into the output folder (the model loaded is the run's start, whose
-    frozen parameters are the run's own). Under ZeRO-3 the mean is in slices the loaded model cannot save without its
-    DeepSpeed engine: the output folder's weights, if the run saved them at its end, are left as they are."""
-    avg, model, out = averaging(trainer), trainer.model, Path(trainer.args.output_dir)
-    if avg is None:
-        return
-    if _sliced(model):
-        from cogip.checkpoints import has_model_weights
+    frozen parameters are the run's own). Under ZeRO-3 the mean is in slices that the loaded model, without its
+    DeepSpeed engine, cannot gather: the final model the run saved at its end is kept, and one older than the
+    checkpoint (the run was killed in its final save) is refused."""
+    from cogip.checkpoints import TRAINER_STATE, copy_model_files, newest_weights
 
-        if not has_model_weights(out):
+    avg, model, out = averaging(trainer), trainer.model, Path(trainer.args.output_dir)
+    if _sliced(model):
+        if newest_weights(out) < (Path(checkpoint) / TRAINER_STATE).stat().st_mtime:
             raise WeightAverageError(
-                f"{checkpoint} ends the run, but the averaged final model was never saved to {out} (killed during "
-                "its final save?) and under ZeRO-3 it cannot be written without training: launch it without "
-                "DeepSpeed once, or with --average_weights false to take the checkpoint's own weights")
+                f"{checkpoint} ends the run, but the averaged final model was not saved to {out} after it (killed "
+                "during the final save?), and under ZeRO-3 the mean can only be written while training: move "
+                f"{checkpoint} aside and launch again, to train its last steps from the checkpoint before it")
         return
     if not avg.load(checkpoint, model, trainer.args.process_index):
         logger.warning("%s holds no running mean of the weights: the final model is its own weights", checkpoint)
         if trainer.accelerator.is_main_process:
-            from cogip.checkpoints import copy_model_files
-
             copy_model_files(checkpoint, out)
         return
     avg.apply(model)

@@ -18,7 +18,7 @@ import torch
 from safetensors import SafetensorError
 from tqdm.auto import tqdm
 
-from cogip.checkpoints import ZERO3_HINT, has_model_weights, list_complete_checkpoints
+from cogip.checkpoints import ZERO3_HINT, has_model_weights, is_weight_file, list_complete_checkpoints, newest_weights
 from cogip.data import get_split
 from cogip.files import InputNotFoundError
 from cogip.models import limit_image_pixels, load_policy
@@ -189,7 +189,7 @@ def run_checkpoints(args: EvalArgs) -> list[tuple[str, str, int | None]]:
                     ZERO3_HINT)
     if args.include_final and has_model_weights(run):
         final_step = _final_step(run, found)
-        if final_step is None and found and _newest_weights(run) < _newest_weights(Path(found[-1][1])):
+        if final_step is None and found and newest_weights(run) < newest_weights(found[-1][1]):
             log.warning("leaving out the model at the top of %s: it is older than %s and the same as no checkpoint "
                         "(a run resumed and stopped before its final save?)", run, found[-1][0])
         elif final_step is None or final_step not in {f[2] for f in found}:
@@ -197,12 +197,8 @@ def run_checkpoints(args: EvalArgs) -> list[tuple[str, str, int | None]]:
     return found
 
 
-def _newest_weights(folder: Path) -> float:
-    return max((p.stat().st_mtime for p in folder.glob("*.safetensors")), default=0.0)
-
-
 def _weight_files(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.glob("*.safetensors"))
+    return sorted(p.name for p in folder.iterdir() if is_weight_file(p))
 
 
 def _final_step(run: Path, found: list[tuple[str, str, int | None]]) -> int | None:

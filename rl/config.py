@@ -88,7 +88,8 @@ class CogGRPOConfig(GRPOConfig, TrainablePartsArguments):
                           "average_weights_start, every average_weights_every steps) instead of the last ones; "
                           "each checkpoint keeps its own step's weights and the running mean (cogip.weight_average)."})
     average_weights_start: int = field(
-        default=0, metadata={"help": "Steps after which the weights are averaged (0: from the first update)."})
+        default=0, metadata={"help": "Steps after which the weights are averaged: steps start + every, start + "
+                                     "2 x every, ... are taken into the mean."})
     average_weights_every: int = field(default=10, metadata={"help": "Steps between two weights taken into the mean."})
 
     def __post_init__(self):

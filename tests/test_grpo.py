@@ -103,8 +103,9 @@ def test_averaged_weights_are_the_mean_of_the_steps_and_are_taken_up_on_resume(t
     out = tmp_path / "run"
     args = ["--config", CONFIG, "--output_dir", str(out), "--model_name_or_path", str(fitted_model_dir),
             "--synthetic_train_size", "16", "--synthetic_eval_size", "0", "--per_device_train_batch_size", "8",
-            "--max_completion_length", "8", "--logging_steps", "1", "--save_steps", "1", "--save_total_limit", "5",
-            "--average_weights", "true", "--average_weights_start", "1", "--average_weights_every", "1"]
+            "--max_completion_length", "8", "--logging_steps", "1", "--save_steps", "1", "--save_total_limit", "5"]
+    plain_args, args = args, [*args, "--average_weights", "true", "--average_weights_start", "1",
+                              "--average_weights_every", "1"]
     assert cli_main([*args, "--max_steps", "2"]) == 0
     step = {n: _weights(out / f"checkpoint-{n}") for n in (1, 2)}
     first = _weights(out)
@@ -123,6 +124,16 @@ def test_averaged_weights_are_the_mean_of_the_steps_and_are_taken_up_on_resume(t
     (out / "model.safetensors").unlink()  # launched again once finished: the mean comes back from checkpoint-4
     assert cli_main([*args, "--max_steps", "4"]) == 0
     assert all(torch.allclose(final[k], v) for k, v in _weights(out).items())
+    assert cli_main([*plain_args, "--max_steps", "4"]) == 0  # without the flag: the mean is kept, not overwritten
+    assert all(torch.allclose(final[k], v) for k, v in _weights(out).items())
+
+    # Resumed from a checkpoint of another folder, the run takes up the mean that checkpoint holds.
+    other = tmp_path / "other"
+    assert cli_main([*args, "--output_dir", str(other), "--max_steps", "4",
+                     "--resume_from_checkpoint", str(out / "checkpoint-2")]) == 0
+    third, fourth = (_weights(other / f"checkpoint-{n}") for n in (3, 4))
+    for k, v in _weights(other).items():
+        assert torch.allclose(v, (step[2][k] + third[k] + fourth[k]) / 3, atol=1e-6), k
 
     code = cli_main([*args, "--max_steps", "4", "--average_weights_every", "2"])  # not the mean checkpoint-4 has
     assert code == 2 and "taken from step 1 every 1 steps" in capsys.readouterr().err
@@ -329,6 +340,15 @@ def test_two_process_launch_on_cpu(tmp_path, launcher, zero, fitted_model_dir): 
     kept = {"weight_average-rank0.safetensors", "weight_average-rank1.safetensors"} if zero == "zero3" else {
         "weight_average.safetensors"}
     assert {p.name for p in (out / "checkpoint-2").glob("weight_average*")} == kept
+    if zero == "zero3":  # launched again once finished: the mean it saved is kept; one it never saved is refused
+        command = _launch(launcher, zero, out, port + 1, fitted_model_dir) + averaged
+        again = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+        assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+        assert all(torch.equal(trained[k], v) for k, v in _weights(out).items())
+        (out / "model.safetensors").unlink()
+        again = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+        assert again.returncode != 0 and "move" in again.stdout + again.stderr and "aside and launch again" in (
+            again.stdout + again.stderr)
     state = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())
     assert any("rewards/rank_global/mean" in row for row in state["log_history"])
     rows = [json.loads(x) for x in (out / "correlation_log.jsonl").read_text().splitlines()]
