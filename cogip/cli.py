@@ -33,6 +33,24 @@ def stage_parser(dataclass_types: tuple, description: str):
     for action in parser._actions:  # HfArgumentParser gives each --no_x the help of --x
         if isinstance(action, argparse._StoreFalseAction) and action.option_strings[0].startswith("--no_"):
             action.help, action.default = f"the same as --{action.dest} false", argparse.SUPPRESS
+    set_defaults = parser.set_defaults_with_config
+
+    def set_checked_defaults(**config):
+        """trl makes the config file's values the parser's defaults, which argparse does not check: a field that
+        takes several values is given one as a list of one, and a field with choices refuses any other value."""
+        actions = {a.dest: a for a in parser._actions if a.option_strings}
+        for key, value in config.items():
+            action = actions.get(key)
+            if action is None or value is None:
+                continue
+            if action.nargs in ("+", "*") and not isinstance(value, list):
+                config[key] = value = [value]
+            if action.choices is not None and any(v not in action.choices for v in (
+                    value if isinstance(value, list) else [value])):
+                raise ValueError(f"{key}: {value!r} is not one of {', '.join(map(str, action.choices))}")
+        return set_defaults(**config)
+
+    parser.set_defaults_with_config = set_checked_defaults
     return parser
 
 

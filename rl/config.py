@@ -50,8 +50,10 @@ class GRPOScriptArguments(DataArguments):
         super().__post_init__()
         from rewards import build_reward_funcs
 
-        if isinstance(self.reward_funcs, str):  # "distance_crps,format" in a config
-            self.reward_funcs = [n.strip() for n in self.reward_funcs.split(",") if n.strip()]
+        if isinstance(self.reward_funcs, str):
+            self.reward_funcs = [self.reward_funcs]
+        # "distance_crps,format" in a config
+        self.reward_funcs = [n.strip() for item in self.reward_funcs for n in str(item).split(",") if n.strip()]
         try:  # unknown names and options no named reward takes: refused here, before any data or model loads
             build_reward_funcs(self.reward_funcs, **self.reward_options())
         except KeyError as e:

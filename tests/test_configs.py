@@ -105,14 +105,21 @@ def test_a_typo_in_a_config_value_fails_when_the_config_is_read(tmp_path):
     from sft_warmstart.train_sft import make_parser as sft_parser
 
     # values from a YAML file become argparse defaults, which argparse never checks against the choices
-    cases = [(sft_parser, "soft_label_loss: gausian\n", "soft-label loss must be one of"),
+    cases = [(sft_parser, "soft_label_loss: gausian\n", "soft_label_loss: 'gausian' is not one of triangular"),
              (sft_parser, "prompt_style: shrot\n", "prompt_style: 'shrot' is not one of full, short"),
-             (grpo_parser, "correlation_decoding: expectd\n", "correlation_decoding: 'expectd' is not one of")]
+             (grpo_parser, "correlation_decoding: expectd\n", "correlation_decoding: 'expectd' is not one of"),
+             (grpo_parser, "dtype: float23\n", "dtype: 'float23' is not one of auto, bfloat16"),  # trl's ModelConfig
+             (sft_parser, "lr_scheduler_type: cosin\n", "lr_scheduler_type: 'cosin' is not one of linear, cosine")]
+    path = tmp_path / "typo.yaml"
     for make_parser, yaml_text, message in cases:
-        path = tmp_path / "typo.yaml"
         path.write_text("output_dir: " + str(tmp_path / "out") + "\nuse_cpu: true\n" + yaml_text)
         with pytest.raises(ValueError, match=message):
             make_parser().parse_args_and_config(["--config", str(path)])
+    # one value for a field that takes several is a list of one, as the same flag would give
+    path.write_text(f"output_dir: {tmp_path / 'out'}\nuse_cpu: true\nreward_funcs: distance_crps\n"
+                    "reward_weights: 1.0\n")
+    script, training, _ = grpo_parser().parse_args_and_config(["--config", str(path)])
+    assert script.reward_funcs == ["distance_crps"] and training.reward_weights == [1.0]
 
 
 @pytest.mark.parametrize("stage", ["sft", "grpo", "generate", "eval"])
