@@ -159,18 +159,12 @@ def train_and_save(trainer, resume: str | None) -> dict:
         trainer.save_model(str(out))
         trainer.save_metrics("train", metrics, combined=False)
         return metrics
-    from cogip.weight_average import averaging, holds_average, save_final_from
+    from cogip.weight_average import finish_saved_run, holds_average
 
     trainer.accelerator.print(f"{resume} reached the run's last step: nothing left to train")
-    # A run that averages its weights saved the mean as its final model, not the checkpoint's weights.
-    averaged = averaging(trainer) is not None
-    if trainer.accelerator.is_main_process:
-        copy_model_files(resume, out, weights=not (averaged or holds_average(resume)))
-        if not averaged and holds_average(resume) and has_model_weights(out):
-            trainer.accelerator.print(f"{resume} was saved by a run that averages its weights: the final model in "
-                                      f"{out} (the mean) is kept")
-    if averaged:
-        save_final_from(trainer, resume)
+    if trainer.accelerator.is_main_process:  # a run that averaged its weights: the mean, not these, is its model
+        copy_model_files(resume, out, weights=not holds_average(resume))
+    finish_saved_run(trainer, resume)
     trainer.accelerator.wait_for_everyone()
     try:
         return json.loads((out / "train_results.json").read_text())

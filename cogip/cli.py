@@ -216,7 +216,16 @@ def run_stage(parser, main_fn, argv: list[str] | None = None, *, refused: tuple[
     except (InputNotFoundError, MissingSplitError, WrongFileError, *refused) as e:
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return 2
+    _end_process_group()
     return 0
+
+
+def _end_process_group() -> None:
+    """Close the run's torch.distributed process group, as torch asks before a process ends (left to the
+    interpreter's exit, a gloo group's teardown now and then aborted a rank after a run had finished)."""
+    dist = getattr(sys.modules.get("torch"), "distributed", None)
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _validate_data(argv: list[str]) -> int:

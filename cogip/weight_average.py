@@ -91,6 +91,7 @@ class WeightAverage(TrainerCallback):
         if not self.count or not (is_main or _sliced(model)):
             return
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.mean.items()}
+        Path(checkpoint).mkdir(parents=True, exist_ok=True)
         save_file(tensors, str(average_file(checkpoint, model, process_index)),
                   metadata={"count": str(self.count), "start": str(self.start), "every": str(self.every)})
 
@@ -100,6 +101,10 @@ class WeightAverage(TrainerCallback):
 
         path = average_file(checkpoint, model, process_index)
         if not path.is_file():
+            if holds_average(checkpoint):
+                raise WeightAverageError(
+                    f"{checkpoint} holds a running mean of the weights saved by another layout of processes (one "
+                    "file per process under ZeRO-3, one file otherwise): launch it as it was launched")
             return False
         with safe_open(str(path), "pt") as f:
             meta = f.metadata() or {}
@@ -117,6 +122,16 @@ class WeightAverage(TrainerCallback):
         self.count = int(meta["count"])
         return True
 
+    @classmethod
+    def saved_in(cls, checkpoint: str | Path) -> WeightAverage:
+        """An empty mean with the settings of the one ``checkpoint`` holds."""
+        from safetensors import safe_open
+
+        path = next(Path(checkpoint).glob(AVERAGE_FILE.replace(".", "*.", 1)))
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+        return cls(int(meta["start"]), int(meta["every"]))
+
     # The Trainer's events.
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         step = state.global_step
@@ -125,19 +140,19 @@ class WeightAverage(TrainerCallback):
         checkpoint = self.resume_from or Path(args.output_dir) / f"checkpoint-{step}"
         if not self.load(checkpoint, model, args.process_index):
             logger.warning("%s holds no running mean of the weights (saved without average_weights): the mean "
-                           "starts at step %d", checkpoint, step)
+                           "takes the steps after %d only", checkpoint, step)
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         if self.due(state.global_step):
             self.add(model)
-        # A checkpoint is saved after this (the Trainer's flow callback, which runs first, asked for it): the mean
-        # goes into its folder now, before the Trainer's trainer_state.json, which marks a checkpoint complete.
-        if control.should_save:
-            self._save_for(args, state, model)
+        self._save_if_due(args, state, control, model)
+
+    def on_epoch_end(self, args, state, control, model=None, **kwargs):
+        self._save_if_due(args, state, control, model)
 
     def on_save(self, args, state, control, model=None, **kwargs):
-        if self.saved_at != state.global_step:  # a save asked for elsewhere (at an epoch's end)
-            self._save_for(args, state, model)
+        if self.saved_at != state.global_step:  # a save asked for elsewhere (the best checkpoint's)
+            self._save(args, state, model)
 
     def on_train_end(self, args, state, control, model=None, **kwargs):
         if self.apply(model):
@@ -148,10 +163,15 @@ class WeightAverage(TrainerCallback):
             logger.warning("average_weights: no step after step %d was averaged; the final model is the last "
                            "step's", self.start)
 
-    def _save_for(self, args, state, model) -> None:
-        checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        checkpoint.mkdir(parents=True, exist_ok=True)
-        self.save(checkpoint, model, args.process_index, args.process_index == 0)
+    def _save_if_due(self, args, state, control, model) -> None:
+        # The Trainer saves a checkpoint after this event when its flow callback (which runs first) asked for one:
+        # the mean goes into the folder now, before the Trainer's trainer_state.json marks the checkpoint complete.
+        if control.should_save:
+            self._save(args, state, model)
+
+    def _save(self, args, state, model) -> None:
+        self.save(Path(args.output_dir) / f"checkpoint-{state.global_step}", model, args.process_index,
+                  args.process_index == 0)
         self.saved_at = state.global_step
 
 
@@ -165,27 +185,46 @@ def holds_average(checkpoint: str | Path) -> bool:
     return any(Path(checkpoint).glob(AVERAGE_FILE.replace(".", "*.", 1)))
 
 
-def save_final_from(trainer, checkpoint: str | Path) -> None:
-    """A run launched again after its end (``checkpoint`` reaches its last step, so nothing trains): its final model
-    is the mean ``checkpoint`` holds, written into the output folder (the model loaded is the run's start, whose
-    frozen parameters are the run's own). Under ZeRO-3 the mean is in slices that the loaded model, without its
-    DeepSpeed engine, cannot gather: the final model the run saved at its end is kept, and one older than the
-    checkpoint (the run was killed in its final save) is refused."""
-    from cogip.checkpoints import TRAINER_STATE, copy_model_files, newest_weights
+def check_zero3_gathers(enabled: bool) -> None:
+    """Refuse weight averaging under a ZeRO-3 that does not gather the 16-bit weights to save: its final save is
+    then DeepSpeed's own checkpoint, whose weights ``zero_to_fp32.py`` rebuilds from the optimizer's fp32 masters,
+    which hold the last step's weights, not the mean."""
+    from transformers.integrations import is_deepspeed_zero3_enabled
+    from transformers.integrations.deepspeed import deepspeed_config
 
-    avg, model, out = averaging(trainer), trainer.model, Path(trainer.args.output_dir)
-    if _sliced(model):
-        if newest_weights(out) < (Path(checkpoint) / TRAINER_STATE).stat().st_mtime:
-            raise WeightAverageError(
-                f"{checkpoint} ends the run, but the averaged final model was not saved to {out} after it (killed "
-                "during the final save?), and under ZeRO-3 the mean can only be written while training: move "
-                f"{checkpoint} aside and launch again, to train its last steps from the checkpoint before it")
+    if not enabled or not is_deepspeed_zero3_enabled():
         return
-    if not avg.load(checkpoint, model, trainer.args.process_index):
-        logger.warning("%s holds no running mean of the weights: the final model is its own weights", checkpoint)
-        if trainer.accelerator.is_main_process:
-            copy_model_files(checkpoint, out)
-        return
+    zero = (deepspeed_config() or {}).get("zero_optimization", {})
+    if not (zero.get("stage3_gather_16bit_weights_on_model_save") or zero.get(
+            "stage3_gather_fp16_weights_on_model_save")):
+        raise WeightAverageError("average_weights under ZeRO-3 needs stage3_gather_16bit_weights_on_model_save: true "
+                                 "in the DeepSpeed config (without it the final save holds the last step's weights)")
+
+
+def finish_saved_run(trainer, checkpoint: str | Path) -> bool:
+    """For a run launched again after its end (``checkpoint`` reaches its last step, so nothing trains), with or
+    without ``average_weights``: True when its final model is a mean of its weights, which the output folder keeps
+    (saved at the run's end, after the checkpoint) or gets again here (the run was killed in its final save; the model
+    loaded is the run's start, whose frozen parameters are the run's own); False when the checkpoint holds no mean,
+    so that its own weights are the final model. Under ZeRO-3 the mean is in slices that the loaded model, without
+    its DeepSpeed engine, cannot gather: a lost final save is refused there, with what to do."""
+    from cogip.checkpoints import TRAINER_STATE, newest_weights
+
+    out, model, checkpoint = Path(trainer.args.output_dir), trainer.model, Path(checkpoint)
+    if not holds_average(checkpoint):
+        if averaging(trainer) is not None:
+            logger.warning("%s holds no running mean of the weights: the final model is its own weights", checkpoint)
+        return False
+    if newest_weights(out) >= (checkpoint / TRAINER_STATE).stat().st_mtime:
+        return True
+    avg = WeightAverage.saved_in(checkpoint)
+    if _sliced(model) or not avg.load(checkpoint, model, trainer.args.process_index):
+        raise WeightAverageError(
+            f"{checkpoint} ends the run, but the mean of its weights, the run's final model, was not saved to {out} "
+            "after it (killed during the final save?), and under ZeRO-3 it can only be written while training: "
+            f"rename {checkpoint.name} to incomplete-{checkpoint.name} (kept, never resumed from) and launch again, "
+            "to train the last steps again from the checkpoint before it")
     avg.apply(model)
     if trainer.accelerator.is_main_process:
         model.save_pretrained(str(out))
+    return True

@@ -33,7 +33,7 @@ from cogip.cli import relaunch_config, run_stage, stage_parser
 from cogip.data import balanced_subset, to_grpo_format
 from cogip.data_sources import load_canonical_splits
 from cogip.models import check_model_exists, init_deepspeed_comm, is_adapter_dir, limit_image_pixels, load_policy
-from cogip.weight_average import WeightAverage, WeightAverageError
+from cogip.weight_average import WeightAverage, WeightAverageError, check_zero3_gathers
 from rewards import build_reward_funcs
 from rl.callbacks import BEST_CHECKPOINT, CorrelationCallback, GuardCallback
 from rl.config import CogGRPOConfig, GRPOScriptArguments, RewardWeightsError, check_reward_weights
@@ -91,6 +91,7 @@ def main(script_args: GRPOScriptArguments, training_args: CogGRPOConfig, model_a
                 "flatters that checkpoint; report the last checkpoint, or score another split while training",
                 BEST_CHECKPOINT)
         callbacks.append(correlation)
+    check_zero3_gathers(training_args.average_weights)
     if training_args.average_weights:  # after the held-out scoring: its last score is the last checkpoint's
         callbacks.append(WeightAverage(training_args.average_weights_start, training_args.average_weights_every))
     trainer = CogGRPOTrainer(model=model, reward_funcs=reward_funcs, args=training_args,

@@ -98,8 +98,8 @@ def test_grpo_trains_logs_correlation_and_resumes(tmp_path, caplog, fitted_model
 def test_averaged_weights_are_the_mean_of_the_steps_and_are_taken_up_on_resume(tmp_path, capsys,
                                                                                fitted_model_dir):  # noqa: F811
     """average_weights: the final model is the mean of the weights of steps 2, 3 and 4 (start 1, every step), though
-    the run is cut after step 2 and resumed; each checkpoint keeps its own step's weights; launched once more, the
-    finished run writes the same mean again."""
+    the run is cut after step 2 and resumed; each checkpoint keeps its own step's weights; launched once more, with or
+    without the flag, the finished run keeps its mean, or writes it again where its final save is missing."""
     out = tmp_path / "run"
     args = ["--config", CONFIG, "--output_dir", str(out), "--model_name_or_path", str(fitted_model_dir),
             "--synthetic_train_size", "16", "--synthetic_eval_size", "0", "--per_device_train_batch_size", "8",
@@ -126,6 +126,14 @@ def test_averaged_weights_are_the_mean_of_the_steps_and_are_taken_up_on_resume(t
     assert all(torch.allclose(final[k], v) for k, v in _weights(out).items())
     assert cli_main([*plain_args, "--max_steps", "4"]) == 0  # without the flag: the mean is kept, not overwritten
     assert all(torch.allclose(final[k], v) for k, v in _weights(out).items())
+    (out / "model.safetensors").unlink()  # ... and written again from the checkpoint's mean when it is not there
+    assert cli_main([*plain_args, "--max_steps", "4"]) == 0
+    assert all(torch.allclose(final[k], v) for k, v in _weights(out).items())
+    (out / "model.safetensors").unlink()  # a mean saved by another layout of processes is refused, not ignored
+    mean = out / "checkpoint-4" / "weight_average.safetensors"
+    mean.rename(mean.with_name("weight_average-rank0.safetensors"))
+    assert cli_main([*args, "--max_steps", "4"]) == 2 and "another layout of processes" in capsys.readouterr().err
+    mean.with_name("weight_average-rank0.safetensors").rename(mean)
 
     # Resumed from a checkpoint of another folder, the run takes up the mean that checkpoint holds.
     other = tmp_path / "other"
@@ -135,7 +143,7 @@ def test_averaged_weights_are_the_mean_of_the_steps_and_are_taken_up_on_resume(t
     for k, v in _weights(other).items():
         assert torch.allclose(v, (step[2][k] + third[k] + fourth[k]) / 3, atol=1e-6), k
 
-    code = cli_main([*args, "--max_steps", "4", "--average_weights_every", "2"])  # not the mean checkpoint-4 has
+    code = cli_main([*args, "--max_steps", "5", "--average_weights_every", "2"])  # not the mean checkpoint-4 has
     assert code == 2 and "taken from step 1 every 1 steps" in capsys.readouterr().err
     code = cli_main([*args, "--output_dir", str(tmp_path / "b"), "--max_steps", "1"])  # nothing after step 1
     assert code == 2 and "no step after average_weights_start 1" in capsys.readouterr().err
@@ -347,8 +355,8 @@ def test_two_process_launch_on_cpu(tmp_path, launcher, zero, fitted_model_dir): 
         assert all(torch.equal(trained[k], v) for k, v in _weights(out).items())
         (out / "model.safetensors").unlink()
         again = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
-        assert again.returncode != 0 and "move" in again.stdout + again.stderr and "aside and launch again" in (
-            again.stdout + again.stderr)
+        said = again.stdout + again.stderr
+        assert again.returncode != 0 and "rename checkpoint-2 to incomplete-checkpoint-2" in said, said[-3000:]
     state = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())
     assert any("rewards/rank_global/mean" in row for row in state["log_history"])
     rows = [json.loads(x) for x in (out / "correlation_log.jsonl").read_text().splitlines()]
