@@ -141,13 +141,14 @@ def train_and_save(trainer, resume: str | None) -> dict:
     metrics, also saved as ``train_results.json`` (the Trainer's ``save_metrics``). A ``resume`` checkpoint that
     already ends the run (:func:`finished_at`) is the final model: the Trainer, resumed there, would take one step
     more (mid-epoch) or train none and save new metrics over the run's, so nothing trains, the checkpoint's model
-    files are copied to the output folder (where they are not there already) and the metrics are those the finished
-    run saved."""
-    out = Path(trainer.args.output_dir)
-    from cogip.weight_average import averaging
+    files are copied to the output folder (where they are not there already; from a run that averaged its weights,
+    all but the weights: its final model is the mean, :func:`cogip.weight_average.finish_saved_run`) and the metrics
+    are those the finished run saved."""
+    from cogip.weight_average import averaging, finish_saved_run, holds_average
 
-    if averaging(trainer) is not None:
-        averaging(trainer).resume_from = resume
+    out = Path(trainer.args.output_dir)
+    if (avg := averaging(trainer)) is not None:
+        avg.resume_from = resume  # where a resumed run's running mean of the weights is
     if not finished_at(resume, trainer.args):
         if trainer.accelerator.is_main_process:
             for moved in set_aside_incomplete(out):
@@ -159,8 +160,6 @@ def train_and_save(trainer, resume: str | None) -> dict:
         trainer.save_model(str(out))
         trainer.save_metrics("train", metrics, combined=False)
         return metrics
-    from cogip.weight_average import finish_saved_run, holds_average
-
     trainer.accelerator.print(f"{resume} reached the run's last step: nothing left to train")
     if trainer.accelerator.is_main_process:  # a run that averaged its weights: the mean, not these, is its model
         copy_model_files(resume, out, weights=not holds_average(resume))

@@ -100,6 +100,6 @@ class CogGRPOConfig(GRPOConfig, TrainablePartsArguments):
         if self.average_weights_start < 0 or self.average_weights_every < 1:
             raise ValueError(f"average_weights_start must be >= 0 and average_weights_every >= 1 (got "
                              f"{self.average_weights_start} and {self.average_weights_every})")
-        if self.average_weights and 0 < self.max_steps <= self.average_weights_start + self.average_weights_every - 1:
+        if self.average_weights and 0 < self.max_steps < self.average_weights_start + self.average_weights_every:
             raise ValueError(f"average_weights: no step after average_weights_start {self.average_weights_start} "
                              f"(every {self.average_weights_every}) comes before max_steps {self.max_steps}")

@@ -57,6 +57,7 @@ def main(script_args: GRPOScriptArguments, training_args: CogGRPOConfig, model_a
                                 training_args.beta)
     lora_config_for(model_args, training_args)
     check_reward_weights(script_args, training_args)
+    check_zero3_gathers(training_args.average_weights)
     train, held_out = load_canonical_splits(script_args, with_eval=True)
     if held_out is not None and script_args.correlation_eval_size:
         held_out = balanced_subset(held_out, script_args.correlation_eval_size)
@@ -91,7 +92,6 @@ def main(script_args: GRPOScriptArguments, training_args: CogGRPOConfig, model_a
                 "flatters that checkpoint; report the last checkpoint, or score another split while training",
                 BEST_CHECKPOINT)
         callbacks.append(correlation)
-    check_zero3_gathers(training_args.average_weights)
     if training_args.average_weights:  # after the held-out scoring: its last score is the last checkpoint's
         callbacks.append(WeightAverage(training_args.average_weights_start, training_args.average_weights_every))
     trainer = CogGRPOTrainer(model=model, reward_funcs=reward_funcs, args=training_args,

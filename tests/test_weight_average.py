@@ -47,3 +47,24 @@ def test_a_saved_mean_that_does_not_fit_is_refused(tmp_path):
         WeightAverage(start=0, every=1).load(tmp_path, wider, 0)
     with pytest.raises(ValueError, match="every >= 1"):
         WeightAverage(start=0, every=0)
+
+
+def test_zero3_that_saves_no_gathered_weights_is_refused():
+    from transformers.integrations.deepspeed import HfDeepSpeedConfig, unset_hf_deepspeed_config
+
+    from cogip.weight_average import check_zero3_gathers
+
+    check_zero3_gathers(True)  # no DeepSpeed: nothing to refuse
+    gathers = {"stage": 3, "stage3_gather_16bit_weights_on_model_save": True}
+    for zero, refused in (({"stage": 3}, True), (gathers, False), ({"stage": 2}, False)):
+        config = HfDeepSpeedConfig({"zero_optimization": zero})  # what a run given --deepspeed sets up
+        try:
+            check_zero3_gathers(False)
+            if refused:
+                with pytest.raises(WeightAverageError, match="stage3_gather_16bit_weights_on_model_save: true"):
+                    check_zero3_gathers(True)
+            else:
+                check_zero3_gathers(True)
+        finally:
+            del config
+            unset_hf_deepspeed_config()
