@@ -28,7 +28,9 @@ AVERAGE_FILE = "weight_average.safetensors"
 
 
 class WeightAverageError(RuntimeError):
-    """A saved running mean that does not fit this run's trainable parameters."""
+    """Weight averaging that cannot go as asked: a saved mean that does not fit this run (its settings, its
+    trainable parameters, its layout of processes), a lost final save under ZeRO-3, a ZeRO-3 that saves no
+    gathered weights."""
 
 
 def _local(param: torch.nn.Parameter) -> torch.Tensor:
