@@ -37,7 +37,8 @@ def stage_parser(dataclass_types: tuple, description: str):
 
     def set_checked_defaults(**config):
         """trl makes the config file's values the parser's defaults, which argparse does not check: a field that
-        takes several values is given one as a list of one, and a field with choices refuses any other value."""
+        takes several values is given one as a list of one, a field with choices refuses any other value (but
+        YAML's false for "no")."""
         actions = {a.dest: a for a in parser._actions if a.option_strings}
         for key, value in config.items():
             action = actions.get(key)
@@ -45,6 +46,8 @@ def stage_parser(dataclass_types: tuple, description: str):
                 continue
             if action.nargs in ("+", "*") and not isinstance(value, list):
                 config[key] = value = [value]
+            if value is False and action.choices is not None and "no" in action.choices:
+                config[key] = value = "no"  # YAML reads an unquoted `save_strategy: no` as false
             if action.choices is not None and any(v not in action.choices for v in (
                     value if isinstance(value, list) else [value])):
                 raise ValueError(f"{key}: {value!r} is not one of {', '.join(map(str, action.choices))}")

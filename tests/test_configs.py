@@ -120,6 +120,8 @@ def test_a_typo_in_a_config_value_fails_when_the_config_is_read(tmp_path):
                     "reward_weights: 1.0\n")
     script, training, _ = grpo_parser().parse_args_and_config(["--config", str(path)])
     assert script.reward_funcs == ["distance_crps"] and training.reward_weights == [1.0]
+    path.write_text(f"output_dir: {tmp_path / 'out'}\nuse_cpu: true\nsave_strategy: no\n")  # YAML reads false
+    assert sft_parser().parse_args_and_config(["--config", str(path)])[1].save_strategy == "no"
 
 
 @pytest.mark.parametrize("stage", ["sft", "grpo", "generate", "eval"])
