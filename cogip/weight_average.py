@@ -48,13 +48,23 @@ def average_file(checkpoint: str | Path, model, process_index: int) -> Path:
     return Path(checkpoint) / name
 
 
+def check_settings(start: int, every: int, max_steps: int = 0) -> None:
+    """Refuse a mean that cannot be taken: a negative start, a step of less than one, or (with ``max_steps`` > 0)
+    no step after ``start`` before the run ends."""
+    if start < 0 or every < 1:
+        raise ValueError(f"average_weights_start must be >= 0 and average_weights_every >= 1 (got {start} and "
+                         f"{every})")
+    if 0 < max_steps < start + every:
+        raise ValueError(f"average_weights: no step after average_weights_start {start} (every {every}) comes "
+                         f"before max_steps {max_steps}")
+
+
 class WeightAverage(TrainerCallback):
     """Running mean of the trainable parameters over steps ``start + every``, ``start + 2 * every``, ...; written
     into the model when training ends (and by :meth:`apply`)."""
 
     def __init__(self, start: int = 0, every: int = 10):
-        if start < 0 or every < 1:
-            raise ValueError(f"weight averaging needs start >= 0 and every >= 1 (got {start} and {every})")
+        check_settings(start, every)
         self.start, self.every = start, every
         self.mean: dict[str, torch.Tensor] = {}
         self.count = 0

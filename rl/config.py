@@ -97,9 +97,7 @@ class CogGRPOConfig(GRPOConfig, TrainablePartsArguments):
     def __post_init__(self):
         super().__post_init__()
         self.check_reporting()
-        if self.average_weights_start < 0 or self.average_weights_every < 1:
-            raise ValueError(f"average_weights_start must be >= 0 and average_weights_every >= 1 (got "
-                             f"{self.average_weights_start} and {self.average_weights_every})")
-        if self.average_weights and 0 < self.max_steps < self.average_weights_start + self.average_weights_every:
-            raise ValueError(f"average_weights: no step after average_weights_start {self.average_weights_start} "
-                             f"(every {self.average_weights_every}) comes before max_steps {self.max_steps}")
+        from cogip.weight_average import check_settings
+
+        check_settings(self.average_weights_start, self.average_weights_every,
+                       self.max_steps if self.average_weights else 0)
