@@ -19,8 +19,10 @@ from functools import lru_cache
 
 from cogip.traits import Trait, get_trait
 
-# A number as models write it: optional sign (ASCII or Unicode minus), digits, optional decimals.
-_NUMBER = r"[-+\u2212]?(?:\d+(?:\.\d*)?|\.\d+)"
+# A number as models write it: optional sign (ASCII or Unicode minus), digits, optional decimals; not a piece of a
+# longer run of digits and points ("4.7.7", "7.7.70.5", a version or a date is no score; a full stop after it is).
+_NUMBER = r"(?<![\d.])[-+\u2212]?(?:\d+(?:\.\d*)?|\.\d+)(?!\.?\d)"
+NUMBER_RE = re.compile(_NUMBER)
 _TAGGED = re.compile(r"<answer>(.*?)(?:</answer>|$)", re.IGNORECASE | re.DOTALL)
 _ONE_BLOCK = re.compile(r"\s*<answer>([^<]*)</answer>\s*", re.IGNORECASE)
 # What comes before the scale's top in "7 out of 10" or "7.5/10": that number is not the score.
@@ -50,7 +52,7 @@ def _patterns(labels: tuple[str, ...]) -> tuple[re.Pattern, re.Pattern]:
     # Longest labels first so "very high" wins over "high".
     alts = "|".join(re.escape(lbl).replace(r"\ ", r"\s+") for lbl in sorted(labels, key=len, reverse=True))
     pair = re.compile(rf"(?<![A-Za-z])({alts})\b[\s:=,]*({_NUMBER})", re.IGNORECASE)
-    return pair, re.compile(_NUMBER)
+    return pair, NUMBER_RE
 
 
 def _to_float(text: str) -> float | None:

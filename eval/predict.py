@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
@@ -32,13 +31,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from cogip.answer import ParsedAnswer, label_start, parse_answer
+from cogip.answer import NUMBER_RE, ParsedAnswer, label_start, parse_answer
 from cogip.models import digit_token_ids
 from cogip.traits import Trait, get_trait, in_registry_order
 
 DECODINGS = ("greedy", "expected", "sample")
-# Locates (does not parse) the number parse_answer read, to find its digit tokens; same number shape as cogip.answer.
-_NUMBER_SPAN = re.compile(r"[-+\u2212]?(?:\d+(?:\.\d*)?|\.\d+)")
 _MAX_ENUM_DIGITS = 4  # 10**4 score values per item when turning digit distributions into label-bin probabilities
 
 
@@ -123,7 +120,7 @@ def _score_digits(pieces: list[str], parsed: ParsedAnswer) -> tuple[list[tuple[i
         return None
     text = "".join(pieces)
     owner = [i for i, p in enumerate(pieces) for _ in p]  # char offset -> token index
-    for m in reversed(list(_NUMBER_SPAN.finditer(text))):
+    for m in reversed(list(NUMBER_RE.finditer(text))):
         try:
             value = float(m.group().replace("\u2212", "-"))
         except ValueError:
@@ -268,7 +265,7 @@ def _label_marginal(model, processor, texts: list[str], images: list, preds: lis
         cont = _completion_ids(seqs[r], stop_ids)
         pieces = [tok.decode([t], skip_special_tokens=True) for t in cont]
         value, exact = None, False
-        parsed = parse_answer("".join(pieces), trait)
+        parsed = parse_answer(lbl + "".join(pieces), trait)  # read as the whole answer is: label and number
         if cont and parsed.score is not None:
             step_logits = torch.stack([lg[r] for lg in gen.logits[:len(cont)]])
             value, _, exact = _expected(trait, pieces, parsed, step_logits, digit_ids, band=lbl)

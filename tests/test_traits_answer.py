@@ -95,6 +95,12 @@ def test_render_examples():
     ("<answer>high 7.000</answer><answer>", "Aesthetics", "high", 7.0, True, True),
     ("<answer>high 7.000</answer> (in the <answer> format)", "Aesthetics", "high", 7.0, True, True),
     ("", "Aesthetics", None, None, False, False),
+    # a number that runs on into more digits and points is no score (GRPO once drifted into "low 4.7.7"), but a
+    # full stop after it ends a sentence
+    ("low 4.7.7", "Aesthetics", None, None, False, False),
+    ("high 7.7.70.5", "Aesthetics", None, None, False, False),
+    ("<answer>high 7.000.</answer>", "Aesthetics", "high", 7.0, True, True),
+    ("version 2.7.1, then high 7", "Aesthetics", "high", 7.0, True, True),
 ])
 def test_parse_cases(text, trait, label, score, well, consistent):
     p = parse_answer(text, trait)
