@@ -123,7 +123,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None,
                    help="seed of the synthetic benchmark, passed to both training stages as synthetic_seed "
                         "(default: the SFT config's)")
-    p.add_argument("--n_test", type=int, default=400, help="test items, cycling through the four traits")
+    p.add_argument("--n_test", type=int, default=1200, help="test items, cycling through the four traits")
     p.add_argument("--n_boot", type=int, default=1000, help="bootstrap resamples for every interval (at least 100)")
     p.add_argument("--sft_max_steps", type=int, default=None, help="override the SFT config's max_steps")
     p.add_argument("--grpo_max_steps", type=int, default=None, help="override the GRPO config's max_steps")
