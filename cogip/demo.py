@@ -260,7 +260,8 @@ def plan_demo(args: argparse.Namespace) -> Plan:
                           "--base_encoder", base_model, *sets["generation"]]
     _checked_parse("generation", argv["generation"])
 
-    sizes = {"n_train": max(sft_script.synthetic_train_size, grpo_script.synthetic_train_size),
+    # the data folder's train split is the SFT stage's labelled items (eval's train-mean reference), not GRPO's too
+    sizes = {"n_train": sft_script.synthetic_train_size,
              "n_validation": max(sft_script.synthetic_eval_size if sft_train.eval_strategy != "no" else 0,
                                  grpo_script.synthetic_eval_size),
              "n_test": args.n_test}
