@@ -11,8 +11,9 @@ config freezes both the tower and the merger and sets ``vision_cache_gb`` (0, of
 1: with 16 tokens per image evaluation runs 1.3x as fast in ``bench/vision_cache.py``, GRPO within noise, and SFT steps
 take 17 % less time, BENCHMARKS.md); the evaluator likewise.
 
-The cache holds at most ``max_bytes`` of tokens (the least recently used go first): the tiny model's 4,000 SFT
-images take 16 MB; for a 7B checkpoint (3,584-wide tokens, a few hundred per image) 2 GB holds about a thousand images.
+The cache holds at most ``max_bytes`` of tokens (the least recently used go first): the tiny model's tokens take 4 kB
+an image (8 MB for the 2,000 SFT images, 51 MB for GRPO's 12,800); for a 7B checkpoint (3,584-wide tokens, a few
+hundred per image) 2 GB holds about a thousand images.
 """
 
 from __future__ import annotations
