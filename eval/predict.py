@@ -110,17 +110,20 @@ def _completion_ids(seq: torch.Tensor, stop_ids: set[int]) -> list[int]:
     return out
 
 
-def _score_digits(pieces: list[str], parsed: ParsedAnswer) -> tuple[list[tuple[int, float]], float] | None:
+def _score_digits(pieces: list[str], parsed: ParsedAnswer, first: bool = False
+                  ) -> tuple[list[tuple[int, float]], float] | None:
     """For the number parse_answer read, the (token index, place value) of each of its digits and its sign.
 
-    ``pieces`` are the decoded generated tokens (their concatenation is the completion text). None when the number
-    cannot be located, a digit shares its token with other characters, or the number starts with a zero that is not
-    its units digit (``0000``: each other digit token would weigh 10 to 1000 times too much)."""
+    ``pieces`` are the decoded generated tokens (their concatenation is the completion text); the number is the last
+    one of the parsed value in it, or the first with ``first`` (the number right after a forced label). None when the
+    number cannot be located, a digit shares its token with other characters, or the number starts with a zero that
+    is not its units digit (``0000``: each other digit token would weigh 10 to 1000 times too much)."""
     if parsed.score is None:
         return None
     text = "".join(pieces)
     owner = [i for i, p in enumerate(pieces) for _ in p]  # char offset -> token index
-    for m in reversed(list(NUMBER_RE.finditer(text))):
+    numbers = list(NUMBER_RE.finditer(text))
+    for m in (numbers if first else reversed(numbers)):
         try:
             value = float(m.group().replace("\u2212", "-"))
         except ValueError:
@@ -169,7 +172,7 @@ def _expected(trait: Trait, pieces: list[str], parsed: ParsedAnswer, step_logits
               digit_ids: list[int], band: str | None = None) -> tuple[float | None, dict[str, float] | None, bool]:
     """Expected score from ``step_logits`` (T, V), the raw logits that produced each generated token; ``band`` is
     the label the answer was forced to start with, if any (see :func:`_top_of_band`)."""
-    located = _score_digits(pieces, parsed)
+    located = _score_digits(pieces, parsed, first=band is not None)
     if located is None:
         return parsed.score, None, False
     digits, sign = located
@@ -183,6 +186,12 @@ def _expected(trait: Trait, pieces: list[str], parsed: ParsedAnswer, step_logits
         value = sign * _within_reach(places, probs, trait.high if sign > 0 else -trait.low)
     value = trait.clip(value)
     return value, _bin_probs(trait, probs, places, sign), True
+
+
+def _forced_answer(label: str, pieces: list[str], trait: Trait) -> ParsedAnswer:
+    """What a continuation ``pieces`` of a forced ``label`` answers: the label with what follows it up to the first
+    tag (``</answer>`` or another ``<answer>``), read as a whole answer is (label and number)."""
+    return parse_answer(label + "".join(pieces).split("<", 1)[0], trait)
 
 
 def _digits_mean(places: list[float], probs: np.ndarray) -> float:
@@ -265,7 +274,7 @@ def _label_marginal(model, processor, texts: list[str], images: list, preds: lis
         cont = _completion_ids(seqs[r], stop_ids)
         pieces = [tok.decode([t], skip_special_tokens=True) for t in cont]
         value, exact = None, False
-        parsed = parse_answer(lbl + "".join(pieces), trait)  # read as the whole answer is: label and number
+        parsed = _forced_answer(lbl, pieces, trait)
         if cont and parsed.score is not None:
             step_logits = torch.stack([lg[r] for lg in gen.logits[:len(cont)]])
             value, _, exact = _expected(trait, pieces, parsed, step_logits, digit_ids, band=lbl)

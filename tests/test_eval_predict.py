@@ -17,7 +17,7 @@ from cogip.models import load_policy
 from cogip.traits import LabelBin, Trait, get_trait
 from eval.blindness import blindness_result, movement, shuffled_images
 from eval.held_out_reward import held_out_rewards
-from eval.predict import Prediction, _bin_probs, _expected, _score_digits, by_trait, predict
+from eval.predict import Prediction, _bin_probs, _expected, _forced_answer, _score_digits, by_trait, predict
 from eval.report import ignores_image
 
 
@@ -99,6 +99,19 @@ def test_digits_of_a_rendered_answer_rebuild_its_score(trait_name, u):
     onehot = np.eye(10)[[int(pieces[i]) for i, _ in digits]]
     probs = _bin_probs(t, onehot, [pl for _, pl in digits], sign)
     assert probs[t.label_for(parsed.score)] == pytest.approx(1.0)
+
+
+def test_a_forced_label_is_read_with_the_number_right_after_it():
+    # The expected decoding forces each label and reads the number its greedy continuation writes next to it: the
+    # digits located are that number's, not a later one's of the same value, and a tag after it ends the answer.
+    t = get_trait("Aesthetics")
+    pieces = list(" 7.000 or 7")
+    parsed = _forced_answer("high", pieces, t)
+    assert (parsed.label, parsed.score, parsed.well_formed) == ("high", 7.0, True)
+    digits, sign = _score_digits(pieces, parsed, first=True)
+    assert [i for i, _ in digits] == [1, 3, 4, 5] and sign == 1.0
+    assert _forced_answer("high", list(" 7.500</answer><answer>"), t).score == 7.5
+    assert _forced_answer("low", list(" 4.7.7"), t).score is None  # a number that runs on is no answer
 
 
 def _expected_with_first_digit(trait, answer: str, first: dict[int, float], band: str | None) -> float:
