@@ -245,6 +245,13 @@ def plan_demo(args: argparse.Namespace) -> Plan:
         if script.dataset != "synthetic":
             raise DemoInputError(f"the demo runs on the synthetic benchmark, but the {name} config uses dataset "
                                  f"{script.dataset!r}")
+    sft_items, grpo_items = (range(x.synthetic_train_start, x.synthetic_train_start + x.synthetic_train_size)
+                             for x in (sft_script, grpo_script))
+    if sft_items.start < grpo_items.stop and grpo_items.start < sft_items.stop:
+        raise DemoInputError(
+            f"GRPO's training items ({grpo_items.start}-{grpo_items.stop - 1} of the stream) overlap SFT's "
+            f"({sft_items.start}-{sft_items.stop - 1}): GRPO has nothing to learn on items SFT fitted (BENCHMARKS.md, "
+            f"\"GRPO against its SFT start\"); set grpo.synthetic_train_start to {sft_items.stop} or more")
     if sft_script.prompt_style != grpo_script.prompt_style:
         raise DemoInputError(f"the SFT and GRPO configs ask for different prompt styles ({sft_script.prompt_style!r} "
                              f"and {grpo_script.prompt_style!r}); the test split can only use one")
@@ -261,7 +268,7 @@ def plan_demo(args: argparse.Namespace) -> Plan:
     _checked_parse("generation", argv["generation"])
 
     # the data folder's train split is the SFT stage's labelled items (eval's train-mean reference), not GRPO's too
-    sizes = {"n_train": sft_script.synthetic_train_size,
+    sizes = {"n_train": sft_script.synthetic_train_size, "train_start": sft_script.synthetic_train_start,
              "n_validation": max(sft_script.synthetic_eval_size if sft_train.eval_strategy != "no" else 0,
                                  grpo_script.synthetic_eval_size),
              "n_test": args.n_test}

@@ -305,6 +305,9 @@ def test_bad_input_is_refused_before_anything_is_written(tmp_path, capsys):
     (tmp_path / "release.yaml").write_text(yaml.safe_dump(release))
     assert cogalign(["demo", "--output_dir", str(out), "--sft_config", str(tmp_path / "release.yaml")]) == 2
     assert "synthetic benchmark" in capsys.readouterr().err
+    # more SFT items without moving GRPO's start: the two stages would share items 2,000-3,999
+    assert cogalign(["demo", "--output_dir", str(out), "--set", "sft.synthetic_train_size=4000"]) == 2
+    assert "overlap SFT's (0-3999)" in capsys.readouterr().err
     assert not out.exists()
     out.mkdir()  # a folder holding files of its own: the demo would empty data/, eval/, generation/ ... in it
     (out / "generation").mkdir()
