@@ -94,8 +94,8 @@ def _why_grpo_adds_little(n_items: int, width: float) -> str:
             "others) that was +0.013 to +0.019 in mean SRCC on 1,200 test items over three benchmark seeds, but "
             "+0.004 (validation) from an SFT model that already read Aesthetics well (vision pretrained on one "
             "thread), and +0.003 to +0.005 from an SFT stage with 3,000 or 4,000 items: what GRPO adds is what SFT "
-            f"left to learn. This run's {n_items} test items give an interval {width:.3f} wide. Measurements and every setting tried: "
-            "`BENCHMARKS.md`, \"GRPO against its SFT start\".")
+            f"left to learn. This run's {n_items} test items give an interval {width:.3f} wide. Measurements and "
+            "every setting tried: `BENCHMARKS.md`, \"GRPO against its SFT start\".")
 
 
 def _per_trait(s: dict) -> list:
