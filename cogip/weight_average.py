@@ -139,8 +139,7 @@ class WeightAverage(TrainerCallback):
         """An empty mean with the settings of the one ``checkpoint`` holds."""
         from safetensors import safe_open
 
-        path = next(Path(checkpoint).glob(AVERAGE_FILE.replace(".", "*.", 1)))
-        with safe_open(str(path), "pt") as f:
+        with safe_open(str(next(_saved_means(checkpoint))), "pt") as f:
             meta = f.metadata() or {}
         return cls(int(meta["start"]), int(meta["every"]))
 
@@ -192,9 +191,14 @@ def averaging(trainer) -> WeightAverage | None:
     return next((cb for cb in trainer.callback_handler.callbacks if isinstance(cb, WeightAverage)), None)
 
 
+def _saved_means(checkpoint: str | Path):
+    """The running-mean files in ``checkpoint`` (one, or one per process under ZeRO-3)."""
+    return Path(checkpoint).glob(AVERAGE_FILE.replace(".", "*.", 1))
+
+
 def holds_average(checkpoint: str | Path) -> bool:
     """Whether ``checkpoint`` was saved by a run that averages its weights."""
-    return any(Path(checkpoint).glob(AVERAGE_FILE.replace(".", "*.", 1)))
+    return any(_saved_means(checkpoint))
 
 
 def check_zero3_gathers(enabled: bool) -> None:
@@ -213,22 +217,22 @@ def check_zero3_gathers(enabled: bool) -> None:
                                  "in the DeepSpeed config (without it the final save holds the last step's weights)")
 
 
-def finish_saved_run(trainer, checkpoint: str | Path) -> bool:
+def finish_saved_run(trainer, checkpoint: str | Path) -> None:
     """For a run launched again after its end (``checkpoint`` reaches its last step, so nothing trains), with or
-    without ``average_weights``: True when its final model is a mean of its weights, which the output folder keeps
-    (saved at the run's end, after the checkpoint) or gets again here (the run was killed in its final save; the model
-    loaded is the run's start, whose frozen parameters are the run's own); False when the checkpoint holds no mean,
-    so that its own weights are the final model. Under ZeRO-3 the mean is in slices that the loaded model, without
-    its DeepSpeed engine, cannot gather: a lost final save is refused there, with what to do."""
+    without ``average_weights``: when the checkpoint holds a mean of the weights, that mean is the final model, which
+    the output folder keeps (saved at the run's end, after the checkpoint) or gets again here (the run was killed in
+    its final save; the model loaded is the run's start, whose frozen parameters are the run's own); without one, the
+    checkpoint's own weights are the final model (copied by the caller). Under ZeRO-3 the mean is in slices that the
+    loaded model, without its DeepSpeed engine, cannot gather: a lost final save is refused there, with what to do."""
     from cogip.checkpoints import TRAINER_STATE, newest_weights
 
     out, model, checkpoint = Path(trainer.args.output_dir), trainer.model, Path(checkpoint)
     if not holds_average(checkpoint):
         if averaging(trainer) is not None:
             logger.warning("%s holds no running mean of the weights: the final model is its own weights", checkpoint)
-        return False
+        return
     if newest_weights(out) >= (checkpoint / TRAINER_STATE).stat().st_mtime:
-        return True
+        return
     avg = WeightAverage.saved_in(checkpoint)
     if _sliced(model) or not avg.load(checkpoint, model, trainer.args.process_index):
         raise WeightAverageError(
@@ -239,4 +243,3 @@ def finish_saved_run(trainer, checkpoint: str | Path) -> bool:
     avg.apply(model)
     if trainer.accelerator.is_main_process:
         model.save_pretrained(str(out))
-    return True
